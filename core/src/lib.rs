@@ -1,0 +1,17 @@
+//! apiary-core: the Hypercore v11 + Hyperbee protocol, implemented from the wire up.
+//!
+//! - [`id`]: core keys (z-base-32, hex, `hyper://`) and discovery keys.
+//! - [`crypto`]: BLAKE2b hashes, namespaces, Ed25519.
+//! - [`encoding`]: compact-encoding, the byte format of the wire messages.
+//! - [`manifest`]: manifests and signature verification (manifest v1 and compat cores).
+//! - [`merkle`]: flat-tree math, proof generation and verification.
+
+pub mod crypto;
+pub mod encoding;
+pub mod error;
+pub mod id;
+pub mod manifest;
+pub mod merkle;
+
+pub use error::{Error, Result};
+pub use id::{DiscoveryKey, Key};
