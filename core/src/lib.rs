@@ -12,6 +12,9 @@ pub mod error;
 pub mod id;
 pub mod manifest;
 pub mod merkle;
+pub mod replicate;
+pub mod store;
+pub mod wire;
 
 pub use error::{Error, Result};
 pub use id::{DiscoveryKey, Key};

@@ -1,0 +1,228 @@
+//! Replication: the cores this process holds ([`Replica`]), the connections it has
+//! ([`Connection`]) and the [`Replicator`] that ties them together.
+//!
+//! ```no_run
+//! # async fn run() -> apiary_core::Result<()> {
+//! use apiary_core::replicate::{Replicator, ReplicatorOptions};
+//! use apiary_core::store::Store;
+//! use std::time::Duration;
+//!
+//! let rep = Replicator::new(Store::temporary()?, ReplicatorOptions::default());
+//! let key = "hyper://tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy".parse()?;
+//! let core = rep.replica(key)?;
+//! let conn = rep.connect("127.0.0.1:4000").await?;
+//! conn.open(&core).await?;
+//! let length = core.update(Duration::from_secs(5)).await?;
+//! if length > 0 {
+//!     let last = core.get(length - 1).await?; // fetched, verified, stored
+//!     println!("{} bytes", last.len());
+//! }
+//! # Ok(()) }
+//! ```
+
+mod connection;
+mod replica;
+mod writer;
+
+pub use connection::{Connection, PROTOCOL};
+pub use replica::{HeadEvent, PeerLink, RemoteState, Replica, ReplicaOptions, ReplicaStats};
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::crypto::KeyPair;
+use crate::error::{Error, Result};
+use crate::id::{DiscoveryKey, Key};
+use crate::store::Store;
+use crate::wire::{secret_stream, FramedSession};
+
+/// The cores a process shares, by discovery key (what remote opens name).
+#[derive(Debug, Default)]
+pub struct Registry {
+    replicas: Mutex<HashMap<DiscoveryKey, Arc<Replica>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DiscoveryKey, Arc<Replica>>> {
+        self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// The replica of a discovery key.
+    pub fn get(&self, dk: &DiscoveryKey) -> Option<Arc<Replica>> {
+        self.lock().get(dk).cloned()
+    }
+    /// Every replica.
+    pub fn all(&self) -> Vec<Arc<Replica>> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+/// How a replicator behaves.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicatorOptions {
+    /// Open a channel for every core on every connection (a publisher); otherwise channels are
+    /// opened on request or when the remote opens one for a core we hold (an aggregator).
+    pub announce_all: bool,
+    /// Per-core tuning.
+    pub replica: ReplicaOptions,
+}
+
+struct Inner {
+    store: Store,
+    registry: Arc<Registry>,
+    identity: KeyPair,
+    opts: ReplicatorOptions,
+    connections: Mutex<Vec<Connection>>,
+}
+
+/// Holds cores and connections.
+#[derive(Clone)]
+pub struct Replicator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Replicator({} cores)", self.inner.registry.lock().len())
+    }
+}
+
+impl Replicator {
+    /// A replicator over `store` with a fresh Noise identity.
+    pub fn new(store: Store, opts: ReplicatorOptions) -> Self {
+        Self::with_identity(store, KeyPair::generate(), opts)
+    }
+
+    /// A replicator with a given Noise identity (its public key is what peers see).
+    pub fn with_identity(store: Store, identity: KeyPair, opts: ReplicatorOptions) -> Self {
+        Replicator {
+            inner: Arc::new(Inner {
+                store,
+                registry: Arc::new(Registry::default()),
+                identity,
+                opts,
+                connections: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Our Noise public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.inner.identity.public_key()
+    }
+
+    /// The core of `key` (opened read-only from the store, created if new).
+    pub fn replica(&self, key: Key) -> Result<Arc<Replica>> {
+        self.register(key, None)
+    }
+
+    pub(crate) fn register(&self, key: Key, writer: Option<KeyPair>) -> Result<Arc<Replica>> {
+        let dk = key.discovery_key();
+        if let Some(r) = self.inner.registry.get(&dk) {
+            if writer.is_none() || r.is_writable() {
+                return Ok(r);
+            }
+        }
+        let core = self.inner.store.core(&key)?;
+        let replica = Arc::new(Replica::open(key, core, self.inner.opts.replica.clone(), writer)?);
+        self.inner.registry.lock().insert(dk, replica.clone());
+        if self.inner.opts.announce_all {
+            for c in self.connections() {
+                let r = replica.clone();
+                tokio::spawn(async move { c.open(&r).await });
+            }
+        }
+        Ok(replica)
+    }
+
+    /// Every core held.
+    pub fn replicas(&self) -> Vec<Arc<Replica>> {
+        self.inner.registry.all()
+    }
+
+    /// Stops sharing a core: closes its channels and forgets it (the store keeps its data
+    /// until [`Store::remove_core`]).
+    pub async fn remove(&self, key: &Key) {
+        let dk = key.discovery_key();
+        self.inner.registry.lock().remove(&dk);
+        for c in self.connections() {
+            c.close_core(dk).await;
+        }
+    }
+
+    /// Live connections.
+    pub fn connections(&self) -> Vec<Connection> {
+        let mut c = self.inner.connections.lock().unwrap_or_else(|p| p.into_inner());
+        c.retain(|c| !c.is_closed());
+        c.clone()
+    }
+
+    /// Runs replication over an established session.
+    pub fn attach(&self, session: FramedSession) -> Connection {
+        let announce = if self.inner.opts.announce_all {
+            self.inner.registry.all()
+        } else {
+            Vec::new()
+        };
+        let conn = connection::spawn(session, self.inner.registry.clone(), announce);
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn.clone());
+        conn
+    }
+
+    /// Dials `addr` over TCP, runs the Noise handshake as initiator, and starts replicating.
+    pub async fn connect(&self, addr: &str) -> Result<Connection> {
+        let sock = tokio::time::timeout(crate::wire::stream::HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("connecting to {addr}"),
+            })??;
+        let _ = sock.set_nodelay(true);
+        let session = secret_stream(sock, true, self.inner.identity.clone(), addr.to_owned()).await?;
+        Ok(self.attach(session))
+    }
+
+    /// Listens on `addr` and replicates with everyone who connects (as Noise responder).
+    /// Returns the bound address; the accept loop runs until the task is aborted.
+    pub async fn listen(&self, addr: &str) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let (sock, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = sock.set_nodelay(true);
+                let me = me.clone();
+                tokio::spawn(async move {
+                    match secret_stream(sock, false, me.inner.identity.clone(), peer.to_string()).await {
+                        Ok(session) => {
+                            me.attach(session);
+                        }
+                        Err(e) => tracing::info!(%peer, "handshake failed: {e}"),
+                    }
+                });
+            }
+        });
+        Ok((local, task))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,747 @@
+//! One core as this process knows it: its verified head, its store, the peers that have it,
+//! and the request logic of a sparse reader (fetch a block, upgrade to the newest length,
+//! follow a new fork).
+//!
+//! Requests go out through the connection task of a peer ([`PeerLink`]); the answer comes
+//! back to the caller's task, which verifies it and writes it to the store. Verification thus
+//! runs in parallel across callers, and connections only move bytes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::connection::ConnCommand;
+use crate::crypto::KeyPair;
+use crate::error::{Error, Result};
+use crate::id::{DiscoveryKey, Key};
+use crate::manifest::{Manifest, Verifier};
+use crate::merkle::{flat, verify_proof, Head, Node, Proof, VerifiedProof};
+use crate::store::{CoreRecord, CoreStore};
+use crate::wire::messages::{Data, Request, Sync};
+
+/// Tuning of a replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// How long one request may stay unanswered before it is retried elsewhere.
+    pub request_timeout: Duration,
+    /// How many peers (or times) a block is tried before giving up.
+    pub max_attempts: u32,
+    /// Fetch the newest length as soon as a peer announces it (live following).
+    pub auto_upgrade: bool,
+}
+
+impl Default for ReplicaOptions {
+    fn default() -> Self {
+        ReplicaOptions {
+            request_timeout: Duration::from_secs(5),
+            max_attempts: 4,
+            auto_upgrade: true,
+        }
+    }
+}
+
+/// What watchers of a core see change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadEvent {
+    /// Verified length.
+    pub length: u64,
+    /// Fork id.
+    pub fork: u64,
+    /// After the author truncated the core: blocks from this seq on were dropped.
+    pub truncated_at: Option<u64>,
+}
+
+/// What a peer told us about its copy of a core.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteState {
+    /// Its fork.
+    pub fork: u64,
+    /// Its length.
+    pub length: u64,
+    /// It holds blocks `[0, contiguous)`.
+    pub contiguous: u64,
+    /// It can send the manifest.
+    pub has_manifest: bool,
+    /// It wants data.
+    pub downloading: bool,
+    /// Requests of ours in flight to it.
+    pub inflight: usize,
+    /// The channel is gone.
+    pub closed: bool,
+}
+
+/// One peer's channel for a core, as the replica sees it.
+#[derive(Debug)]
+pub struct PeerLink {
+    pub(crate) conn: mpsc::Sender<ConnCommand>,
+    pub(crate) channel: u64,
+    pub(crate) remote: Mutex<RemoteState>,
+    /// The remote end (an address), for logs and status.
+    pub label: String,
+    /// The remote's Noise public key.
+    pub remote_public_key: [u8; 32],
+}
+
+impl PeerLink {
+    pub(crate) fn remote(&self) -> MutexGuard<'_, RemoteState> {
+        self.remote.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counters of what was fetched for this core.
+#[derive(Debug, Default)]
+pub struct ReplicaStats {
+    /// Blocks downloaded and verified.
+    pub blocks: AtomicU64,
+    /// Bytes of block payload downloaded.
+    pub bytes: AtomicU64,
+}
+
+pub(super) struct State {
+    pub(super) record: CoreRecord,
+    pub(super) verifier: Option<Verifier>,
+    peers: Vec<Arc<PeerLink>>,
+    inflight: HashMap<u64, Vec<oneshot::Sender<()>>>,
+    upgrading: bool,
+}
+
+/// A core: store, head, peers.
+pub struct Replica {
+    key: Key,
+    discovery_key: DiscoveryKey,
+    store: CoreStore,
+    opts: ReplicaOptions,
+    state: Mutex<State>,
+    head_tx: watch::Sender<HeadEvent>,
+    peers_tx: watch::Sender<u64>,
+    pub(crate) writer: Option<KeyPair>,
+    /// Download counters.
+    pub stats: ReplicaStats,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Replica({})", self.key)
+    }
+}
+
+/// What applying a verified proof did.
+enum Applied {
+    Done,
+    NewFork(Head, Vec<Node>, Verifier),
+}
+
+impl Replica {
+    /// Opens a core from the store. `writer` is the key pair of a core we sign.
+    pub(crate) fn open(key: Key, store: CoreStore, opts: ReplicaOptions, writer: Option<KeyPair>) -> Result<Self> {
+        let record = store.record()?;
+        let verifier = match &record.manifest {
+            Some(m) => Some(Verifier::new(key, Some(Manifest::from_bytes(m)?))?),
+            None if record.head.length > 0 => Some(Verifier::new(key, None)?),
+            None => match &writer {
+                Some(kp) if kp.public_key() == key.0 => Some(Verifier::new(key, None)?),
+                _ => None,
+            },
+        };
+        let (head_tx, _) = watch::channel(HeadEvent {
+            length: record.head.length,
+            fork: record.head.fork,
+            truncated_at: None,
+        });
+        let (peers_tx, _) = watch::channel(0);
+        Ok(Replica {
+            key,
+            discovery_key: key.discovery_key(),
+            store,
+            opts,
+            state: Mutex::new(State {
+                record,
+                verifier,
+                peers: Vec::new(),
+                inflight: HashMap::new(),
+                upgrading: false,
+            }),
+            head_tx,
+            peers_tx,
+            writer,
+            stats: ReplicaStats::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the locked state (never across an await).
+    pub(super) fn with_state<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        f(&mut self.lock())
+    }
+
+    /// Tells watchers and peers about a new head.
+    pub(super) fn publish(&self, event: HeadEvent) {
+        self.head_tx.send_replace(event);
+        self.announce();
+    }
+
+    /// The core key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+    /// The discovery key.
+    pub fn discovery_key(&self) -> &DiscoveryKey {
+        &self.discovery_key
+    }
+    /// The store of this core.
+    pub fn store(&self) -> &CoreStore {
+        &self.store
+    }
+    /// The verified head.
+    pub fn head(&self) -> Head {
+        self.lock().record.head.clone()
+    }
+    /// Verified length.
+    pub fn length(&self) -> u64 {
+        self.lock().record.head.length
+    }
+    /// Fork id.
+    pub fn fork(&self) -> u64 {
+        self.lock().record.head.fork
+    }
+    /// Blocks `[0, n)` are all stored.
+    pub fn contiguous_length(&self) -> u64 {
+        self.lock().record.contiguous
+    }
+    /// The manifest bytes we may send (non-compat cores).
+    pub fn manifest(&self) -> Option<Manifest> {
+        let s = self.lock();
+        s.verifier.as_ref().filter(|v| !v.is_compat()).map(|v| v.manifest().clone())
+    }
+    /// Whether we hold the key pair.
+    pub fn is_writable(&self) -> bool {
+        self.writer.is_some()
+    }
+    /// Watch the head: length, fork, truncations.
+    pub fn subscribe(&self) -> watch::Receiver<HeadEvent> {
+        self.head_tx.subscribe()
+    }
+    /// The peers that have a channel open for this core.
+    pub fn peers(&self) -> Vec<Arc<PeerLink>> {
+        self.lock().peers.iter().filter(|p| !p.remote().closed).cloned().collect()
+    }
+    /// The largest length any peer on our fork (or a newer one) announced.
+    pub fn remote_length(&self) -> u64 {
+        let s = self.lock();
+        let fork = s.record.head.fork;
+        s.peers
+            .iter()
+            .map(|p| p.remote())
+            .filter(|r| !r.closed && r.fork >= fork)
+            .map(|r| r.length)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The sync message we send to a peer.
+    pub(crate) fn sync_for(&self, remote: &RemoteState) -> Sync {
+        let s = self.lock();
+        let head = &s.record.head;
+        Sync {
+            can_upgrade: head.length > 0 && remote.fork == head.fork,
+            uploading: true,
+            downloading: self.writer.is_none(),
+            has_manifest: s.verifier.as_ref().is_some_and(|v| !v.is_compat()),
+            allow_push: false,
+            fork: head.fork,
+            length: head.length,
+            remote_length: if remote.fork == head.fork { remote.length } else { 0 },
+        }
+    }
+
+    pub(crate) fn add_peer(&self, link: Arc<PeerLink>) {
+        let mut s = self.lock();
+        s.peers.retain(|p| !p.remote().closed);
+        s.peers.push(link);
+        drop(s);
+        self.peers_tx.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn remove_peer(&self, link: &Arc<PeerLink>) {
+        link.remote().closed = true;
+        self.lock().peers.retain(|p| !Arc::ptr_eq(p, link));
+        self.peers_tx.send_modify(|n| *n += 1);
+    }
+
+    /// A peer's sync arrived: maybe fetch a newer head.
+    pub(crate) fn on_peer_update(self: &Arc<Self>) {
+        self.peers_tx.send_modify(|n| *n += 1);
+        if !self.opts.auto_upgrade || self.writer.is_some() {
+            return;
+        }
+        if self.wants_upgrade() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.upgrade_once().await {
+                    tracing::debug!(core = %me.key, "upgrade failed: {e}");
+                }
+            });
+        }
+    }
+
+    fn wants_upgrade(&self) -> bool {
+        let s = self.lock();
+        let head = &s.record.head;
+        !s.upgrading
+            && s.peers.iter().any(|p| {
+                let r = p.remote();
+                !r.closed && (r.fork > head.fork || (r.fork == head.fork && r.length > head.length))
+            })
+    }
+
+    /// Tells every connected peer about our head (after an append or an upgrade).
+    pub(crate) fn announce(&self) {
+        for p in self.peers() {
+            let _ = p.conn.try_send(ConnCommand::Sync { channel: p.channel });
+        }
+    }
+
+    /// Brings the head up to the newest length a peer announced (waiting up to `wait` for a
+    /// peer to appear). Returns the length.
+    pub async fn update(self: &Arc<Self>, wait: Duration) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut peers = self.peers_tx.subscribe();
+        loop {
+            if self.peers().iter().any(|p| p.remote().length > 0 || p.remote().fork > 0) || self.writer.is_some() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, peers.changed()).await.is_err() {
+                break;
+            }
+        }
+        for _ in 0..self.opts.max_attempts {
+            if !self.wants_upgrade() {
+                let busy = self.lock().upgrading;
+                if !busy {
+                    break;
+                }
+                // Another task is upgrading: wait for its result.
+                let mut head = self.subscribe();
+                let _ = tokio::time::timeout(self.opts.request_timeout, head.changed()).await;
+                continue;
+            }
+            self.upgrade_once().await?;
+        }
+        Ok(self.length())
+    }
+
+    /// Fetches the newest head from the best peer once.
+    async fn upgrade_once(self: &Arc<Self>) -> Result<()> {
+        {
+            let mut s = self.lock();
+            if s.upgrading {
+                return Ok(());
+            }
+            s.upgrading = true;
+        }
+        struct Reset<'a>(&'a Replica);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.lock().upgrading = false;
+            }
+        }
+        let _reset = Reset(self);
+        let (head, need_manifest) = {
+            let s = self.lock();
+            (s.record.head.clone(), s.verifier.is_none())
+        };
+        let best = self
+            .peers()
+            .into_iter()
+            .filter(|p| {
+                let r = p.remote();
+                r.fork > head.fork || (r.fork == head.fork && r.length > head.length)
+            })
+            .max_by_key(|p| {
+                let r = p.remote();
+                (r.fork, r.length)
+            });
+        let Some(peer) = best else { return Ok(()) };
+        let (rfork, rlen, has_manifest) = {
+            let r = peer.remote();
+            (r.fork, r.length, r.has_manifest)
+        };
+        let start = if rfork == head.fork { head.length } else { 0 };
+        let req = Request {
+            fork: rfork,
+            upgrade: Some((start, rlen - start)),
+            manifest: need_manifest && has_manifest,
+            ..Request::default()
+        };
+        let data = self.request(&peer, req).await?;
+        self.apply(&peer, data).await
+    }
+
+    /// Sends one request to a peer and waits for its answer.
+    async fn request(&self, peer: &Arc<PeerLink>, req: Request) -> Result<Data> {
+        let (tx, rx) = oneshot::channel();
+        peer.remote().inflight += 1;
+        struct Dec<'a>(&'a PeerLink);
+        impl Drop for Dec<'_> {
+            fn drop(&mut self) {
+                let mut r = self.0.remote();
+                r.inflight = r.inflight.saturating_sub(1);
+            }
+        }
+        let _dec = Dec(peer);
+        peer.conn
+            .send(ConnCommand::Request {
+                channel: peer.channel,
+                req,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| Error::closed("connection closed"))?;
+        match tokio::time::timeout(self.opts.request_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::closed("connection closed before answering")),
+            Err(_) => Err(Error::Timeout {
+                what: format!("request to {}", peer.label),
+            }),
+        }
+    }
+
+    /// Verifies a proof from `peer` and stores it; a bad proof ends that peer's connection.
+    async fn apply(self: &Arc<Self>, peer: &Arc<PeerLink>, data: Data) -> Result<()> {
+        let res = self.verify_and_store(&data.proof, data.manifest);
+        match res {
+            Ok(Applied::Done) => Ok(()),
+            Ok(Applied::NewFork(head, nodes, verifier)) => self.switch_fork(peer, head, nodes, verifier).await,
+            Err(e) => {
+                if matches!(e, Error::Verification { .. } | Error::Decode { .. }) {
+                    let _ = peer.conn.try_send(ConnCommand::Fail {
+                        reason: format!("peer sent an invalid proof for {}: {e}", self.key),
+                    });
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn verifier_for(&self, manifest: Option<Manifest>) -> Result<Verifier> {
+        if let Some(v) = self.lock().verifier.clone() {
+            return Ok(v);
+        }
+        Verifier::new(self.key, manifest)
+    }
+
+    fn verify_and_store(self: &Arc<Self>, proof: &Proof, manifest: Option<Manifest>) -> Result<Applied> {
+        let verifier = self.verifier_for(manifest)?;
+        let local = self.head();
+        if proof.fork < local.fork {
+            return Err(Error::NotAvailable {
+                seq: proof.block.as_ref().map(|b| b.index).unwrap_or(0),
+            });
+        }
+        let v: VerifiedProof = verify_proof(proof, &local, &verifier, |i| self.store.node(i))?;
+        if let Some(h) = &v.head {
+            if h.fork != local.fork {
+                return Ok(Applied::NewFork(h.clone(), v.nodes, verifier));
+            }
+        }
+        let mut s = self.lock();
+        if s.record.head.fork != local.fork {
+            return Err(Error::Truncated {
+                fork: s.record.head.fork,
+                length: s.record.head.length,
+            });
+        }
+        let mut batch = self.store.batch();
+        batch.nodes(&self.store, &v.nodes);
+        let mut record = s.record.clone();
+        let mut changed = false;
+        if let Some((seq, value)) = &v.block {
+            batch.block(&self.store, *seq, value);
+            self.stats.blocks.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(value.len() as u64, Ordering::Relaxed);
+        }
+        let grew = v.head.as_ref().is_some_and(|h| h.length > record.head.length);
+        if let Some(h) = v.head.filter(|_| grew) {
+            record.head = h;
+            changed = true;
+        }
+        if s.verifier.is_none() {
+            if !verifier.is_compat() {
+                record.manifest = Some(verifier.manifest().to_bytes());
+            }
+            s.verifier = Some(verifier);
+            changed = true;
+        }
+        // Blocks [0, contiguous) are present; extend past the block just stored.
+        let mut contiguous = record.contiguous;
+        let block_seq = v.block.as_ref().map(|(seq, _)| *seq);
+        while contiguous < record.head.length && (block_seq == Some(contiguous) || self.store.has_block(contiguous)?) {
+            contiguous += 1;
+        }
+        if contiguous != record.contiguous {
+            record.contiguous = contiguous;
+            changed = true;
+        }
+        if changed {
+            batch.record(record.clone());
+        }
+        self.store.apply(batch)?;
+        s.record = record;
+        let event = HeadEvent {
+            length: s.record.head.length,
+            fork: s.record.head.fork,
+            truncated_at: None,
+        };
+        drop(s);
+        if grew {
+            self.head_tx.send_replace(event);
+            self.announce();
+        }
+        Ok(Applied::Done)
+    }
+
+    /// The author truncated the core: find where the new tree departs from what we hold,
+    /// drop everything from there, and take the new head.
+    async fn switch_fork(self: &Arc<Self>, peer: &Arc<PeerLink>, head: Head, nodes: Vec<Node>, verifier: Verifier) -> Result<()> {
+        let old = self.head();
+        let mut proven: HashMap<u64, Node> = nodes.iter().map(|n| (n.index, *n)).collect();
+        let mut common = 0u64;
+        'roots: for root in &head.roots {
+            if self.store.node(root.index)?.as_ref() == Some(root) {
+                common = flat::right_span(root.index) / 2 + 1;
+                continue;
+            }
+            // Descend: compare the left child; go right when it is shared.
+            let mut node = *root;
+            loop {
+                let Some((l, r)) = flat::children(node.index) else {
+                    break 'roots; // a leaf that differs: common stays at its seq
+                };
+                let (nl, nr) = match (proven.get(&l), proven.get(&r)) {
+                    (Some(a), Some(b)) => (*a, *b),
+                    _ => {
+                        let req = Request {
+                            fork: head.fork,
+                            hash: Some((l, 1)),
+                            ..Request::default()
+                        };
+                        let data = self.request(peer, req).await?;
+                        let h = data
+                            .proof
+                            .hash
+                            .filter(|_| data.proof.fork == head.fork)
+                            .ok_or_else(|| Error::verification("hash reply without the hash"))?;
+                        let (a, b) = match h.nodes.as_slice() {
+                            [a, b] if a.index == l && b.index == r => (*a, *b),
+                            _ => return Err(Error::verification("hash reply has the wrong nodes")),
+                        };
+                        if Node::parent(&a, &b) != node {
+                            return Err(Error::verification("hash reply does not hash to its parent"));
+                        }
+                        proven.insert(l, a);
+                        proven.insert(r, b);
+                        (a, b)
+                    }
+                };
+                match self.store.node(l)? {
+                    Some(ol) if ol == nl => {
+                        common = flat::right_span(l) / 2 + 1;
+                        node = nr;
+                    }
+                    Some(_) => node = nl,
+                    None => {
+                        // We hold nothing under l: nothing of ours is lost before it.
+                        common = flat::left_span(l) / 2;
+                        break 'roots;
+                    }
+                }
+            }
+        }
+        let cut = common.min(old.length).min(head.length);
+        let mut s = self.lock();
+        if s.record.head.fork >= head.fork {
+            return Ok(()); // another task switched already
+        }
+        let record = CoreRecord {
+            contiguous: s.record.contiguous.min(cut),
+            head: head.clone(),
+            manifest: s.record.manifest.clone().or_else(|| {
+                (!verifier.is_compat()).then(|| verifier.manifest().to_bytes())
+            }),
+        };
+        let keep: Vec<Node> = proven.into_values().collect();
+        self.store.truncate(cut, record.clone(), &keep)?;
+        s.record = record;
+        if s.verifier.is_none() {
+            s.verifier = Some(verifier);
+        }
+        drop(s);
+        tracing::info!(core = %self.key, fork = head.fork, cut, "author truncated the core");
+        self.head_tx.send_replace(HeadEvent {
+            length: head.length,
+            fork: head.fork,
+            truncated_at: Some(cut),
+        });
+        self.announce();
+        Ok(())
+    }
+
+    /// Nodes we lack on the path from block `seq` up to a node we hold (JS `missingNodes`).
+    fn missing_nodes(&self, seq: u64, length: u64) -> Result<u64> {
+        let head = 2 * length;
+        let mut cur = 2 * seq;
+        if flat::right_span(cur) >= head {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while !flat::contains(cur, head) && n < 64 {
+            if self.store.node(cur)?.is_some() {
+                break;
+            }
+            cur = flat::parent(cur);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Block `seq`: from the store, or fetched (verified) from a peer.
+    pub async fn get(self: &Arc<Self>, seq: u64) -> Result<Vec<u8>> {
+        let mut last_err = None;
+        let mut attempts = 0;
+        loop {
+            if let Some(b) = self.store.block(seq)? {
+                return Ok(b.to_vec());
+            }
+            let (length, fork) = {
+                let s = self.lock();
+                (s.record.head.length, s.record.head.fork)
+            };
+            if seq >= length {
+                return Err(Error::NotAvailable { seq });
+            }
+            if attempts >= self.opts.max_attempts {
+                return Err(last_err.unwrap_or(Error::NotAvailable { seq }));
+            }
+            // One request per block: later callers wait for the first.
+            let follower = {
+                let mut s = self.lock();
+                match s.inflight.get_mut(&seq) {
+                    Some(waiters) => {
+                        let (tx, rx) = oneshot::channel();
+                        waiters.push(tx);
+                        Some(rx)
+                    }
+                    None => {
+                        s.inflight.insert(seq, Vec::new());
+                        None
+                    }
+                }
+            };
+            if let Some(rx) = follower {
+                let limit = self.opts.request_timeout * (self.opts.max_attempts + 1);
+                let _ = tokio::time::timeout(limit, rx).await;
+                attempts += 1;
+                continue;
+            }
+            let _guard = InflightGuard { replica: self, seq };
+            attempts += 1;
+            let peer = match self.pick_peer(seq, fork).await {
+                Some(p) => p,
+                None => {
+                    last_err = Some(Error::NotAvailable { seq });
+                    continue;
+                }
+            };
+            let need_manifest = self.lock().verifier.is_none() && peer.remote().has_manifest;
+            let req = Request {
+                fork,
+                block: Some((seq, self.missing_nodes(seq, length)?)),
+                manifest: need_manifest,
+                ..Request::default()
+            };
+            match self.request(&peer, req).await {
+                Ok(data) => {
+                    if let Err(e) = self.apply(&peer, data).await {
+                        last_err = Some(e);
+                    }
+                }
+                Err(Error::NotAvailable { .. }) => last_err = Some(Error::NotAvailable { seq }),
+                Err(e) => last_err = Some(e),
+            }
+        }
+    }
+
+    /// The least busy peer that has block `seq`, waiting a while for one to appear.
+    async fn pick_peer(&self, seq: u64, fork: u64) -> Option<Arc<PeerLink>> {
+        let mut changes = self.peers_tx.subscribe();
+        let deadline = tokio::time::Instant::now() + self.opts.request_timeout;
+        loop {
+            let best = self
+                .peers()
+                .into_iter()
+                .filter(|p| {
+                    let r = p.remote();
+                    r.fork == fork && r.length > seq
+                })
+                .min_by_key(|p| {
+                    let r = p.remote();
+                    (r.contiguous <= seq, r.inflight)
+                });
+            if best.is_some() {
+                return best;
+            }
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Downloads blocks `[start, end)` with up to `parallel` requests in flight.
+    pub async fn download_range(self: &Arc<Self>, start: u64, end: u64, parallel: usize) -> Result<()> {
+        let mut set = tokio::task::JoinSet::new();
+        let mut next = start;
+        let mut first_err = None;
+        while next < end || !set.is_empty() {
+            while next < end && set.len() < parallel.max(1) {
+                if !self.store.has_block(next)? {
+                    let me = self.clone();
+                    let seq = next;
+                    set.spawn(async move { me.get(seq).await.map(|_| ()) });
+                }
+                next += 1;
+            }
+            match set.join_next().await {
+                Some(Ok(Ok(()))) | None => {}
+                Some(Ok(Err(e))) => {
+                    first_err.get_or_insert(e);
+                    next = end;
+                }
+                Some(Err(e)) => {
+                    first_err.get_or_insert(Error::closed(format!("download task failed: {e}")));
+                    next = end;
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+struct InflightGuard<'a> {
+    replica: &'a Replica,
+    seq: u64,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        let waiters = self.replica.lock().inflight.remove(&self.seq);
+        for w in waiters.into_iter().flatten() {
+            let _ = w.send(());
+        }
+    }
+}

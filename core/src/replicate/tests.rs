@@ -1,0 +1,88 @@
+//! Rust writer ↔ Rust reader over real TCP on loopback.
+
+use std::time::Duration;
+
+use super::*;
+
+fn rep(announce_all: bool) -> Replicator {
+    Replicator::new(
+        Store::temporary().unwrap(),
+        ReplicatorOptions {
+            announce_all,
+            replica: ReplicaOptions {
+                request_timeout: Duration::from_secs(2),
+                ..ReplicaOptions::default()
+            },
+        },
+    )
+}
+
+#[tokio::test]
+async fn read_write_live_and_truncate() {
+    let server = rep(true);
+    let writer = server.create_core(KeyPair::generate(), false).unwrap();
+    let blocks: Vec<Vec<u8>> = (0..100).map(|i| format!("block {i}").into_bytes()).collect();
+    writer.append(&blocks[..60]).unwrap();
+    let (addr, _task) = server.listen("127.0.0.1:0").await.unwrap();
+
+    let client = rep(false);
+    let reader = client.replica(*writer.key()).unwrap();
+    let conn = client.connect(&addr.to_string()).await.unwrap();
+    conn.open(&reader).await.unwrap();
+    assert_eq!(reader.update(Duration::from_secs(5)).await.unwrap(), 60);
+    assert_eq!(reader.get(42).await.unwrap(), blocks[42]);
+    assert_eq!(reader.store().block_count(), 1, "sparse: only the block asked for");
+    reader.download_range(0, 60, 16).await.unwrap();
+    for (i, b) in blocks[..60].iter().enumerate() {
+        assert_eq!(&reader.get(i as u64).await.unwrap(), b);
+    }
+
+    // Live: an append reaches the reader without polling.
+    let mut head = reader.subscribe();
+    writer.append(&blocks[60..]).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while head.borrow_and_update().length < 100 {
+            head.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(reader.get(99).await.unwrap(), blocks[99]);
+
+    // Truncation: the reader drops what was cut and says from where.
+    writer.truncate(70).unwrap();
+    writer.append(&[b"new 70".to_vec()]).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let ev = *head.borrow_and_update();
+            if ev.fork == 1 && ev.length == 71 {
+                break;
+            }
+            if ev.fork == 1 {
+                assert_eq!(ev.truncated_at, Some(70));
+            }
+            head.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(reader.get(70).await.unwrap(), b"new 70");
+    assert_eq!(reader.get(69).await.unwrap(), blocks[69]);
+    assert!(reader.store().block(80).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn compat_core_replicates() {
+    let server = rep(true);
+    let kp = KeyPair::generate();
+    let writer = server.create_core(kp.clone(), true).unwrap();
+    assert_eq!(writer.key().0, kp.public_key());
+    writer.append(&[b"a".to_vec(), b"b".to_vec()]).unwrap();
+    let (addr, _task) = server.listen("127.0.0.1:0").await.unwrap();
+    let client = rep(false);
+    let reader = client.replica(*writer.key()).unwrap();
+    let conn = client.connect(&addr.to_string()).await.unwrap();
+    conn.open(&reader).await.unwrap();
+    assert_eq!(reader.update(Duration::from_secs(5)).await.unwrap(), 2);
+    assert_eq!(reader.get(1).await.unwrap(), b"b");
+}

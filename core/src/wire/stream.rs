@@ -1,0 +1,249 @@
+//! The encrypted transport: uint24le framing, Noise XX, then secret-stream data frames
+//! (JS `@hyperswarm/secret-stream` over a plain TCP socket, as `core.replicate(isInitiator)`
+//! piped to a socket produces).
+//!
+//! Raw stream, per direction: handshake frames, one 56-byte id frame
+//! (`streamId(32) || secretstream header(24)`, `streamId = B256(NS_<sender role>; key =
+//! handshake hash)`), then one encrypted frame per message. Empty messages are keep-alives.
+//!
+//! What comes out is a [`FramedSession`]: whole plaintext messages in and out, plus who we
+//! talk to. Replication works on that and never on the socket, so any carrier that yields
+//! the same (e.g. a future DHT bridge) can be plugged in.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use super::noise::Handshake;
+use super::secretstream::{Pull, Push, ABYTES, HEADERBYTES};
+use crate::crypto::{self, KeyPair};
+use crate::error::{Error, Result};
+
+/// Largest frame payload the uint24le length allows.
+pub const MAX_FRAME: usize = (1 << 24) - 1;
+/// Largest plaintext message one encrypted frame carries.
+pub const MAX_MESSAGE: usize = MAX_FRAME - ABYTES;
+/// How long the handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An empty message goes out after this much silence, as JS does (`setKeepAlive(5000)`).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// Who the session is with, and the secrets that bind replication to it.
+#[derive(Clone)]
+pub struct SessionInfo {
+    /// Whether we sent the first Noise message.
+    pub is_initiator: bool,
+    /// The Noise handshake hash (keys replication capabilities).
+    pub handshake_hash: [u8; 64],
+    /// The remote's static Ed25519 key.
+    pub remote_public_key: [u8; 32],
+    /// Our static Ed25519 key.
+    pub local_public_key: [u8; 32],
+    /// A printable name of the remote end (an address), for logs.
+    pub remote_label: String,
+}
+
+impl std::fmt::Debug for SessionInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionInfo")
+            .field("is_initiator", &self.is_initiator)
+            .field("remote", &self.remote_label)
+            .field("remote_public_key", &hex::encode(self.remote_public_key))
+            .finish()
+    }
+}
+
+/// An authenticated, encrypted channel of whole messages.
+#[derive(Debug)]
+pub struct FramedSession {
+    /// Peer and handshake facts.
+    pub info: SessionInfo,
+    /// Incoming messages; an `Err` is the last item when the stream broke.
+    pub incoming: mpsc::Receiver<Result<Vec<u8>>>,
+    /// Outgoing messages; dropping every sender closes our side.
+    pub outgoing: mpsc::Sender<Vec<u8>>,
+}
+
+fn stream_id(hash: &[u8; 64], initiator: bool) -> [u8; 32] {
+    let ns = crypto::namespace("hyperswarm/secret-stream", 2);
+    let n = ns.get(usize::from(!initiator)).copied().unwrap_or_default();
+    crypto::hash_keyed(hash, &[&n])
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<bool> {
+    let mut len = [0u8; 3];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    let n = usize::from(len[0]) | usize::from(len[1]) << 8 | usize::from(len[2]) << 16;
+    buf.clear();
+    buf.resize(n, 0);
+    r.read_exact(buf).await?;
+    Ok(true)
+}
+
+fn frame_into(out: &mut Vec<u8>, payload: &[u8]) {
+    let n = payload.len() as u32;
+    out.extend_from_slice(&n.to_le_bytes()[..3]);
+    out.extend_from_slice(payload);
+}
+
+/// Runs the Noise handshake on `socket` and starts the reader and writer tasks.
+pub async fn secret_stream<S>(socket: S, is_initiator: bool, keys: KeyPair, remote_label: String) -> Result<FramedSession>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(socket);
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let local_public_key = keys.public_key();
+    let setup = async {
+        let mut hs = Handshake::new(is_initiator, keys);
+        let mut buf = Vec::new();
+        while !hs.is_complete() {
+            if hs.is_our_turn() {
+                let msg = hs.write_message()?;
+                let mut out = Vec::with_capacity(msg.len() + 3);
+                frame_into(&mut out, &msg);
+                wr.write_all(&out).await?;
+            } else {
+                if !read_frame(&mut rd, &mut buf).await? {
+                    return Err(Error::closed("connection closed during the handshake"));
+                }
+                hs.read_message(&buf)?;
+            }
+        }
+        let res = hs.finish()?;
+        let (push, header) = Push::new(&res.tx);
+        let mut id = Vec::with_capacity(59);
+        let mut payload = stream_id(&res.hash, is_initiator).to_vec();
+        payload.extend_from_slice(&header);
+        frame_into(&mut id, &payload);
+        wr.write_all(&id).await?;
+        wr.flush().await?;
+        if !read_frame(&mut rd, &mut buf).await? {
+            return Err(Error::closed("connection closed before the stream header"));
+        }
+        if buf.len() != 32 + HEADERBYTES || buf.get(..32) != Some(&stream_id(&res.hash, !is_initiator)[..]) {
+            return Err(Error::crypto("bad secret-stream id header"));
+        }
+        let mut h = [0u8; HEADERBYTES];
+        h.copy_from_slice(buf.get(32..).unwrap_or(&[0u8; HEADERBYTES]));
+        let pull = Pull::new(&res.rx, &h);
+        Ok::<_, Error>((res, push, pull))
+    };
+    let (res, push, pull) = tokio::time::timeout(HANDSHAKE_TIMEOUT, setup)
+        .await
+        .map_err(|_| Error::Timeout {
+            what: "Noise handshake".into(),
+        })??;
+
+    let (in_tx, in_rx) = mpsc::channel(256);
+    let (out_tx, out_rx) = mpsc::channel(256);
+    tokio::spawn(read_loop(rd, pull, in_tx));
+    tokio::spawn(write_loop(wr, push, out_rx));
+    Ok(FramedSession {
+        info: SessionInfo {
+            is_initiator,
+            handshake_hash: res.hash,
+            remote_public_key: res.remote_public_key,
+            local_public_key,
+            remote_label,
+        },
+        incoming: in_rx,
+        outgoing: out_tx,
+    })
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, mut pull: Pull, tx: mpsc::Sender<Result<Vec<u8>>>) {
+    let mut buf = Vec::new();
+    loop {
+        let item = match read_frame(&mut rd, &mut buf).await {
+            Ok(false) => return, // clean end: dropping `tx` tells the reader
+            Ok(true) => match pull.pull_in_place(&mut buf) {
+                Ok((_, plain)) if plain.is_empty() => continue, // keep-alive
+                Ok((_, plain)) => Ok(plain.to_vec()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let stop = item.is_err();
+        if tx.send(item).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut push: Push, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut out = Vec::with_capacity(64 * 1024);
+    loop {
+        let first = match tokio::time::timeout(KEEP_ALIVE, rx.recv()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(_) => Vec::new(), // keep-alive
+        };
+        out.clear();
+        let mut msg = Some(first);
+        // Drain what is queued so one socket write carries many small messages.
+        while let Some(m) = msg.take() {
+            if m.len() > MAX_MESSAGE {
+                tracing::warn!(len = m.len(), "dropping an oversized outgoing message");
+            } else {
+                let n = (m.len() + ABYTES) as u32;
+                out.extend_from_slice(&n.to_le_bytes()[..3]);
+                push.push_into(&m, super::secretstream::TAG_MESSAGE, &mut out);
+            }
+            if out.len() < 256 * 1024 {
+                msg = rx.try_recv().ok();
+            }
+        }
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn two_sides_talk_over_tcp() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let mut s = secret_stream(sock, false, KeyPair::generate(), "client".into()).await.unwrap();
+            while let Some(Ok(m)) = s.incoming.recv().await {
+                s.outgoing.send(m.iter().rev().copied().collect()).await.unwrap();
+            }
+        });
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut c = secret_stream(sock, true, KeyPair::generate(), "server".into()).await.unwrap();
+        for i in 0..100u32 {
+            let msg = format!("message {i}").into_bytes();
+            c.outgoing.send(msg.clone()).await.unwrap();
+            let back = c.incoming.recv().await.unwrap().unwrap();
+            assert_eq!(back, msg.iter().rev().copied().collect::<Vec<_>>());
+        }
+        drop(c);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn garbage_is_an_error_not_a_panic() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            secret_stream(sock, false, KeyPair::generate(), "client".into()).await
+        });
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(&[5, 0, 0, 1, 2, 3, 4, 5]).await.unwrap();
+        let r = server.await.unwrap();
+        assert!(matches!(r, Err(Error::Crypto { .. })), "{r:?}");
+    }
+}
