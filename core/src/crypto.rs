@@ -191,7 +191,10 @@ mod tests {
     #[test]
     fn namespaces_match_js() {
         let c = caps();
-        assert_eq!(hx(&c.tree), "9fac70b50ca14efc4e91c833b204e75b8b5aad8b5881bfc0adb5ef38a3275b9c");
+        assert_eq!(
+            hx(&c.tree),
+            "9fac70b50ca14efc4e91c833b204e75b8b5aad8b5881bfc0adb5ef38a3275b9c"
+        );
         assert_eq!(
             hx(&c.replicate_initiator),
             "51812a2a359b50369536775df89e18e47740f3db72ac0ae70b29594c194dc316"
@@ -200,14 +203,23 @@ mod tests {
             hx(&c.replicate_responder),
             "0438492d02970cc13528ac0262bca0074e0926260256865accc0bf15bd79127d"
         );
-        assert_eq!(hx(&c.manifest), "e64b7108eacce47cfc61ac850568f55f8b15b82ec5ed78c4ec597b036e2a1498");
+        assert_eq!(
+            hx(&c.manifest),
+            "e64b7108eacce47cfc61ac850568f55f8b15b82ec5ed78c4ec597b036e2a1498"
+        );
         assert_eq!(
             hx(&c.default_namespace),
             "4144eea531e483d54e0c14f4ca68e0644f355343ff6fcb0f005200e12cd747cb"
         );
         let ss = namespace("hyperswarm/secret-stream", 3);
-        assert_eq!(hx(&ss[0]), "a931a0155b5c09e6d28628236af83c4b8a6af9af60986edeede9dc5d63192bf7");
-        assert_eq!(hx(&ss[1]), "742c9d833d430af4c48a8705e91631eecf295442bbca18996e597097723b1061");
+        assert_eq!(
+            hx(&ss[0]),
+            "a931a0155b5c09e6d28628236af83c4b8a6af9af60986edeede9dc5d63192bf7"
+        );
+        assert_eq!(
+            hx(&ss[1]),
+            "742c9d833d430af4c48a8705e91631eecf295442bbca18996e597097723b1061"
+        );
         assert_eq!(
             hx(&namespace("corestore", 1)[0]),
             "ac5c4cbfb1064776404637a280c71fac823281d351ebeced03151743270def29"

@@ -49,7 +49,10 @@ impl<'a> Reader<'a> {
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
             .ok_or_else(|| self.err("unexpected end"))?;
-        let out = self.buf.get(self.pos..end).ok_or_else(|| self.err("unexpected end"))?;
+        let out = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| self.err("unexpected end"))?;
         self.pos = end;
         Ok(out)
     }
@@ -255,7 +258,9 @@ mod tests {
     #[test]
     fn optional_buffer_empty_is_none() {
         let mut w = Writer::new();
-        w.optional_buffer(Some(&[])).optional_buffer(None).optional_buffer(Some(b"ab"));
+        w.optional_buffer(Some(&[]))
+            .optional_buffer(None)
+            .optional_buffer(Some(b"ab"));
         let mut r = Reader::new(&w.buf, "t");
         assert_eq!(r.optional_buffer().unwrap(), None);
         assert_eq!(r.optional_buffer().unwrap(), None);

@@ -26,7 +26,9 @@ pub fn z32_encode(bytes: &[u8]) -> String {
         }
     }
     if bits > 0 {
-        out.push(char::from(Z32_ALPHABET[((acc << (5 - bits)) & 31) as usize]));
+        out.push(char::from(
+            Z32_ALPHABET[((acc << (5 - bits)) & 31) as usize],
+        ));
     }
     out
 }
@@ -206,14 +208,25 @@ mod tests {
             "c1feb82a2b3ba065ffed9f6addcf19ac250793bcab748986a1b4272c62da20e6"
         );
         assert_eq!(Key::parse(PK_Z32).unwrap(), k);
-        assert_eq!(Key::parse(&format!("hyper://{PK_Z32}/some/path")).unwrap(), k);
+        assert_eq!(
+            Key::parse(&format!("hyper://{PK_Z32}/some/path")).unwrap(),
+            k
+        );
         assert_eq!(Key::parse(&format!("pear://{PK}")).unwrap(), k);
         assert_eq!(Key::parse(&k.to_url()).unwrap(), k);
     }
 
     #[test]
     fn malformed_keys_are_clear_errors() {
-        for bad in ["", "abc", "hyper://", &PK[..63], &format!("{PK}0"), &PK_Z32.replace('t', "l"), &"z".repeat(64)] {
+        for bad in [
+            "",
+            "abc",
+            "hyper://",
+            &PK[..63],
+            &format!("{PK}0"),
+            &PK_Z32.replace('t', "l"),
+            &"z".repeat(64),
+        ] {
             let e = Key::parse(bad).unwrap_err();
             assert!(matches!(e, Error::InvalidKey { .. }), "{bad}: {e}");
         }

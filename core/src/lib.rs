@@ -6,6 +6,7 @@
 //! - [`manifest`]: manifests and signature verification (manifest v1 and compat cores).
 //! - [`merkle`]: flat-tree math, proof generation and verification.
 
+pub mod bee;
 pub mod crypto;
 pub mod encoding;
 pub mod error;

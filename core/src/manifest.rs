@@ -79,7 +79,9 @@ impl Manifest {
                 w.uint(1);
                 encode_signers(w, &self.signers, false);
             } else {
-                w.uint(2).uint(u64::from(self.allow_patch)).uint(self.quorum);
+                w.uint(2)
+                    .uint(u64::from(self.allow_patch))
+                    .uint(self.quorum);
                 encode_signers(w, &self.signers, true);
             }
             return;
@@ -237,7 +239,9 @@ impl Verifier {
         let compat = manifest.signers.len() == 1
             && manifest.signers.first().map(|s| s.public_key) == Some(key.0);
         if !compat && manifest.hash() != key.0 {
-            return Err(Error::verification("the manifest does not hash to the core key"));
+            return Err(Error::verification(
+                "the manifest does not hash to the core key",
+            ));
         }
         Ok(Verifier {
             key,
@@ -274,14 +278,22 @@ impl Verifier {
     }
 
     /// Verifies `signature` for the tree `(tree_hash, length, fork)`.
-    pub fn verify(&self, tree_hash: &Hash, length: u64, fork: u64, signature: Option<&[u8]>) -> Result<()> {
+    pub fn verify(
+        &self,
+        tree_hash: &Hash,
+        length: u64,
+        fork: u64,
+        signature: Option<&[u8]>,
+    ) -> Result<()> {
         if !self.compat && self.manifest.version >= 1 {
             if let Some((hash, plen)) = &self.manifest.prologue {
                 if length <= *plen {
                     return if length == *plen && hash == tree_hash {
                         Ok(())
                     } else {
-                        Err(Error::verification("tree does not match the manifest prologue"))
+                        Err(Error::verification(
+                            "tree does not match the manifest prologue",
+                        ))
                     };
                 }
             }
@@ -289,9 +301,16 @@ impl Verifier {
         let sig = signature.ok_or_else(|| Error::verification("no signature"))?;
         let signable = self.signable(tree_hash, length, fork);
         let single_raw = self.compat
-            || (self.manifest.version == 0 && self.manifest.signers.len() == 1 && !self.manifest.allow_patch);
+            || (self.manifest.version == 0
+                && self.manifest.signers.len() == 1
+                && !self.manifest.allow_patch);
         if single_raw {
-            let pk = self.manifest.signers.first().map(|s| s.public_key).unwrap_or(self.key.0);
+            let pk = self
+                .manifest
+                .signers
+                .first()
+                .map(|s| s.public_key)
+                .unwrap_or(self.key.0);
             return if crypto::verify_signature(&pk, &signable, sig) {
                 Ok(())
             } else {
@@ -329,26 +348,38 @@ impl Verifier {
             }
             let idx = usize::try_from(signer).unwrap_or(usize::MAX);
             let (Some(slot), Some(s)) = (used.get_mut(idx), self.manifest.signers.get(idx)) else {
-                return Err(Error::verification(format!("signature from unknown signer {signer}")));
+                return Err(Error::verification(format!(
+                    "signature from unknown signer {signer}"
+                )));
             };
             if *slot {
                 return Err(Error::verification("two signatures from one signer"));
             }
             *slot = true;
             if !crypto::verify_signature(&s.public_key, signable, &signature) {
-                return Err(Error::verification(format!("bad signature from signer {signer}")));
+                return Err(Error::verification(format!(
+                    "bad signature from signer {signer}"
+                )));
             }
             valid += 1;
             if valid >= quorum {
                 return Ok(());
             }
         }
-        Err(Error::verification(format!("{valid} valid signatures, quorum is {quorum}")))
+        Err(Error::verification(format!(
+            "{valid} valid signatures, quorum is {quorum}"
+        )))
     }
 
     /// Produces the signature a core signed by `kp` carries (raw for compat and single-signer v0,
     /// the multisig container otherwise).
-    pub fn sign(&self, kp: &crypto::KeyPair, tree_hash: &Hash, length: u64, fork: u64) -> Result<Vec<u8>> {
+    pub fn sign(
+        &self,
+        kp: &crypto::KeyPair,
+        tree_hash: &Hash,
+        length: u64,
+        fork: u64,
+    ) -> Result<Vec<u8>> {
         let idx = self
             .manifest
             .signers
@@ -411,7 +442,10 @@ mod tests {
         assert!(v.verify(&th, 5, 0, Some(&sig)).is_err());
         // A foreign key pair's signature fails.
         let other = crypto::KeyPair::generate();
-        let forged = Verifier::new(Key(other.public_key()), None).unwrap().sign(&other, &th, 5, 0).unwrap();
+        let forged = Verifier::new(Key(other.public_key()), None)
+            .unwrap()
+            .sign(&other, &th, 5, 0)
+            .unwrap();
         assert!(c.verify(&th, 5, 0, Some(&forged)).is_err());
         // A manifest that does not hash to the key is refused.
         assert!(Verifier::new(Key([7u8; 32]), Some(m)).is_err());

@@ -87,7 +87,10 @@ impl Store {
         }
         let id = self.db.generate_id()?;
         // Another task may have registered the same key meanwhile: keep whichever came first.
-        match self.tree.compare_and_swap(&k, None as Option<&[u8]>, Some(&id.to_be_bytes()[..]))? {
+        match self
+            .tree
+            .compare_and_swap(&k, None as Option<&[u8]>, Some(&id.to_be_bytes()[..]))?
+        {
             Ok(()) => Ok(CoreStore {
                 tree: self.tree.clone(),
                 id,
@@ -114,7 +117,8 @@ impl Store {
             .scan_prefix(b"k")
             .map(|kv| {
                 let (k, _) = kv?;
-                Key::from_slice(k.get(1..).unwrap_or(&[])).map_err(|_| Error::corruption("bad core key entry"))
+                Key::from_slice(k.get(1..).unwrap_or(&[]))
+                    .map_err(|_| Error::corruption("bad core key entry"))
             })
             .collect()
     }
@@ -177,7 +181,9 @@ fn decode_node(index: u64, v: &[u8]) -> Result<Node> {
     let size = r.u64le()?;
     let hash = r.fixed32()?;
     if !r.is_empty() {
-        return Err(Error::corruption(format!("stored node {index} has trailing bytes")));
+        return Err(Error::corruption(format!(
+            "stored node {index} has trailing bytes"
+        )));
     }
     Ok(Node { index, size, hash })
 }
@@ -203,7 +209,9 @@ impl CoreRecord {
         let mut r = Reader::new(b, "core head record");
         let version = r.uint().map_err(corrupt)?;
         if version != 1 {
-            return Err(Error::corruption(format!("unknown head record version {version}")));
+            return Err(Error::corruption(format!(
+                "unknown head record version {version}"
+            )));
         }
         let length = r.uint().map_err(corrupt)?;
         let fork = r.uint().map_err(corrupt)?;
@@ -253,7 +261,8 @@ impl CoreBatch {
     /// Puts tree nodes.
     pub fn nodes(&mut self, core: &CoreStore, nodes: &[Node]) {
         for n in nodes {
-            self.batch.insert(key_of(b'n', core.id, Some(n.index)), &encode_node(n)[..]);
+            self.batch
+                .insert(key_of(b'n', core.id, Some(n.index)), &encode_node(n)[..]);
         }
     }
     /// Puts a block.
@@ -306,7 +315,9 @@ impl CoreStore {
     /// First stored block at or after `seq`, and first missing one after a run (for
     /// availability announcements). Returns `[start, end)` of the next stored run.
     pub fn next_run(&self, seq: u64, limit: u64) -> Result<Option<(u64, u64)>> {
-        let mut iter = self.tree.range(key_of(b'b', self.id, Some(seq))..key_of(b'b', self.id, Some(limit)));
+        let mut iter = self
+            .tree
+            .range(key_of(b'b', self.id, Some(seq))..key_of(b'b', self.id, Some(limit)));
         let mut start = None;
         let mut end = 0;
         for kv in iter.by_ref() {
@@ -347,11 +358,19 @@ impl CoreStore {
     /// truncates the core).
     pub fn truncate(&self, seq: u64, record: CoreRecord, keep: &[Node]) -> Result<()> {
         let mut batch = sled::Batch::default();
-        for k in self.tree.range(key_of(b'b', self.id, Some(seq))..key_of(b'b', self.id.wrapping_add(1), None)).keys() {
+        for k in self
+            .tree
+            .range(key_of(b'b', self.id, Some(seq))..key_of(b'b', self.id.wrapping_add(1), None))
+            .keys()
+        {
             batch.remove(k?);
         }
         let leaf = seq.saturating_mul(2);
-        for k in self.tree.range(key_of(b'n', self.id, Some(leaf))..key_of(b'n', self.id.wrapping_add(1), None)).keys() {
+        for k in self
+            .tree
+            .range(key_of(b'n', self.id, Some(leaf))..key_of(b'n', self.id.wrapping_add(1), None))
+            .keys()
+        {
             batch.remove(k?);
         }
         // Ancestors of leaf 2·seq that sit left of it also span cut blocks.
@@ -382,7 +401,18 @@ mod tests {
             head: Head {
                 length: 5,
                 fork: 1,
-                roots: vec![Node { index: 3, size: 10, hash: [1; 32] }, Node { index: 8, size: 2, hash: [2; 32] }],
+                roots: vec![
+                    Node {
+                        index: 3,
+                        size: 10,
+                        hash: [1; 32],
+                    },
+                    Node {
+                        index: 8,
+                        size: 2,
+                        hash: [2; 32],
+                    },
+                ],
                 signature: Some(vec![9; 68]),
             },
             manifest: Some(vec![1, 2, 3]),
@@ -391,7 +421,10 @@ mod tests {
         assert_eq!(CoreRecord::decode(&r.encode()).unwrap(), r);
         let mut bad = r.encode();
         bad.truncate(bad.len() - 3);
-        assert!(matches!(CoreRecord::decode(&bad), Err(Error::DataCorruption { .. })));
+        assert!(matches!(
+            CoreRecord::decode(&bad),
+            Err(Error::DataCorruption { .. })
+        ));
     }
 
     #[test]
@@ -407,7 +440,21 @@ mod tests {
             b.block(&c1, i, format!("b{i}").as_bytes());
             b.nodes(&c1, &[Node::leaf(i, format!("b{i}").as_bytes())]);
         }
-        b.nodes(&c1, &[Node { index: 3, size: 8, hash: [0; 32] }, Node { index: 7, size: 16, hash: [0; 32] }]);
+        b.nodes(
+            &c1,
+            &[
+                Node {
+                    index: 3,
+                    size: 8,
+                    hash: [0; 32],
+                },
+                Node {
+                    index: 7,
+                    size: 16,
+                    hash: [0; 32],
+                },
+            ],
+        );
         c1.apply(b).unwrap();
         let mut b = c2.batch();
         b.block(&c2, 0, b"other");
@@ -418,7 +465,10 @@ mod tests {
         c1.truncate(5, CoreRecord::default(), &[]).unwrap();
         assert_eq!(c1.block_count(), 5);
         assert!(c1.node(10).unwrap().is_none());
-        assert!(c1.node(7).unwrap().is_none(), "root spanning cut blocks is gone");
+        assert!(
+            c1.node(7).unwrap().is_none(),
+            "root spanning cut blocks is gone"
+        );
         assert!(c1.node(3).unwrap().is_some(), "node of kept blocks stays");
         assert!(c1.node(8).unwrap().is_some());
         assert_eq!(c2.block_count(), 1, "other cores untouched");

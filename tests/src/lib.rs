@@ -1,1 +1,188 @@
-//! Shared helpers of the cross-process tests.
+//! Shared helpers of the cross-process tests: installing and driving the JS peers of
+//! `tests/js` (real hypercore/hyperbee/corestore from npm), and small utilities.
+//!
+//! The JS peer (`tests/js/peer.js`) speaks one JSON object per line on stdin/stdout; see its
+//! header for the commands.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `tests/js`.
+pub fn js_dir() -> PathBuf {
+    workspace_root().join("tests").join("js")
+}
+
+static INSTALL: Mutex<bool> = Mutex::new(false);
+
+/// Installs the JS peers (`npm ci` in tests/js) when they are missing. Safe to call from
+/// every test.
+pub fn ensure_js() {
+    let mut done = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if *done {
+        return;
+    }
+    let dir = js_dir();
+    let marker = dir.join("node_modules").join(".package-lock.json");
+    if !marker.exists() || !dir.join("node_modules/hyperbee").exists() {
+        eprintln!("installing JS test peers: npm ci in {}", dir.display());
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm must be installed (Node 20) to run the interop tests");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    }
+    *done = true;
+}
+
+/// A running `node tests/js/peer.js`.
+pub struct JsPeer {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    next_id: u64,
+    /// Unsolicited `live` events received so far.
+    pub events: Vec<Value>,
+    /// Its data directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl JsPeer {
+    /// Starts a peer with a fresh Corestore.
+    pub async fn start() -> JsPeer {
+        ensure_js();
+        let mut child = Command::new("node")
+            .arg(js_dir().join("peer.js"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node must be installed");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = JsPeer {
+            child,
+            stdin,
+            lines,
+            next_id: 1,
+            events: Vec::new(),
+            dir,
+        };
+        let d = p.dir.path().to_string_lossy().to_string();
+        p.call(json!({"cmd": "init", "dir": d})).await;
+        p
+    }
+
+    /// Sends a command and returns its reply; panics on an error reply.
+    pub async fn call(&mut self, cmd: Value) -> Value {
+        let r = self.try_call(cmd.clone()).await;
+        match r {
+            Ok(v) => v,
+            Err(e) => panic!("JS peer failed {cmd}: {e}"),
+        }
+    }
+
+    /// Sends a command; `Err` carries the peer's error message.
+    pub async fn try_call(&mut self, mut cmd: Value) -> Result<Value, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        cmd["id"] = json!(id);
+        let line = format!("{cmd}\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.stdin.flush().await.map_err(|e| e.to_string())?;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(120), self.lines.next_line())
+                .await
+                .map_err(|_| format!("JS peer did not answer {cmd}"))?
+                .map_err(|e| e.to_string())?;
+            let Some(line) = next else {
+                return Err("JS peer exited".into());
+            };
+            let v: Value =
+                serde_json::from_str(&line).map_err(|e| format!("bad line {line}: {e}"))?;
+            if v.get("event").is_some() {
+                self.events.push(v);
+                continue;
+            }
+            if v["id"] != json!(id) {
+                continue;
+            }
+            if v["ok"] == json!(true) {
+                return Ok(v);
+            }
+            return Err(v["error"].as_str().unwrap_or("unknown error").to_owned());
+        }
+    }
+
+    /// Waits until `pred` holds for some received event.
+    pub async fn wait_event(
+        &mut self,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events.iter().find(|e| pred(e)) {
+                return Some(e.clone());
+            }
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                .await
+                .ok()?
+                .ok()??;
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v.get("event").is_some() {
+                    self.events.push(v);
+                }
+            }
+        }
+    }
+
+    /// Closes the peer and waits for it to exit.
+    pub async fn close(mut self) {
+        let _ = self.try_call(json!({"cmd": "close"})).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// Hex of a core key from a JS reply field.
+pub fn key_of(v: &Value) -> apiary_core::Key {
+    apiary_core::Key::parse(v["key"].as_str().expect("key field")).expect("valid key")
+}
+
+/// An entry of ours in the JS peer's JSON form `{seq, key, value}`.
+pub fn entry_json(e: &apiary_core::bee::Entry) -> Value {
+    json!({
+        "seq": e.seq,
+        "key": String::from_utf8_lossy(&e.key),
+        "value": e.value.as_ref().map(|v| serde_json::from_slice::<Value>(v).expect("JSON value")).unwrap_or(Value::Null),
+    })
+}
+
+/// Starts tracing output for a test (RUST_LOG controls it).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}

@@ -16,7 +16,11 @@ pub fn offset(i: u64) -> u64 {
 
 /// The node at `depth`, `offset`.
 pub fn index(depth: u32, offset: u64) -> u64 {
-    offset.wrapping_mul(2).wrapping_add(1).wrapping_shl(depth).wrapping_sub(1)
+    offset
+        .wrapping_mul(2)
+        .wrapping_add(1)
+        .wrapping_shl(depth)
+        .wrapping_sub(1)
 }
 
 /// The parent of a node.
@@ -57,7 +61,10 @@ pub fn right_span(i: u64) -> u64 {
     if d == 0 {
         i
     } else {
-        offset(i).wrapping_add(1).wrapping_shl(d + 1).wrapping_sub(2)
+        offset(i)
+            .wrapping_add(1)
+            .wrapping_shl(d + 1)
+            .wrapping_sub(2)
     }
 }
 

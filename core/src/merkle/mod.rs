@@ -134,7 +134,9 @@ impl Head {
     }
     /// Total bytes of all blocks.
     pub fn byte_length(&self) -> u64 {
-        self.roots.iter().fold(0u64, |a, n| a.saturating_add(n.size))
+        self.roots
+            .iter()
+            .fold(0u64, |a, n| a.saturating_add(n.size))
     }
 }
 

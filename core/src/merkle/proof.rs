@@ -63,9 +63,8 @@ pub fn generate_proof(
         return Err(bad("request beyond the length"));
     }
 
-    let mut fetch = |i: u64| -> Result<Node> {
-        get(i)?.ok_or_else(|| Error::NotAvailable { seq: i / 2 })
-    };
+    let mut fetch =
+        |i: u64| -> Result<Node> { get(i)?.ok_or_else(|| Error::NotAvailable { seq: i / 2 }) };
     let mut path: Option<Vec<Node>> = None;
     let mut sub_tree = head2;
     if let Some((index, nodes, is_block, last)) = node {
@@ -137,7 +136,12 @@ fn nodes_to_root(index: u64, nodes: u64, head: u64) -> Result<u64> {
 }
 
 /// The path from `start` up to `root`: the node itself first for a hash request, then siblings.
-fn node_path(start: u64, is_block: bool, root: u64, fetch: &mut impl FnMut(u64) -> Result<Node>) -> Result<Vec<Node>> {
+fn node_path(
+    start: u64,
+    is_block: bool,
+    root: u64,
+    fetch: &mut impl FnMut(u64) -> Result<Node>,
+) -> Result<Vec<Node>> {
     let mut out = Vec::new();
     if !is_block {
         out.push(fetch(start)?);
@@ -262,7 +266,11 @@ mod tests {
         let head = &t.heads[17];
         let get = |i: u64| Ok(t.nodes.get(&i).copied());
         let p = |block: Option<(u64, u64)>, upgrade: Option<(u64, u64)>| {
-            let req = ProofRequest { block, hash: None, upgrade };
+            let req = ProofRequest {
+                block,
+                hash: None,
+                upgrade,
+            };
             let value = block.map(|(i, _)| t.blocks[i as usize].clone());
             generate_proof(head, &req, value, get).unwrap()
         };
@@ -270,8 +278,14 @@ mod tests {
         assert_eq!(indices(&a.block.unwrap().nodes), vec![4, 1, 11, 23]);
         assert_eq!(indices(&a.upgrade.unwrap().nodes), vec![32]);
         assert!(p(Some((3, 0)), None).block.unwrap().nodes.is_empty());
-        assert_eq!(indices(&p(Some((3, 2)), None).block.unwrap().nodes), vec![4, 1]);
-        assert_eq!(indices(&p(None, Some((5, 12))).upgrade.unwrap().nodes), vec![10, 13, 23, 32]);
+        assert_eq!(
+            indices(&p(Some((3, 2)), None).block.unwrap().nodes),
+            vec![4, 1]
+        );
+        assert_eq!(
+            indices(&p(None, Some((5, 12))).upgrade.unwrap().nodes),
+            vec![10, 13, 23, 32]
+        );
         let u = p(None, Some((0, 9))).upgrade.unwrap();
         assert_eq!(indices(&u.nodes), vec![7, 16]);
         assert_eq!(indices(&u.additional_nodes), vec![18, 21, 27, 32]);
@@ -306,11 +320,18 @@ mod tests {
                     } else {
                         0
                     };
-                    let req = ProofRequest { block: Some((seq, nodes)), hash: None, upgrade };
+                    let req = ProofRequest {
+                        block: Some((seq, nodes)),
+                        hash: None,
+                        upgrade,
+                    };
                     let get = |i: u64| Ok(t.nodes.get(&i).copied());
-                    let proof = generate_proof(head, &req, Some(t.blocks[seq as usize].clone()), get).unwrap();
-                    let v = verify_proof(&proof, local, &t.verifier, stored)
-                        .unwrap_or_else(|e| panic!("len {server_len} local {local_len} seq {seq}: {e}"));
+                    let proof =
+                        generate_proof(head, &req, Some(t.blocks[seq as usize].clone()), get)
+                            .unwrap();
+                    let v = verify_proof(&proof, local, &t.verifier, stored).unwrap_or_else(|e| {
+                        panic!("len {server_len} local {local_len} seq {seq}: {e}")
+                    });
                     let new_head = v.head.unwrap();
                     assert_eq!(new_head.length, server_len);
                     assert_eq!(new_head.roots, head.roots);
@@ -351,9 +372,16 @@ mod tests {
         let get = |i: u64| Ok(t.nodes.get(&i).copied());
         let stored = |i: u64| Ok(head.roots.iter().find(|r| r.index == i).copied());
         // Ask for node 5 (blocks 2,3) with 2 levels to reach root 15: path 5 → 3 → 7 → 15.
-        let req = ProofRequest { block: None, hash: Some((5, 3)), upgrade: None };
+        let req = ProofRequest {
+            block: None,
+            hash: Some((5, 3)),
+            upgrade: None,
+        };
         let proof = generate_proof(head, &req, None, get).unwrap();
-        assert_eq!(indices(&proof.hash.as_ref().unwrap().nodes), vec![5, 1, 11, 23]);
+        assert_eq!(
+            indices(&proof.hash.as_ref().unwrap().nodes),
+            vec![5, 1, 11, 23]
+        );
         let v = verify_proof(&proof, head, &t.verifier, stored).unwrap();
         assert!(v.nodes.iter().any(|n| n.index == 5));
     }
@@ -364,15 +392,46 @@ mod tests {
         let head = &t.heads[8];
         let get = |i: u64| Ok(t.nodes.get(&i).copied());
         for req in [
-            ProofRequest { block: Some((8, 0)), hash: None, upgrade: None },
-            ProofRequest { block: Some((u64::MAX, 0)), hash: None, upgrade: None },
-            ProofRequest { block: Some((1, 100)), hash: None, upgrade: None },
-            ProofRequest { block: None, hash: None, upgrade: Some((3, 9)) },
-            ProofRequest { block: None, hash: None, upgrade: Some((u64::MAX, 2)) },
-            ProofRequest { block: None, hash: None, upgrade: Some((8, 0)) },
-            ProofRequest { block: None, hash: Some((u64::MAX, 3)), upgrade: None },
+            ProofRequest {
+                block: Some((8, 0)),
+                hash: None,
+                upgrade: None,
+            },
+            ProofRequest {
+                block: Some((u64::MAX, 0)),
+                hash: None,
+                upgrade: None,
+            },
+            ProofRequest {
+                block: Some((1, 100)),
+                hash: None,
+                upgrade: None,
+            },
+            ProofRequest {
+                block: None,
+                hash: None,
+                upgrade: Some((3, 9)),
+            },
+            ProofRequest {
+                block: None,
+                hash: None,
+                upgrade: Some((u64::MAX, 2)),
+            },
+            ProofRequest {
+                block: None,
+                hash: None,
+                upgrade: Some((8, 0)),
+            },
+            ProofRequest {
+                block: None,
+                hash: Some((u64::MAX, 3)),
+                upgrade: None,
+            },
         ] {
-            assert!(generate_proof(head, &req, Some(vec![1]), get).is_err(), "{req:?}");
+            assert!(
+                generate_proof(head, &req, Some(vec![1]), get).is_err(),
+                "{req:?}"
+            );
         }
     }
 }

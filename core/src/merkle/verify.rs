@@ -51,7 +51,10 @@ pub fn verify_proof(
     // 2. Upgrade.
     let mut consumed = untrusted.is_none();
     if let Some(up) = &proof.upgrade {
-        let new_len = up.start.checked_add(up.length).filter(|&l| l <= MAX_LENGTH && up.length > 0);
+        let new_len = up
+            .start
+            .checked_add(up.length)
+            .filter(|&l| l <= MAX_LENGTH && up.length > 0);
         let Some(new_len) = new_len else {
             return Err(Error::verification("upgrade of an impossible length"));
         };
@@ -117,7 +120,12 @@ pub fn verify_proof(
             while n.index != pos {
                 match flat::children(pos) {
                     Some((left, _)) if steps < MAX_PATH => pos = left,
-                    _ => return Err(Error::verification(format!("unexpected additional node {}", n.index))),
+                    _ => {
+                        return Err(Error::verification(format!(
+                            "unexpected additional node {}",
+                            n.index
+                        )))
+                    }
                 }
                 steps += 1;
             }
@@ -139,7 +147,12 @@ pub fn verify_proof(
             roots,
             signature: up.signature.clone(),
         };
-        verifier.verify(&head.tree_hash(), length, proof.fork, up.signature.as_deref())?;
+        verifier.verify(
+            &head.tree_hash(),
+            length,
+            proof.fork,
+            up.signature.as_deref(),
+        )?;
         if !same_fork || length > local.length {
             out.head = Some(head);
         }
@@ -149,11 +162,18 @@ pub fn verify_proof(
     if !consumed {
         let r = untrusted.ok_or_else(|| Error::verification("internal: no subtree root"))?;
         if !same_fork {
-            return Err(Error::verification("block proof for a new fork must come with its roots"));
+            return Err(Error::verification(
+                "block proof for a new fork must come with its roots",
+            ));
         }
         match stored(r.index)? {
             Some(s) if s == r => {}
-            Some(_) => return Err(Error::verification(format!("node {} does not match our tree", r.index))),
+            Some(_) => {
+                return Err(Error::verification(format!(
+                    "node {} does not match our tree",
+                    r.index
+                )))
+            }
             None => {
                 return Err(Error::verification(format!(
                     "proof ends at node {}, which we do not hold",

@@ -132,7 +132,11 @@ struct Conn {
 }
 
 /// Starts the task of a connection over `session`, opening channels for `announce`.
-pub(crate) fn spawn(session: FramedSession, registry: Arc<Registry>, announce: Vec<Arc<Replica>>) -> Connection {
+pub(crate) fn spawn(
+    session: FramedSession,
+    registry: Arc<Registry>,
+    announce: Vec<Arc<Replica>>,
+) -> Connection {
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (done_tx, done_rx) = watch::channel(None);
     let info = session.info.clone();
@@ -255,7 +259,10 @@ impl Conn {
     }
 
     async fn send_frame(&self, f: Vec<u8>) -> Result<()> {
-        self.outgoing.send(f).await.map_err(|_| Error::closed("socket closed"))
+        self.outgoing
+            .send(f)
+            .await
+            .map_err(|_| Error::closed("socket closed"))
     }
 
     fn open_channel(&mut self, replica: &Arc<Replica>) -> u64 {
@@ -264,7 +271,11 @@ impl Conn {
         }
         let id = self.next_local;
         self.next_local += 1;
-        let capability = crypto::capability(self.info.is_initiator, replica.key().as_bytes(), &self.info.handshake_hash);
+        let capability = crypto::capability(
+            self.info.is_initiator,
+            replica.key().as_bytes(),
+            &self.info.handshake_hash,
+        );
         let hs = ChannelHandshake {
             seeks: false,
             capability,
@@ -316,8 +327,16 @@ impl Conn {
             ConnCommand::Open(r) => {
                 self.open_channel(&r);
             }
-            ConnCommand::Request { channel, mut req, reply } => {
-                let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.remote_id.is_some()) else {
+            ConnCommand::Request {
+                channel,
+                mut req,
+                reply,
+            } => {
+                let Some(ch) = self
+                    .channels
+                    .get_mut(&channel)
+                    .filter(|c| c.remote_id.is_some())
+                else {
                     let _ = reply.send(Err(Error::closed("channel closed")));
                     return Ok(());
                 };
@@ -341,7 +360,11 @@ impl Conn {
 
     /// Sends our sync (if it changed, or always when `force`) and any new contiguous range.
     fn send_sync(&mut self, local: u64, force: bool) {
-        let Some(ch) = self.channels.get_mut(&local).filter(|c| c.remote_id.is_some()) else {
+        let Some(ch) = self
+            .channels
+            .get_mut(&local)
+            .filter(|c| c.remote_id.is_some())
+        else {
             return;
         };
         let remote = ch.link.remote().clone();
@@ -394,7 +417,11 @@ impl Conn {
                     handshake,
                 } => self.on_open(remote_id, &protocol, id, &handshake)?,
                 MuxMessage::Reject { local_id } => {
-                    if self.channels.get(&local_id).is_some_and(|c| c.remote_id.is_none()) {
+                    if self
+                        .channels
+                        .get(&local_id)
+                        .is_some_and(|c| c.remote_id.is_none())
+                    {
                         self.remove_channel(local_id);
                     }
                 }
@@ -403,7 +430,11 @@ impl Conn {
                         self.remove_channel(local);
                     }
                 }
-                MuxMessage::Message { remote_id, ty, payload } => {
+                MuxMessage::Message {
+                    remote_id,
+                    ty,
+                    payload,
+                } => {
                     // Messages for channels we do not know are ignored, as protomux does.
                     if let Some(local) = self.by_remote.get(&remote_id).copied() {
                         if let Some(msg) = Message::decode(ty, &payload)? {
@@ -419,9 +450,17 @@ impl Conn {
         Ok(())
     }
 
-    fn on_open(&mut self, remote_id: u64, protocol: &str, id: Option<Vec<u8>>, handshake: &[u8]) -> Result<()> {
+    fn on_open(
+        &mut self,
+        remote_id: u64,
+        protocol: &str,
+        id: Option<Vec<u8>>,
+        handshake: &[u8],
+    ) -> Result<()> {
         if remote_id == 0 || self.by_remote.contains_key(&remote_id) {
-            return Err(Error::protocol(format!("invalid channel open (id {remote_id})")));
+            return Err(Error::protocol(format!(
+                "invalid channel open (id {remote_id})"
+            )));
         }
         let dk = id.as_deref().and_then(|b| DiscoveryKey::from_slice(b).ok());
         let (Some(dk), true) = (dk, protocol == PROTOCOL || protocol == "hypercore") else {
@@ -443,7 +482,11 @@ impl Conn {
         let Some(ch) = self.channels.get_mut(&local) else {
             return Ok(());
         };
-        let expected = crypto::capability(!self.info.is_initiator, ch.replica.key().as_bytes(), &self.info.handshake_hash);
+        let expected = crypto::capability(
+            !self.info.is_initiator,
+            ch.replica.key().as_bytes(),
+            &self.info.handshake_hash,
+        );
         if hs.capability != expected {
             return Err(Error::protocol(format!(
                 "remote sent a wrong capability for core {}",
@@ -482,7 +525,7 @@ impl Conn {
             Message::Cancel { .. } => {} // we answer at once; nothing to cancel
             Message::Data(d) => {
                 if let Some(reply) = ch.inflight.remove(&d.request) {
-                    let _ = reply.send(Ok(d));
+                    let _ = reply.send(Ok(*d));
                 }
             }
             Message::NoData { request, .. } => {
@@ -532,7 +575,10 @@ impl Conn {
         };
         let replica = ch.replica.clone();
         let head = replica.head();
-        let no_data = |reason| Message::NoData { request: r.id, reason };
+        let no_data = |reason| Message::NoData {
+            request: r.id,
+            reason,
+        };
         let reply = if r.fork != head.fork || r.seek.is_some() {
             no_data(messages::NOT_AVAILABLE)
         } else {
@@ -550,11 +596,11 @@ impl Conn {
                     upgrade: r.upgrade,
                 };
                 match generate_proof(&head, &req, value, |i| store.node(i)) {
-                    Ok(proof) => Message::Data(Data {
+                    Ok(proof) => Message::Data(Box::new(Data {
                         request: r.id,
                         proof,
                         manifest: if r.manifest { replica.manifest() } else { None },
-                    }),
+                    })),
                     Err(Error::NotAvailable { .. }) => no_data(messages::NOT_AVAILABLE),
                     Err(Error::Store(e)) => return Err(Error::Store(e)),
                     Err(_) => {

@@ -131,7 +131,12 @@ impl Replicator {
             }
         }
         let core = self.inner.store.core(&key)?;
-        let replica = Arc::new(Replica::open(key, core, self.inner.opts.replica.clone(), writer)?);
+        let replica = Arc::new(Replica::open(
+            key,
+            core,
+            self.inner.opts.replica.clone(),
+            writer,
+        )?);
         self.inner.registry.lock().insert(dk, replica.clone());
         if self.inner.opts.announce_all {
             for c in self.connections() {
@@ -159,7 +164,11 @@ impl Replicator {
 
     /// Live connections.
     pub fn connections(&self) -> Vec<Connection> {
-        let mut c = self.inner.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self
+            .inner
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         c.retain(|c| !c.is_closed());
         c.clone()
     }
@@ -182,13 +191,17 @@ impl Replicator {
 
     /// Dials `addr` over TCP, runs the Noise handshake as initiator, and starts replicating.
     pub async fn connect(&self, addr: &str) -> Result<Connection> {
-        let sock = tokio::time::timeout(crate::wire::stream::HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| Error::Timeout {
-                what: format!("connecting to {addr}"),
-            })??;
+        let sock = tokio::time::timeout(
+            crate::wire::stream::HANDSHAKE_TIMEOUT,
+            TcpStream::connect(addr),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("connecting to {addr}"),
+        })??;
         let _ = sock.set_nodelay(true);
-        let session = secret_stream(sock, true, self.inner.identity.clone(), addr.to_owned()).await?;
+        let session =
+            secret_stream(sock, true, self.inner.identity.clone(), addr.to_owned()).await?;
         Ok(self.attach(session))
     }
 
@@ -211,7 +224,9 @@ impl Replicator {
                 let _ = sock.set_nodelay(true);
                 let me = me.clone();
                 tokio::spawn(async move {
-                    match secret_stream(sock, false, me.inner.identity.clone(), peer.to_string()).await {
+                    match secret_stream(sock, false, me.inner.identity.clone(), peer.to_string())
+                        .await
+                    {
                         Ok(session) => {
                             me.attach(session);
                         }

@@ -131,12 +131,17 @@ impl std::fmt::Debug for Replica {
 /// What applying a verified proof did.
 enum Applied {
     Done,
-    NewFork(Head, Vec<Node>, Verifier),
+    NewFork(Box<(Head, Vec<Node>, Verifier)>),
 }
 
 impl Replica {
     /// Opens a core from the store. `writer` is the key pair of a core we sign.
-    pub(crate) fn open(key: Key, store: CoreStore, opts: ReplicaOptions, writer: Option<KeyPair>) -> Result<Self> {
+    pub(crate) fn open(
+        key: Key,
+        store: CoreStore,
+        opts: ReplicaOptions,
+        writer: Option<KeyPair>,
+    ) -> Result<Self> {
         let record = store.record()?;
         let verifier = match &record.manifest {
             Some(m) => Some(Verifier::new(key, Some(Manifest::from_bytes(m)?))?),
@@ -217,7 +222,10 @@ impl Replica {
     /// The manifest bytes we may send (non-compat cores).
     pub fn manifest(&self) -> Option<Manifest> {
         let s = self.lock();
-        s.verifier.as_ref().filter(|v| !v.is_compat()).map(|v| v.manifest().clone())
+        s.verifier
+            .as_ref()
+            .filter(|v| !v.is_compat())
+            .map(|v| v.manifest().clone())
     }
     /// Whether we hold the key pair.
     pub fn is_writable(&self) -> bool {
@@ -229,7 +237,12 @@ impl Replica {
     }
     /// The peers that have a channel open for this core.
     pub fn peers(&self) -> Vec<Arc<PeerLink>> {
-        self.lock().peers.iter().filter(|p| !p.remote().closed).cloned().collect()
+        self.lock()
+            .peers
+            .iter()
+            .filter(|p| !p.remote().closed)
+            .cloned()
+            .collect()
     }
     /// The largest length any peer on our fork (or a newer one) announced.
     pub fn remote_length(&self) -> u64 {
@@ -256,7 +269,11 @@ impl Replica {
             allow_push: false,
             fork: head.fork,
             length: head.length,
-            remote_length: if remote.fork == head.fork { remote.length } else { 0 },
+            remote_length: if remote.fork == head.fork {
+                remote.length
+            } else {
+                0
+            },
         }
     }
 
@@ -313,10 +330,18 @@ impl Replica {
         let deadline = tokio::time::Instant::now() + wait;
         let mut peers = self.peers_tx.subscribe();
         loop {
-            if self.peers().iter().any(|p| p.remote().length > 0 || p.remote().fork > 0) || self.writer.is_some() {
+            if self
+                .peers()
+                .iter()
+                .any(|p| p.remote().length > 0 || p.remote().fork > 0)
+                || self.writer.is_some()
+            {
                 break;
             }
-            if tokio::time::timeout_at(deadline, peers.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, peers.changed())
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -417,7 +442,10 @@ impl Replica {
         let res = self.verify_and_store(&data.proof, data.manifest);
         match res {
             Ok(Applied::Done) => Ok(()),
-            Ok(Applied::NewFork(head, nodes, verifier)) => self.switch_fork(peer, head, nodes, verifier).await,
+            Ok(Applied::NewFork(b)) => {
+                let (head, nodes, verifier) = *b;
+                self.switch_fork(peer, head, nodes, verifier).await
+            }
             Err(e) => {
                 if matches!(e, Error::Verification { .. } | Error::Decode { .. }) {
                     let _ = peer.conn.try_send(ConnCommand::Fail {
@@ -436,7 +464,11 @@ impl Replica {
         Verifier::new(self.key, manifest)
     }
 
-    fn verify_and_store(self: &Arc<Self>, proof: &Proof, manifest: Option<Manifest>) -> Result<Applied> {
+    fn verify_and_store(
+        self: &Arc<Self>,
+        proof: &Proof,
+        manifest: Option<Manifest>,
+    ) -> Result<Applied> {
         let verifier = self.verifier_for(manifest)?;
         let local = self.head();
         if proof.fork < local.fork {
@@ -447,7 +479,7 @@ impl Replica {
         let v: VerifiedProof = verify_proof(proof, &local, &verifier, |i| self.store.node(i))?;
         if let Some(h) = &v.head {
             if h.fork != local.fork {
-                return Ok(Applied::NewFork(h.clone(), v.nodes, verifier));
+                return Ok(Applied::NewFork(Box::new((h.clone(), v.nodes, verifier))));
             }
         }
         let mut s = self.lock();
@@ -464,9 +496,14 @@ impl Replica {
         if let Some((seq, value)) = &v.block {
             batch.block(&self.store, *seq, value);
             self.stats.blocks.fetch_add(1, Ordering::Relaxed);
-            self.stats.bytes.fetch_add(value.len() as u64, Ordering::Relaxed);
+            self.stats
+                .bytes
+                .fetch_add(value.len() as u64, Ordering::Relaxed);
         }
-        let grew = v.head.as_ref().is_some_and(|h| h.length > record.head.length);
+        let grew = v
+            .head
+            .as_ref()
+            .is_some_and(|h| h.length > record.head.length);
         if let Some(h) = v.head.filter(|_| grew) {
             record.head = h;
             changed = true;
@@ -481,7 +518,9 @@ impl Replica {
         // Blocks [0, contiguous) are present; extend past the block just stored.
         let mut contiguous = record.contiguous;
         let block_seq = v.block.as_ref().map(|(seq, _)| *seq);
-        while contiguous < record.head.length && (block_seq == Some(contiguous) || self.store.has_block(contiguous)?) {
+        while contiguous < record.head.length
+            && (block_seq == Some(contiguous) || self.store.has_block(contiguous)?)
+        {
             contiguous += 1;
         }
         if contiguous != record.contiguous {
@@ -508,7 +547,13 @@ impl Replica {
 
     /// The author truncated the core: find where the new tree departs from what we hold,
     /// drop everything from there, and take the new head.
-    async fn switch_fork(self: &Arc<Self>, peer: &Arc<PeerLink>, head: Head, nodes: Vec<Node>, verifier: Verifier) -> Result<()> {
+    async fn switch_fork(
+        self: &Arc<Self>,
+        peer: &Arc<PeerLink>,
+        head: Head,
+        nodes: Vec<Node>,
+        verifier: Verifier,
+    ) -> Result<()> {
         let old = self.head();
         let mut proven: HashMap<u64, Node> = nodes.iter().map(|n| (n.index, *n)).collect();
         let mut common = 0u64;
@@ -542,7 +587,9 @@ impl Replica {
                             _ => return Err(Error::verification("hash reply has the wrong nodes")),
                         };
                         if Node::parent(&a, &b) != node {
-                            return Err(Error::verification("hash reply does not hash to its parent"));
+                            return Err(Error::verification(
+                                "hash reply does not hash to its parent",
+                            ));
                         }
                         proven.insert(l, a);
                         proven.insert(r, b);
@@ -571,9 +618,11 @@ impl Replica {
         let record = CoreRecord {
             contiguous: s.record.contiguous.min(cut),
             head: head.clone(),
-            manifest: s.record.manifest.clone().or_else(|| {
-                (!verifier.is_compat()).then(|| verifier.manifest().to_bytes())
-            }),
+            manifest: s
+                .record
+                .manifest
+                .clone()
+                .or_else(|| (!verifier.is_compat()).then(|| verifier.manifest().to_bytes())),
         };
         let keep: Vec<Node> = proven.into_values().collect();
         self.store.truncate(cut, record.clone(), &keep)?;
@@ -696,14 +745,22 @@ impl Replica {
             if best.is_some() {
                 return best;
             }
-            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
                 return None;
             }
         }
     }
 
     /// Downloads blocks `[start, end)` with up to `parallel` requests in flight.
-    pub async fn download_range(self: &Arc<Self>, start: u64, end: u64, parallel: usize) -> Result<()> {
+    pub async fn download_range(
+        self: &Arc<Self>,
+        start: u64,
+        end: u64,
+        parallel: usize,
+    ) -> Result<()> {
         let mut set = tokio::task::JoinSet::new();
         let mut next = start;
         let mut first_err = None;

@@ -21,7 +21,9 @@ fn rep(announce_all: bool) -> Replicator {
 async fn read_write_live_and_truncate() {
     let server = rep(true);
     let writer = server.create_core(KeyPair::generate(), false).unwrap();
-    let blocks: Vec<Vec<u8>> = (0..100).map(|i| format!("block {i}").into_bytes()).collect();
+    let blocks: Vec<Vec<u8>> = (0..100)
+        .map(|i| format!("block {i}").into_bytes())
+        .collect();
     writer.append(&blocks[..60]).unwrap();
     let (addr, _task) = server.listen("127.0.0.1:0").await.unwrap();
 
@@ -31,7 +33,11 @@ async fn read_write_live_and_truncate() {
     conn.open(&reader).await.unwrap();
     assert_eq!(reader.update(Duration::from_secs(5)).await.unwrap(), 60);
     assert_eq!(reader.get(42).await.unwrap(), blocks[42]);
-    assert_eq!(reader.store().block_count(), 1, "sparse: only the block asked for");
+    assert_eq!(
+        reader.store().block_count(),
+        1,
+        "sparse: only the block asked for"
+    );
     reader.download_range(0, 60, 16).await.unwrap();
     for (i, b) in blocks[..60].iter().enumerate() {
         assert_eq!(&reader.get(i as u64).await.unwrap(), b);

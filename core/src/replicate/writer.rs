@@ -55,7 +55,10 @@ impl Replica {
     pub fn append<B: AsRef<[u8]>>(&self, blocks: &[B]) -> Result<u64> {
         let kp = self.signer()?;
         let event = self.with_state(|s| {
-            let verifier = s.verifier.clone().ok_or_else(|| Error::invalid("writer not initialised"))?;
+            let verifier = s
+                .verifier
+                .clone()
+                .ok_or_else(|| Error::invalid("writer not initialised"))?;
             let mut record = s.record.clone();
             let old_len = record.head.length;
             let mut roots = record.head.roots.clone();
@@ -98,7 +101,10 @@ impl Replica {
     pub fn truncate(&self, length: u64) -> Result<()> {
         let kp = self.signer()?;
         let event = self.with_state(|s| {
-            let verifier = s.verifier.clone().ok_or_else(|| Error::invalid("writer not initialised"))?;
+            let verifier = s
+                .verifier
+                .clone()
+                .ok_or_else(|| Error::invalid("writer not initialised"))?;
             if length > s.record.head.length {
                 return Err(Error::invalid("cannot truncate beyond the length"));
             }

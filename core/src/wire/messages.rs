@@ -148,7 +148,7 @@ pub enum Message {
         request: u64,
     },
     /// type 3
-    Data(Data),
+    Data(Box<Data>),
     /// type 4
     NoData {
         /// id
@@ -335,7 +335,7 @@ impl Message {
                 } else {
                     None
                 };
-                Message::Data(Data {
+                Message::Data(Box::new(Data {
                     request,
                     proof: Proof {
                         fork,
@@ -345,7 +345,7 @@ impl Message {
                         upgrade,
                     },
                     manifest,
-                })
+                }))
             }
             ty::NO_DATA => {
                 let request = r.uint()?;
@@ -398,7 +398,10 @@ impl Message {
                     | u64::from(s.downloading) << 2
                     | u64::from(s.has_manifest) << 3
                     | u64::from(s.allow_push) << 4;
-                w.uint(flags).uint(s.fork).uint(s.length).uint(s.remote_length);
+                w.uint(flags)
+                    .uint(s.fork)
+                    .uint(s.length)
+                    .uint(s.remote_length);
             }
             Message::Request(q) => {
                 let flags = u64::from(q.block.is_some())
@@ -466,8 +469,13 @@ impl Message {
                     w.raw(&word.to_le_bytes());
                 }
             }
-            Message::Range { drop, start, length } => {
-                w.uint(u64::from(*drop) | u64::from(*length == 1) << 1).uint(*start);
+            Message::Range {
+                drop,
+                start,
+                length,
+            } => {
+                w.uint(u64::from(*drop) | u64::from(*length == 1) << 1)
+                    .uint(*start);
                 if *length != 1 {
                     w.uint(*length);
                 }
@@ -515,7 +523,7 @@ mod tests {
             size: 300,
             hash: [9u8; 32],
         };
-        roundtrip(Message::Data(Data {
+        roundtrip(Message::Data(Box::new(Data {
             request: 3,
             proof: Proof {
                 fork: 1,
@@ -535,16 +543,46 @@ mod tests {
                 }),
             },
             manifest: Some(Manifest::single_signer([4u8; 32])),
-        }));
-        roundtrip(Message::NoData { request: 4, reason: 1 });
-        roundtrip(Message::NoData { request: 4, reason: 0 });
-        roundtrip(Message::Range { drop: false, start: 0, length: 1 });
-        roundtrip(Message::Range { drop: true, start: 7, length: 70 });
-        roundtrip(Message::Bitfield { start: 64, bitfield: vec![1, 0xffff_ffff] });
-        roundtrip(Message::Want { start: 0, length: 2_097_152, any: false });
-        roundtrip(Message::Extension { name: "x".into(), message: vec![1, 2] });
+        })));
+        roundtrip(Message::NoData {
+            request: 4,
+            reason: 1,
+        });
+        roundtrip(Message::NoData {
+            request: 4,
+            reason: 0,
+        });
+        roundtrip(Message::Range {
+            drop: false,
+            start: 0,
+            length: 1,
+        });
+        roundtrip(Message::Range {
+            drop: true,
+            start: 7,
+            length: 70,
+        });
+        roundtrip(Message::Bitfield {
+            start: 64,
+            bitfield: vec![1, 0xffff_ffff],
+        });
+        roundtrip(Message::Want {
+            start: 0,
+            length: 2_097_152,
+            any: false,
+        });
+        roundtrip(Message::Extension {
+            name: "x".into(),
+            message: vec![1, 2],
+        });
         // noData without flags (older peers)
-        assert_eq!(Message::decode(ty::NO_DATA, &[7]).unwrap(), Some(Message::NoData { request: 7, reason: 0 }));
+        assert_eq!(
+            Message::decode(ty::NO_DATA, &[7]).unwrap(),
+            Some(Message::NoData {
+                request: 7,
+                reason: 0
+            })
+        );
     }
 
     proptest! {

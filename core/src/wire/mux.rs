@@ -66,7 +66,12 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<MuxMessage>> {
 }
 
 /// Decodes `uint type || body` of `channel` from the rest of `r`.
-fn decode_item(channel: u64, r: &mut Reader<'_>, out: &mut Vec<MuxMessage>, depth: u8) -> Result<()> {
+fn decode_item(
+    channel: u64,
+    r: &mut Reader<'_>,
+    out: &mut Vec<MuxMessage>,
+    depth: u8,
+) -> Result<()> {
     let ty = r.uint()?;
     if channel != 0 {
         out.push(MuxMessage::Message {
@@ -103,8 +108,12 @@ fn decode_item(channel: u64, r: &mut Reader<'_>, out: &mut Vec<MuxMessage>, dept
                 handshake: r.rest().to_vec(),
             });
         }
-        2 => out.push(MuxMessage::Reject { local_id: r.uint()? }),
-        3 => out.push(MuxMessage::Close { remote_id: r.uint()? }),
+        2 => out.push(MuxMessage::Reject {
+            local_id: r.uint()?,
+        }),
+        3 => out.push(MuxMessage::Close {
+            remote_id: r.uint()?,
+        }),
         _ => {} // unknown control messages are ignored, as JS does
     }
     Ok(())
@@ -113,7 +122,12 @@ fn decode_item(channel: u64, r: &mut Reader<'_>, out: &mut Vec<MuxMessage>, dept
 /// `00 01 ...`: open `local_id` for `protocol`/`id` with `handshake`.
 pub fn encode_open(local_id: u64, protocol: &str, id: Option<&[u8]>, handshake: &[u8]) -> Vec<u8> {
     let mut w = Writer::with_capacity(64 + handshake.len());
-    w.uint(0).uint(1).uint(local_id).string(protocol).optional_buffer(id).raw(handshake);
+    w.uint(0)
+        .uint(1)
+        .uint(local_id)
+        .string(protocol)
+        .optional_buffer(id)
+        .raw(handshake);
     w.finish()
 }
 
@@ -165,7 +179,10 @@ impl Batch {
         }
         self.current = Some(local_id);
         let ty_len = crate::encoding::uint_len(ty);
-        self.w.uint((ty_len + payload.len()) as u64).uint(ty).raw(payload);
+        self.w
+            .uint((ty_len + payload.len()) as u64)
+            .uint(ty)
+            .raw(payload);
         self.count += 1;
     }
 
@@ -232,7 +249,10 @@ mod tests {
         w.uint(0).uint(0).uint(0);
         let close = [3u8, 5];
         w.uint(2).raw(&close);
-        assert_eq!(decode_frame(&w.buf).unwrap(), vec![MuxMessage::Close { remote_id: 5 }]);
+        assert_eq!(
+            decode_frame(&w.buf).unwrap(),
+            vec![MuxMessage::Close { remote_id: 5 }]
+        );
     }
 
     proptest! {

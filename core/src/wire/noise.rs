@@ -74,8 +74,15 @@ fn dh(local: &KeyPair, remote_public: &[u8; 32]) -> Result<[u8; 32]> {
     scalar[31] &= 127;
     scalar[31] |= 64;
     // The point is in the prime-order subgroup, so reducing the scalar mod l changes nothing.
-    let shared = (Scalar::from_bytes_mod_order(scalar) * point).compress().to_bytes();
-    if shared == [0u8; 32] || shared == curve25519_dalek::edwards::EdwardsPoint::default().compress().to_bytes() {
+    let shared = (Scalar::from_bytes_mod_order(scalar) * point)
+        .compress()
+        .to_bytes();
+    if shared == [0u8; 32]
+        || shared
+            == curve25519_dalek::edwards::EdwardsPoint::default()
+                .compress()
+                .to_bytes()
+    {
         return Err(Error::crypto("Noise DH gave the identity"));
     }
     Ok(shared)
@@ -122,7 +129,13 @@ impl Symmetric {
             None => plain.to_vec(),
             Some(k) => {
                 let c = ChaCha20Poly1305::new(k.into())
-                    .encrypt(&self.nonce().into(), Payload { msg: plain, aad: &self.h })
+                    .encrypt(
+                        &self.nonce().into(),
+                        Payload {
+                            msg: plain,
+                            aad: &self.h,
+                        },
+                    )
                     .map_err(|_| Error::crypto("Noise encryption failed"))?;
                 self.nonce += 1;
                 c
@@ -137,7 +150,13 @@ impl Symmetric {
             None => ct.to_vec(),
             Some(k) => {
                 let p = ChaCha20Poly1305::new(k.into())
-                    .decrypt(&self.nonce().into(), Payload { msg: ct, aad: &self.h })
+                    .decrypt(
+                        &self.nonce().into(),
+                        Payload {
+                            msg: ct,
+                            aad: &self.h,
+                        },
+                    )
                     .map_err(|_| Error::crypto("Noise handshake message failed to decrypt"))?;
                 self.nonce += 1;
                 p
@@ -171,7 +190,11 @@ pub struct HandshakeResult {
 
 impl std::fmt::Debug for HandshakeResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HandshakeResult(remote {})", hex::encode(self.remote_public_key))
+        write!(
+            f,
+            "HandshakeResult(remote {})",
+            hex::encode(self.remote_public_key)
+        )
     }
 }
 
@@ -188,12 +211,17 @@ pub struct Handshake {
 
 impl std::fmt::Debug for Handshake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Handshake(initiator {}, step {})", self.initiator, self.step)
+        write!(
+            f,
+            "Handshake(initiator {}, step {})",
+            self.initiator, self.step
+        )
     }
 }
 
 fn key32(b: &[u8]) -> Result<[u8; 32]> {
-    b.try_into().map_err(|_| Error::crypto("bad Noise key length"))
+    b.try_into()
+        .map_err(|_| Error::crypto("bad Noise key length"))
 }
 
 impl Handshake {
@@ -327,7 +355,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn pair() -> (Handshake, Handshake) {
-        (Handshake::new(true, KeyPair::generate()), Handshake::new(false, KeyPair::generate()))
+        (
+            Handshake::new(true, KeyPair::generate()),
+            Handshake::new(false, KeyPair::generate()),
+        )
     }
 
     #[test]

@@ -70,7 +70,8 @@ impl State {
         for (n, m) in self.nonce[4..].iter_mut().zip(mac.iter()) {
             *n ^= m;
         }
-        let mut counter = u32::from_le_bytes([self.nonce[0], self.nonce[1], self.nonce[2], self.nonce[3]]);
+        let mut counter =
+            u32::from_le_bytes([self.nonce[0], self.nonce[1], self.nonce[2], self.nonce[3]]);
         counter = counter.wrapping_add(1);
         self.nonce[..4].copy_from_slice(&counter.to_le_bytes());
         if tag & TAG_REKEY != 0 || counter == 0 {
@@ -177,7 +178,10 @@ impl Pull {
         block[0] = head.first().copied().unwrap_or(0);
         let mac = self.state.mac(&block, c);
         // Constant-time comparison of the MAC.
-        let diff = mac.iter().zip(stored_mac.iter()).fold(0u8, |a, (x, y)| a | (x ^ y));
+        let diff = mac
+            .iter()
+            .zip(stored_mac.iter())
+            .fold(0u8, |a, (x, y)| a | (x ^ y));
         if diff != 0 {
             return Err(Error::crypto("message authentication failed"));
         }

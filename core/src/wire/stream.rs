@@ -92,7 +92,12 @@ fn frame_into(out: &mut Vec<u8>, payload: &[u8]) {
 }
 
 /// Runs the Noise handshake on `socket` and starts the reader and writer tasks.
-pub async fn secret_stream<S>(socket: S, is_initiator: bool, keys: KeyPair, remote_label: String) -> Result<FramedSession>
+pub async fn secret_stream<S>(
+    socket: S,
+    is_initiator: bool,
+    keys: KeyPair,
+    remote_label: String,
+) -> Result<FramedSession>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -126,7 +131,9 @@ where
         if !read_frame(&mut rd, &mut buf).await? {
             return Err(Error::closed("connection closed before the stream header"));
         }
-        if buf.len() != 32 + HEADERBYTES || buf.get(..32) != Some(&stream_id(&res.hash, !is_initiator)[..]) {
+        if buf.len() != 32 + HEADERBYTES
+            || buf.get(..32) != Some(&stream_id(&res.hash, !is_initiator)[..])
+        {
             return Err(Error::crypto("bad secret-stream id header"));
         }
         let mut h = [0u8; HEADERBYTES];
@@ -157,13 +164,17 @@ where
     })
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, mut pull: Pull, tx: mpsc::Sender<Result<Vec<u8>>>) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut rd: R,
+    mut pull: Pull,
+    tx: mpsc::Sender<Result<Vec<u8>>>,
+) {
     let mut buf = Vec::new();
     loop {
         let item = match read_frame(&mut rd, &mut buf).await {
             Ok(false) => return, // clean end: dropping `tx` tells the reader
             Ok(true) => match pull.pull_in_place(&mut buf) {
-                Ok((_, plain)) if plain.is_empty() => continue, // keep-alive
+                Ok((_, [])) => continue, // keep-alive
                 Ok((_, plain)) => Ok(plain.to_vec()),
                 Err(e) => Err(e),
             },
@@ -176,7 +187,11 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, mut pull: Pull, tx: mpsc::Se
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut push: Push, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut push: Push,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
     let mut out = Vec::with_capacity(64 * 1024);
     loop {
         let first = match tokio::time::timeout(KEEP_ALIVE, rx.recv()).await {
@@ -216,13 +231,20 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (sock, _) = listener.accept().await.unwrap();
-            let mut s = secret_stream(sock, false, KeyPair::generate(), "client".into()).await.unwrap();
+            let mut s = secret_stream(sock, false, KeyPair::generate(), "client".into())
+                .await
+                .unwrap();
             while let Some(Ok(m)) = s.incoming.recv().await {
-                s.outgoing.send(m.iter().rev().copied().collect()).await.unwrap();
+                s.outgoing
+                    .send(m.iter().rev().copied().collect())
+                    .await
+                    .unwrap();
             }
         });
         let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut c = secret_stream(sock, true, KeyPair::generate(), "server".into()).await.unwrap();
+        let mut c = secret_stream(sock, true, KeyPair::generate(), "server".into())
+            .await
+            .unwrap();
         for i in 0..100u32 {
             let msg = format!("message {i}").into_bytes();
             c.outgoing.send(msg.clone()).await.unwrap();

@@ -1,0 +1,254 @@
+//! Hyperbee block format (JS `hyperbee/lib/messages.js`, protobuf).
+//!
+//! ```text
+//! Header    1 protocol: string ("hyperbee") · 2 metadata: Metadata (optional)
+//! Metadata  1 contentFeed: bytes · 2 userData: bytes
+//! Node      1 index: bytes (an encoded YoloIndex) · 2 key: bytes · 3 value: bytes (optional)
+//! YoloIndex 1 levels: repeated Level
+//! Level     1 keys: packed uint64 (entry seqs) · 2 children: packed uint64 (seq, offset pairs)
+//! ```
+//! Block 0 is the header; block `s ≥ 1` is one put or del. The tree node `(seq, offset)` is
+//! `levels[offset]` of block `seq`; the root of version `v` is level 0 of block `v − 1`.
+//! A block is a deletion when it has no value and its own seq is in none of its levels.
+
+use prost::Message as _;
+
+use crate::error::{Error, Result};
+
+/// The header (block 0).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Header {
+    /// Always "hyperbee".
+    #[prost(string, required, tag = "1")]
+    pub protocol: String,
+    /// Optional metadata.
+    #[prost(message, optional, tag = "2")]
+    pub metadata: Option<Metadata>,
+}
+
+/// Header metadata.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Metadata {
+    /// Key of a content core (hyperdrive).
+    #[prost(bytes = "vec", optional, tag = "1")]
+    pub content_feed: Option<Vec<u8>>,
+    /// Free-form.
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub user_data: Option<Vec<u8>>,
+}
+
+/// One entry block.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NodeMessage {
+    /// Encoded [`YoloIndex`].
+    #[prost(bytes = "vec", required, tag = "1")]
+    pub index: Vec<u8>,
+    /// The entry's key (full, with any sub prefix).
+    #[prost(bytes = "vec", required, tag = "2")]
+    pub key: Vec<u8>,
+    /// The value (absent for deletions).
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub value: Option<Vec<u8>>,
+}
+
+/// The tree nodes a block carries.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct YoloIndex {
+    /// Tree nodes, by offset.
+    #[prost(message, repeated, tag = "1")]
+    pub levels: Vec<LevelMessage>,
+}
+
+/// One tree node on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LevelMessage {
+    /// Entry seqs, in key order.
+    #[prost(uint64, repeated, packed = "true", tag = "1")]
+    pub keys: Vec<u64>,
+    /// Child pointers, flattened `(seq, offset)` pairs.
+    #[prost(uint64, repeated, packed = "true", tag = "2")]
+    pub children: Vec<u64>,
+}
+
+/// A pointer to a tree node: level `offset` of block `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeRef {
+    /// Block holding the node.
+    pub seq: u64,
+    /// Level within the block.
+    pub offset: u64,
+}
+
+/// A decoded tree node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeNode {
+    /// Entry seqs, in key order.
+    pub keys: Vec<u64>,
+    /// Children (none for a leaf, `keys.len() + 1` otherwise).
+    pub children: Vec<NodeRef>,
+}
+
+/// A decoded entry block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeeBlock {
+    /// Its seq.
+    pub seq: u64,
+    /// Full key.
+    pub key: Vec<u8>,
+    /// Value, if any.
+    pub value: Option<Vec<u8>>,
+    /// Tree nodes by offset.
+    pub levels: Vec<TreeNode>,
+}
+
+fn bad(seq: u64, reason: impl std::fmt::Display) -> Error {
+    Error::Decode {
+        what: "bee node",
+        reason: format!("block {seq}: {reason}"),
+    }
+}
+
+impl BeeBlock {
+    /// Decodes block `seq` (≥ 1).
+    pub fn decode(seq: u64, bytes: &[u8]) -> Result<Self> {
+        let node = NodeMessage::decode(bytes).map_err(|e| bad(seq, e))?;
+        let index = YoloIndex::decode(node.index.as_slice()).map_err(|e| bad(seq, e))?;
+        let levels = index
+            .levels
+            .into_iter()
+            .map(|l| {
+                if l.children.len() % 2 != 0 {
+                    return Err(bad(seq, "odd number of child pointers"));
+                }
+                let children: Vec<NodeRef> = l
+                    .children
+                    .chunks_exact(2)
+                    .map(|c| NodeRef {
+                        seq: c.first().copied().unwrap_or(0),
+                        offset: c.get(1).copied().unwrap_or(0),
+                    })
+                    .collect();
+                if !children.is_empty() && children.len() != l.keys.len() + 1 {
+                    return Err(bad(seq, "a tree node needs one more child than keys"));
+                }
+                if children.iter().any(|c| c.seq > seq || c.seq == 0)
+                    || l.keys.iter().any(|&k| k > seq || k == 0)
+                {
+                    return Err(bad(seq, "a tree node points at a later block"));
+                }
+                Ok(TreeNode {
+                    keys: l.keys,
+                    children,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BeeBlock {
+            seq,
+            key: node.key,
+            value: node.value,
+            levels,
+        })
+    }
+
+    /// True for a `del` block.
+    pub fn is_deletion(&self) -> bool {
+        self.value.is_none() && !self.levels.iter().any(|l| l.keys.contains(&self.seq))
+    }
+
+    /// Tree node at `offset`.
+    pub fn level(&self, offset: u64) -> Result<&TreeNode> {
+        usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.levels.get(o))
+            .ok_or_else(|| bad(self.seq, format!("no tree node at offset {offset}")))
+    }
+
+    /// Encodes (the writer's side).
+    pub fn encode(key: &[u8], value: Option<&[u8]>, levels: &[TreeNode]) -> Vec<u8> {
+        let index = YoloIndex {
+            levels: levels
+                .iter()
+                .map(|l| LevelMessage {
+                    keys: l.keys.clone(),
+                    children: l.children.iter().flat_map(|c| [c.seq, c.offset]).collect(),
+                })
+                .collect(),
+        };
+        NodeMessage {
+            index: index.encode_to_vec(),
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        }
+        .encode_to_vec()
+    }
+}
+
+/// Decodes and checks the header block.
+pub fn decode_header(bytes: &[u8]) -> Result<Header> {
+    let h = Header::decode(bytes).map_err(|e| bad(0, e))?;
+    if h.protocol != "hyperbee" {
+        return Err(bad(
+            0,
+            format!("not a hyperbee (protocol {:?})", h.protocol),
+        ));
+    }
+    Ok(h)
+}
+
+/// The header block a new bee starts with.
+pub fn encode_header() -> Vec<u8> {
+    Header {
+        protocol: "hyperbee".into(),
+        metadata: None,
+    }
+    .encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn header_bytes_match_js() {
+        assert_eq!(encode_header(), b"\x0a\x08hyperbee");
+        assert!(decode_header(b"\x0a\x08hyperbee").is_ok());
+        assert!(decode_header(b"\x0a\x03foo").is_err());
+    }
+
+    #[test]
+    fn block_roundtrip_and_deletion() {
+        let levels = vec![TreeNode {
+            keys: vec![1, 3],
+            children: vec![],
+        }];
+        let b = BeeBlock::decode(3, &BeeBlock::encode(b"k", Some(b"v"), &levels)).unwrap();
+        assert_eq!(b.key, b"k");
+        assert!(!b.is_deletion());
+        let d = BeeBlock::decode(
+            4,
+            &BeeBlock::encode(
+                b"k",
+                None,
+                &[TreeNode {
+                    keys: vec![1],
+                    children: vec![],
+                }],
+            ),
+        )
+        .unwrap();
+        assert!(d.is_deletion());
+        assert!(
+            BeeBlock::decode(2, &BeeBlock::encode(b"k", None, &levels)).is_err(),
+            "points at later block"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), seq in 1u64..100) {
+            let _ = BeeBlock::decode(seq, &bytes);
+            let _ = decode_header(&bytes);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Our reader follows bees written by plain JS (hypercore 11 + hyperbee 2 + corestore 7) over
+//! real TCP on loopback, and must give the same answers as JS hyperbee reading them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_core::bee::{Bee, HistoryOptions, OpKind, RangeOptions};
+use apiary_core::replicate::{Replica, Replicator, ReplicatorOptions};
+use apiary_core::store::Store;
+use apiary_tests::{entry_json, init_tracing, key_of, JsPeer};
+use serde_json::{json, Value};
+
+async fn fill_movies(js: &mut JsPeer, name: &str, compat: bool) -> Value {
+    let created = js
+        .call(json!({"cmd": "create", "name": name, "compat": compat}))
+        .await;
+    let big = "x".repeat(5000);
+    for (k, v) in [
+        ("m1", json!({"title": "Alien"})),
+        ("m2", json!({"title": "Blade Runner"})),
+        ("m3", json!({"title": "Brazil"})),
+        ("ключ", json!({"title": "Сталкер"})),
+        ("😀", json!({"title": "emoji", "n": 1})),
+        ("m2", json!({"title": "Blade Runner 2049"})),
+        ("big", json!({"title": big})),
+    ] {
+        js.call(json!({"cmd": "put", "name": name, "key": k, "value": v}))
+            .await;
+    }
+    js.call(json!({"cmd": "del", "name": name, "key": "m3"}))
+        .await;
+    js.call(json!({"cmd": "subput", "name": name, "prefix": "films", "key": "f1", "value": {"title": "Solaris"}}))
+        .await;
+    js.call(json!({"cmd": "subput", "name": name, "prefix": "films", "key": "f2", "value": {"title": "Mirror"}}))
+        .await;
+    let mut ops = Vec::new();
+    for i in 0..30 {
+        ops.push(json!({"type": "put", "key": format!("k{i:03}"), "value": {"title": format!("movie {i}"), "i": i}}));
+    }
+    ops.push(json!({"type": "del", "key": "m1"}));
+    js.call(json!({"cmd": "batch", "name": name, "ops": ops}))
+        .await;
+    created
+}
+
+fn entries(v: &Value) -> Vec<Value> {
+    v["entries"].as_array().cloned().unwrap_or_default()
+}
+
+fn range_opts(o: &Value) -> RangeOptions {
+    let b = |k: &str| {
+        o.get(k)
+            .and_then(|v| v.as_str())
+            .map(|s| s.as_bytes().to_vec())
+    };
+    RangeOptions {
+        gt: b("gt"),
+        gte: b("gte"),
+        lt: b("lt"),
+        lte: b("lte"),
+        reverse: o.get("reverse").and_then(Value::as_bool).unwrap_or(false),
+        limit: o.get("limit").and_then(Value::as_u64).map(|l| l as usize),
+    }
+}
+
+async fn follow(js_port: u16, key: apiary_core::Key) -> (Replicator, Arc<Replica>) {
+    let rep = Replicator::new(Store::temporary().unwrap(), ReplicatorOptions::default());
+    let core = rep.replica(key).unwrap();
+    let conn = rep.connect(&format!("127.0.0.1:{js_port}")).await.unwrap();
+    conn.open(&core).await.unwrap();
+    core.update(Duration::from_secs(10)).await.unwrap();
+    (rep, core)
+}
+
+async fn compare_everything(js: &mut JsPeer, name: &str, bee: &Bee) {
+    let version = bee.version();
+    let info = js.call(json!({"cmd": "info", "name": name})).await;
+    assert_eq!(info["version"], json!(version), "same version");
+    bee.header().await.unwrap();
+
+    // get, at the current and an older version, in the sub too
+    for v in [None, Some(5u64), Some(11)] {
+        let snap = v.map_or_else(|| bee.snapshot(), |v| bee.checkout(v));
+        for k in [
+            "m1",
+            "m2",
+            "m3",
+            "ключ",
+            "😀",
+            "big",
+            "k007",
+            "nope",
+            "films\u{0}f1",
+        ] {
+            let mut q = json!({"cmd": "get", "name": name, "key": k});
+            if let Some(v) = v {
+                q["version"] = json!(v);
+            }
+            let want = js.call(q).await["entry"].clone();
+            let got = snap
+                .get(k.as_bytes())
+                .await
+                .unwrap()
+                .map(|e| entry_json(&e))
+                .unwrap_or(Value::Null);
+            assert_eq!(got, want, "get {k} at {v:?}");
+        }
+    }
+    let sub = bee.snapshot().sub(b"films");
+    let want = js
+        .call(json!({"cmd": "get", "name": name, "sub": "films", "key": "f2"}))
+        .await["entry"]
+        .clone();
+    assert_eq!(entry_json(&sub.get(b"f2").await.unwrap().unwrap()), want);
+
+    // range, both directions, bounds and limits
+    let cases = [
+        json!({}),
+        json!({"reverse": true}),
+        json!({"gte": "k010", "lt": "k020"}),
+        json!({"gt": "k010", "lte": "k020", "reverse": true}),
+        json!({"limit": 5}),
+        json!({"reverse": true, "limit": 3}),
+        json!({"gt": "m", "limit": 4}),
+        json!({"lt": "k005"}),
+        json!({"gte": "zzz"}),
+        json!({"gt": "k029", "lt": "m2"}),
+    ];
+    for o in &cases {
+        let want = entries(
+            &js.call(json!({"cmd": "range", "name": name, "opts": o}))
+                .await,
+        );
+        let got: Vec<Value> = bee
+            .snapshot()
+            .range(range_opts(o))
+            .await
+            .unwrap()
+            .iter()
+            .map(entry_json)
+            .collect();
+        assert_eq!(got, want, "range {o}");
+        let want = entries(
+            &js.call(json!({"cmd": "range", "name": name, "opts": o, "version": 8}))
+                .await,
+        );
+        let got: Vec<Value> = bee
+            .checkout(8)
+            .range(range_opts(o))
+            .await
+            .unwrap()
+            .iter()
+            .map(entry_json)
+            .collect();
+        assert_eq!(got, want, "range {o} at version 8");
+    }
+    let want = entries(
+        &js.call(json!({"cmd": "range", "name": name, "sub": "films", "opts": {}}))
+            .await,
+    );
+    let got: Vec<Value> = sub
+        .range(RangeOptions::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(entry_json)
+        .collect();
+    assert_eq!(got, want, "range of a sub");
+    assert_eq!(got.len(), 2);
+
+    // history: puts and deletes in log order
+    for o in [
+        json!({}),
+        json!({"reverse": true}),
+        json!({"gte": 5, "lt": 12}),
+        json!({"gt": -4}),
+        json!({"limit": 3, "reverse": true}),
+        json!({"lte": 9}),
+    ] {
+        let want = entries(
+            &js.call(json!({"cmd": "history", "name": name, "opts": o}))
+                .await,
+        );
+        let i = |k: &str| o.get(k).and_then(Value::as_i64);
+        let opts = HistoryOptions {
+            gt: i("gt"),
+            gte: i("gte"),
+            lt: i("lt"),
+            lte: i("lte"),
+            reverse: o.get("reverse").and_then(Value::as_bool).unwrap_or(false),
+            limit: o.get("limit").and_then(Value::as_u64).map(|l| l as usize),
+        };
+        let got: Vec<Value> = bee
+            .history(&opts)
+            .await
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let mut e = entry_json(&h.entry);
+                e["type"] = json!(if h.kind == OpKind::Put { "put" } else { "del" });
+                e
+            })
+            .collect();
+        assert_eq!(got, want, "history {o}");
+    }
+
+    // diff between versions, in both directions
+    for (left, right) in [(version, 3u64), (9, version), (version, 1), (11, 10)] {
+        let want = entries(
+            &js.call(
+                json!({"cmd": "diff", "name": name, "version": left, "other": right, "opts": {}}),
+            )
+            .await,
+        );
+        let got: Vec<Value> = bee
+            .checkout(left)
+            .diff(right, RangeOptions::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| {
+                json!({
+                    "left": d.left.as_ref().map(entry_json).unwrap_or(Value::Null),
+                    "right": d.right.as_ref().map(entry_json).unwrap_or(Value::Null),
+                })
+            })
+            .collect();
+        assert_eq!(got, want, "diff {left} vs {right}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_js_bees_like_js_does() {
+    init_tracing();
+    let mut js = JsPeer::start().await;
+    let corestore = fill_movies(&mut js, "movies", false).await;
+    let compat = fill_movies(&mut js, "old", true).await;
+    let port = js.call(json!({"cmd": "serve"})).await["port"]
+        .as_u64()
+        .unwrap() as u16;
+
+    for (name, created) in [("movies", &corestore), ("old", &compat)] {
+        let (_rep, core) = follow(port, key_of(created)).await;
+        let bee = Bee::new(core.clone());
+        compare_everything(&mut js, name, &bee).await;
+
+        // Live: a new put reaches us without polling.
+        let mut head = core.subscribe();
+        let before = core.length();
+        js.call(json!({"cmd": "put", "name": name, "key": "live", "value": {"title": "Live!"}}))
+            .await;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while head.borrow_and_update().length <= before {
+                head.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("live append seen");
+        let e = bee.snapshot().get(b"live").await.unwrap().unwrap();
+        assert_eq!(entry_json(&e)["value"], json!({"title": "Live!"}));
+    }
+    js.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_get_on_a_10k_bee_fetches_few_blocks() {
+    init_tracing();
+    let mut js = JsPeer::start().await;
+    let created = js
+        .call(json!({"cmd": "create", "name": "big", "compat": false}))
+        .await;
+    js.call(json!({"cmd": "fill", "name": "big", "count": 10_000, "valueBytes": 200}))
+        .await;
+    let port = js.call(json!({"cmd": "serve"})).await["port"]
+        .as_u64()
+        .unwrap() as u16;
+    let (_rep, core) = follow(port, key_of(&created)).await;
+    assert_eq!(core.length(), 10_001);
+    let bee = Bee::new(core.clone());
+    let e = bee
+        .snapshot()
+        .get(b"k00004321")
+        .await
+        .unwrap()
+        .expect("found");
+    let want = js
+        .call(json!({"cmd": "get", "name": "big", "key": "k00004321"}))
+        .await["entry"]
+        .clone();
+    assert_eq!(entry_json(&e), want);
+    let fetched = core.store().block_count();
+    eprintln!("sparse get fetched {fetched} of 10001 blocks");
+    assert!(fetched <= 40, "a single get fetched {fetched} blocks");
+    assert_eq!(
+        core.stats.blocks.load(std::sync::atomic::Ordering::Relaxed) as usize,
+        fetched
+    );
+    js.close().await;
+}
