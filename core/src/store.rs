@@ -11,7 +11,7 @@
 //! ```
 //! Head record (compact-encoding): `uint version(1) · uint length · uint fork · optionalBuffer
 //! signature · optionalBuffer manifest · array(uint index · uint size · fixed32 hash) roots ·
-//! uint contiguous`.
+//! uint contiguous · array(uint fork · uint cut) truncations`.
 //!
 //! Only verified data is written here: callers pass the output of
 //! [`crate::merkle::verify_proof`] or of our own writer.
@@ -39,6 +39,8 @@ pub struct CoreRecord {
     pub manifest: Option<Vec<u8>>,
     /// Blocks `[0, contiguous)` are all stored.
     pub contiguous: u64,
+    /// The last truncations seen: `(new fork, first seq cut)`, oldest first (at most 16).
+    pub truncations: Vec<(u64, u64)>,
 }
 
 impl Store {
@@ -201,6 +203,10 @@ impl CoreRecord {
             w.uint(r.index).uint(r.size).raw(&r.hash);
         }
         w.uint(self.contiguous);
+        w.uint(self.truncations.len() as u64);
+        for (fork, cut) in &self.truncations {
+            w.uint(*fork).uint(*cut);
+        }
         w.finish()
     }
 
@@ -229,6 +235,11 @@ impl CoreRecord {
             .collect::<Result<Vec<_>>>()
             .map_err(corrupt)?;
         let contiguous = r.uint().map_err(corrupt)?;
+        let n = r.array_len(2).map_err(corrupt)?;
+        let truncations = (0..n)
+            .map(|_| Ok((r.uint()?, r.uint()?)))
+            .collect::<Result<Vec<_>>>()
+            .map_err(corrupt)?;
         Ok(CoreRecord {
             head: Head {
                 length,
@@ -238,6 +249,7 @@ impl CoreRecord {
             },
             manifest,
             contiguous,
+            truncations,
         })
     }
 }
@@ -417,6 +429,7 @@ mod tests {
             },
             manifest: Some(vec![1, 2, 3]),
             contiguous: 3,
+            truncations: vec![(1, 2)],
         };
         assert_eq!(CoreRecord::decode(&r.encode()).unwrap(), r);
         let mut bad = r.encode();

@@ -297,3 +297,101 @@ async fn sparse_get_on_a_10k_bee_fetches_few_blocks() {
     );
     js.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_js_truncation_and_several_cores_on_one_connection() {
+    init_tracing();
+    let mut js = JsPeer::start().await;
+    let a = js
+        .call(json!({"cmd": "create", "name": "a", "compat": false}))
+        .await;
+    let b = js
+        .call(json!({"cmd": "create", "name": "b", "compat": true}))
+        .await;
+    for i in 0..20 {
+        js.call(json!({"cmd": "put", "name": "a", "key": format!("a{i:02}"), "value": {"i": i}}))
+            .await;
+        js.call(json!({"cmd": "put", "name": "b", "key": format!("b{i:02}"), "value": {"i": i}}))
+            .await;
+    }
+    let port = js.call(json!({"cmd": "serve"})).await["port"]
+        .as_u64()
+        .unwrap() as u16;
+
+    let rep = Replicator::new(Store::temporary().unwrap(), ReplicatorOptions::default());
+    let ca = rep.replica(key_of(&a)).unwrap();
+    let cb = rep.replica(key_of(&b)).unwrap();
+    let conn = rep.connect(&format!("127.0.0.1:{port}")).await.unwrap();
+    conn.open(&ca).await.unwrap();
+    conn.open(&cb).await.unwrap();
+    assert_eq!(ca.update(Duration::from_secs(10)).await.unwrap(), 21);
+    assert_eq!(cb.update(Duration::from_secs(10)).await.unwrap(), 21);
+    assert_eq!(rep.connections().len(), 1, "both cores over one connection");
+    ca.download_range(0, 21, 8).await.unwrap();
+    let bee = Bee::new(ca.clone());
+    assert_eq!(
+        bee.snapshot()
+            .range(RangeOptions::default())
+            .await
+            .unwrap()
+            .len(),
+        20
+    );
+
+    // The author cuts the log back to 12 blocks and writes on: a new, signed fork.
+    let mut head = ca.subscribe();
+    let t = js
+        .call(json!({"cmd": "truncate", "name": "a", "length": 12}))
+        .await;
+    assert_eq!(t["fork"], json!(1));
+    for i in 0..3 {
+        js.call(json!({"cmd": "put", "name": "a", "key": format!("new{i}"), "value": {"n": i}}))
+            .await;
+    }
+    let ev = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let ev = *head.borrow_and_update();
+            if ev.fork == 1 && ev.length == 15 {
+                return ev;
+            }
+            head.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("new fork followed");
+    assert_eq!(ev.truncated_at, Some(12), "the cut is reported: {ev:?}");
+    assert_eq!(ca.truncated_since(0), Some(12));
+    assert_eq!(ca.truncated_since(1), None);
+    assert!(
+        ca.store().block(20).unwrap().is_none(),
+        "cut blocks are gone"
+    );
+    assert!(
+        ca.store().block(11).unwrap().is_some(),
+        "blocks before the cut are kept"
+    );
+    let want = entries(
+        &js.call(json!({"cmd": "range", "name": "a", "opts": {}}))
+            .await,
+    );
+    let got: Vec<Value> = bee
+        .snapshot()
+        .range(RangeOptions::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(entry_json)
+        .collect();
+    assert_eq!(got, want);
+    let want = entries(
+        &js.call(json!({"cmd": "history", "name": "a", "opts": {}}))
+            .await,
+    );
+    assert_eq!(
+        bee.history(&HistoryOptions::default()).await.unwrap().len(),
+        want.len()
+    );
+    // The other core on the same connection was not disturbed.
+    assert_eq!(cb.get(20).await.unwrap().is_empty(), false);
+    js.close().await;
+}

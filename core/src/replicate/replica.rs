@@ -50,7 +50,8 @@ pub struct HeadEvent {
     pub length: u64,
     /// Fork id.
     pub fork: u64,
-    /// After the author truncated the core: blocks from this seq on were dropped.
+    /// The cut of the latest truncation (stays set for the rest of that fork): blocks from
+    /// this seq on were dropped. Use [`Replica::truncated_since`] to cover several forks.
     pub truncated_at: Option<u64>,
 }
 
@@ -71,6 +72,8 @@ pub struct RemoteState {
     pub inflight: usize,
     /// The channel is gone.
     pub closed: bool,
+    /// Requests that failed or timed out since its last good answer (picks other peers first).
+    pub strikes: u32,
 }
 
 /// One peer's channel for a core, as the replica sees it.
@@ -98,6 +101,21 @@ pub struct ReplicaStats {
     pub blocks: AtomicU64,
     /// Bytes of block payload downloaded.
     pub bytes: AtomicU64,
+}
+
+impl State {
+    pub(super) fn event(&self) -> HeadEvent {
+        let r = &self.record;
+        HeadEvent {
+            length: r.head.length,
+            fork: r.head.fork,
+            truncated_at: r
+                .truncations
+                .last()
+                .filter(|t| t.0 == r.head.fork)
+                .map(|t| t.1),
+        }
+    }
 }
 
 pub(super) struct State {
@@ -154,7 +172,11 @@ impl Replica {
         let (head_tx, _) = watch::channel(HeadEvent {
             length: record.head.length,
             fork: record.head.fork,
-            truncated_at: None,
+            truncated_at: record
+                .truncations
+                .last()
+                .filter(|t| t.0 == record.head.fork)
+                .map(|t| t.1),
         });
         let (peers_tx, _) = watch::channel(0);
         Ok(Replica {
@@ -215,6 +237,22 @@ impl Replica {
     pub fn fork(&self) -> u64 {
         self.lock().record.head.fork
     }
+    /// The lowest seq cut by truncations to forks after `fork` (`None` if there were none, or
+    /// if they are too old to be remembered: then `Some(0)`, start over).
+    pub fn truncated_since(&self, fork: u64) -> Option<u64> {
+        let s = self.lock();
+        let r = &s.record;
+        if r.head.fork <= fork {
+            return None;
+        }
+        let known = r.truncations.iter().filter(|t| t.0 > fork);
+        let covered = r.truncations.iter().any(|t| t.0 == fork + 1);
+        if !covered {
+            return Some(0);
+        }
+        known.map(|t| t.1).min()
+    }
+
     /// Blocks `[0, n)` are all stored.
     pub fn contiguous_length(&self) -> u64 {
         self.lock().record.contiguous
@@ -428,13 +466,22 @@ impl Replica {
             })
             .await
             .map_err(|_| Error::closed("connection closed"))?;
-        match tokio::time::timeout(self.opts.request_timeout, rx).await {
+        let res = match tokio::time::timeout(self.opts.request_timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(Error::closed("connection closed before answering")),
             Err(_) => Err(Error::Timeout {
                 what: format!("request to {}", peer.label),
             }),
+        };
+        {
+            let mut r = peer.remote();
+            r.strikes = if res.is_ok() {
+                0
+            } else {
+                r.strikes.saturating_add(1)
+            };
         }
+        res
     }
 
     /// Verifies a proof from `peer` and stores it; a bad proof ends that peer's connection.
@@ -532,11 +579,7 @@ impl Replica {
         }
         self.store.apply(batch)?;
         s.record = record;
-        let event = HeadEvent {
-            length: s.record.head.length,
-            fork: s.record.head.fork,
-            truncated_at: None,
-        };
+        let event = s.event();
         drop(s);
         if grew {
             self.head_tx.send_replace(event);
@@ -615,7 +658,13 @@ impl Replica {
         if s.record.head.fork >= head.fork {
             return Ok(()); // another task switched already
         }
+        let mut truncations = s.record.truncations.clone();
+        truncations.push((head.fork, cut));
+        if truncations.len() > 16 {
+            truncations.remove(0);
+        }
         let record = CoreRecord {
+            truncations,
             contiguous: s.record.contiguous.min(cut),
             head: head.clone(),
             manifest: s
@@ -630,14 +679,10 @@ impl Replica {
         if s.verifier.is_none() {
             s.verifier = Some(verifier);
         }
+        let event = s.event();
         drop(s);
         tracing::info!(core = %self.key, fork = head.fork, cut, "author truncated the core");
-        self.head_tx.send_replace(HeadEvent {
-            length: head.length,
-            fork: head.fork,
-            truncated_at: Some(cut),
-        });
-        self.announce();
+        self.publish(event);
         Ok(())
     }
 
@@ -740,7 +785,7 @@ impl Replica {
                 })
                 .min_by_key(|p| {
                     let r = p.remote();
-                    (r.contiguous <= seq, r.inflight)
+                    (r.strikes, r.contiguous <= seq, r.inflight)
                 });
             if best.is_some() {
                 return best;

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::replica::{HeadEvent, Replica};
+use super::replica::Replica;
 use super::Replicator;
 use crate::crypto::KeyPair;
 use crate::error::{Error, Result};
@@ -87,11 +87,7 @@ impl Replica {
             batch.record(record.clone());
             self.store().apply(batch)?;
             s.record = record;
-            Ok(HeadEvent {
-                length,
-                fork: s.record.head.fork,
-                truncated_at: None,
-            })
+            Ok(s.event())
         })?;
         self.publish(event);
         Ok(event.length)
@@ -127,13 +123,13 @@ impl Replica {
             let mut record = s.record.clone();
             record.head = head;
             record.contiguous = record.contiguous.min(length);
+            record.truncations.push((fork, length));
+            if record.truncations.len() > 16 {
+                record.truncations.remove(0);
+            }
             self.store().truncate(length, record.clone(), &[])?;
             s.record = record;
-            Ok(HeadEvent {
-                length,
-                fork,
-                truncated_at: Some(length),
-            })
+            Ok(s.event())
         })?;
         self.publish(event);
         Ok(())

@@ -1,0 +1,144 @@
+//! Hostile peers: each breaks the protocol in one way. The session must end with a clear
+//! error, nothing unverified may reach the store, and other sessions must keep working.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_core::crypto::KeyPair;
+use apiary_core::replicate::{Replica, ReplicaOptions, Replicator, ReplicatorOptions};
+use apiary_core::store::Store;
+use apiary_tests::evil::{self, Evil};
+use apiary_tests::init_tracing;
+
+fn replicator(timeout: Duration, announce_all: bool) -> Replicator {
+    Replicator::new(
+        Store::temporary().unwrap(),
+        ReplicatorOptions {
+            announce_all,
+            replica: ReplicaOptions {
+                request_timeout: timeout,
+                max_attempts: 3,
+                auto_upgrade: true,
+            },
+        },
+    )
+}
+
+/// A real core of 50 blocks written by our writer, served honestly on its own port.
+async fn honest() -> (Replicator, Arc<Replica>, String) {
+    let server = replicator(Duration::from_secs(2), true);
+    let core = server.create_core(KeyPair::generate(), false).unwrap();
+    let blocks: Vec<Vec<u8>> = (0..50).map(|i| format!("block {i}").into_bytes()).collect();
+    core.append(&blocks).unwrap();
+    let (addr, _task) = server.listen("127.0.0.1:0").await.unwrap();
+    std::mem::forget(_task);
+    (server, core, addr.to_string())
+}
+
+async fn attack(evil: Evil) {
+    init_tracing();
+    let (_server, victim_core, _) = honest().await;
+    let evil_addr = evil::serve(victim_core.clone(), evil).await;
+    // An unrelated, honest core on another connection of the same reader.
+    let (_other_server, other_core, other_addr) = honest().await;
+
+    let reader = replicator(Duration::from_secs(1), false);
+    let core = reader.replica(*victim_core.key()).unwrap();
+    let other = reader.replica(*other_core.key()).unwrap();
+    let good = reader.connect(&other_addr).await.unwrap();
+    good.open(&other).await.unwrap();
+    let bad = reader.connect(&evil_addr).await.unwrap();
+    bad.open(&core).await.unwrap();
+
+    let _ = core.update(Duration::from_secs(3)).await;
+    let got = core.get(7).await;
+    assert!(got.is_err(), "{evil:?}: a block came through: {got:?}");
+    let end = tokio::time::timeout(Duration::from_secs(5), bad.closed()).await;
+    match evil {
+        Evil::Silent => assert!(end.is_err(), "a silent peer is not a protocol error"),
+        _ => {
+            let reason = end
+                .expect("hostile session ended")
+                .expect_err("with an error");
+            eprintln!("{evil:?}: session ended: {reason}");
+            assert!(!reason.is_empty());
+        }
+    }
+    assert_eq!(
+        core.store().block_count(),
+        0,
+        "{evil:?}: nothing unverified stored"
+    );
+    if evil != Evil::BadProof {
+        // (BadProof tampers only with blocks: its signed head is genuine and may be kept.)
+        assert_eq!(core.length(), 0, "{evil:?}: no unverified head");
+    }
+    assert!(
+        core.store().node(14).unwrap().is_none(),
+        "{evil:?}: no unverified nodes"
+    );
+
+    // The other session still serves.
+    assert_eq!(other.update(Duration::from_secs(3)).await.unwrap(), 50);
+    assert_eq!(other.get(49).await.unwrap(), b"block 49");
+    assert!(!good.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames() {
+    attack(Evil::Garbage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_capability() {
+    attack(Evil::WrongCapability).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_with_bad_proof() {
+    attack(Evil::BadProof).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signature() {
+    attack(Evil::BadSignature).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_signature() {
+    attack(Evil::ForeignSignature).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_fork() {
+    attack(Evil::UnsignedFork).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_times_out_and_another_peer_serves() {
+    init_tracing();
+    let (_server, core_w, honest_addr) = honest().await;
+    let silent_addr = evil::serve(core_w.clone(), Evil::Silent).await;
+    let reader = replicator(Duration::from_millis(500), false);
+    let core = reader.replica(*core_w.key()).unwrap();
+    // The silent peer first, so the first requests go to it.
+    let silent = reader.connect(&silent_addr).await.unwrap();
+    silent.open(&core).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let honest = reader.connect(&honest_addr).await.unwrap();
+    honest.open(&core).await.unwrap();
+    assert_eq!(core.update(Duration::from_secs(5)).await.unwrap(), 50);
+    for seq in [3u64, 30, 49] {
+        assert_eq!(
+            core.get(seq).await.unwrap(),
+            format!("block {seq}").into_bytes()
+        );
+    }
+    // With only the silent peer left, a get fails with a timeout, not a hang.
+    honest.close();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = std::time::Instant::now();
+    let e = core.get(10).await.unwrap_err();
+    eprintln!("silent peer only: {e} after {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
