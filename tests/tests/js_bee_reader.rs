@@ -392,6 +392,6 @@ async fn follows_js_truncation_and_several_cores_on_one_connection() {
         want.len()
     );
     // The other core on the same connection was not disturbed.
-    assert_eq!(cb.get(20).await.unwrap().is_empty(), false);
+    assert!(!cb.get(20).await.unwrap().is_empty());
     js.close().await;
 }
