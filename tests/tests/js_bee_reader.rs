@@ -4,64 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiary_core::bee::{Bee, HistoryOptions, OpKind, RangeOptions};
+use apiary_core::bee::{Bee, HistoryOptions, RangeOptions};
 use apiary_core::replicate::{Replica, Replicator, ReplicatorOptions};
 use apiary_core::store::Store;
+use apiary_tests::bee_compare::{compare_everything, entries, fill_js};
 use apiary_tests::{entry_json, init_tracing, key_of, JsPeer};
 use serde_json::{json, Value};
-
-async fn fill_movies(js: &mut JsPeer, name: &str, compat: bool) -> Value {
-    let created = js
-        .call(json!({"cmd": "create", "name": name, "compat": compat}))
-        .await;
-    let big = "x".repeat(5000);
-    for (k, v) in [
-        ("m1", json!({"title": "Alien"})),
-        ("m2", json!({"title": "Blade Runner"})),
-        ("m3", json!({"title": "Brazil"})),
-        ("ключ", json!({"title": "Сталкер"})),
-        ("😀", json!({"title": "emoji", "n": 1})),
-        ("m2", json!({"title": "Blade Runner 2049"})),
-        ("big", json!({"title": big})),
-    ] {
-        js.call(json!({"cmd": "put", "name": name, "key": k, "value": v}))
-            .await;
-    }
-    js.call(json!({"cmd": "del", "name": name, "key": "m3"}))
-        .await;
-    js.call(json!({"cmd": "subput", "name": name, "prefix": "films", "key": "f1", "value": {"title": "Solaris"}}))
-        .await;
-    js.call(json!({"cmd": "subput", "name": name, "prefix": "films", "key": "f2", "value": {"title": "Mirror"}}))
-        .await;
-    let mut ops = Vec::new();
-    for i in 0..30 {
-        ops.push(json!({"type": "put", "key": format!("k{i:03}"), "value": {"title": format!("movie {i}"), "i": i}}));
-    }
-    ops.push(json!({"type": "del", "key": "m1"}));
-    js.call(json!({"cmd": "batch", "name": name, "ops": ops}))
-        .await;
-    created
-}
-
-fn entries(v: &Value) -> Vec<Value> {
-    v["entries"].as_array().cloned().unwrap_or_default()
-}
-
-fn range_opts(o: &Value) -> RangeOptions {
-    let b = |k: &str| {
-        o.get(k)
-            .and_then(|v| v.as_str())
-            .map(|s| s.as_bytes().to_vec())
-    };
-    RangeOptions {
-        gt: b("gt"),
-        gte: b("gte"),
-        lt: b("lt"),
-        lte: b("lte"),
-        reverse: o.get("reverse").and_then(Value::as_bool).unwrap_or(false),
-        limit: o.get("limit").and_then(Value::as_u64).map(|l| l as usize),
-    }
-}
 
 async fn follow(js_port: u16, key: apiary_core::Key) -> (Replicator, Arc<Replica>) {
     let rep = Replicator::new(Store::temporary().unwrap(), ReplicatorOptions::default());
@@ -72,169 +20,18 @@ async fn follow(js_port: u16, key: apiary_core::Key) -> (Replicator, Arc<Replica
     (rep, core)
 }
 
-async fn compare_everything(js: &mut JsPeer, name: &str, bee: &Bee) {
-    let version = bee.version();
-    let info = js.call(json!({"cmd": "info", "name": name})).await;
-    assert_eq!(info["version"], json!(version), "same version");
-    bee.header().await.unwrap();
-
-    // get, at the current and an older version, in the sub too
-    for v in [None, Some(5u64), Some(11)] {
-        let snap = v.map_or_else(|| bee.snapshot(), |v| bee.checkout(v));
-        for k in [
-            "m1",
-            "m2",
-            "m3",
-            "ключ",
-            "😀",
-            "big",
-            "k007",
-            "nope",
-            "films\u{0}f1",
-        ] {
-            let mut q = json!({"cmd": "get", "name": name, "key": k});
-            if let Some(v) = v {
-                q["version"] = json!(v);
-            }
-            let want = js.call(q).await["entry"].clone();
-            let got = snap
-                .get(k.as_bytes())
-                .await
-                .unwrap()
-                .map(|e| entry_json(&e))
-                .unwrap_or(Value::Null);
-            assert_eq!(got, want, "get {k} at {v:?}");
-        }
-    }
-    let sub = bee.snapshot().sub(b"films");
-    let want = js
-        .call(json!({"cmd": "get", "name": name, "sub": "films", "key": "f2"}))
-        .await["entry"]
-        .clone();
-    assert_eq!(entry_json(&sub.get(b"f2").await.unwrap().unwrap()), want);
-
-    // range, both directions, bounds and limits
-    let cases = [
-        json!({}),
-        json!({"reverse": true}),
-        json!({"gte": "k010", "lt": "k020"}),
-        json!({"gt": "k010", "lte": "k020", "reverse": true}),
-        json!({"limit": 5}),
-        json!({"reverse": true, "limit": 3}),
-        json!({"gt": "m", "limit": 4}),
-        json!({"lt": "k005"}),
-        json!({"gte": "zzz"}),
-        json!({"gt": "k029", "lt": "m2"}),
-    ];
-    for o in &cases {
-        let want = entries(
-            &js.call(json!({"cmd": "range", "name": name, "opts": o}))
-                .await,
-        );
-        let got: Vec<Value> = bee
-            .snapshot()
-            .range(range_opts(o))
-            .await
-            .unwrap()
-            .iter()
-            .map(entry_json)
-            .collect();
-        assert_eq!(got, want, "range {o}");
-        let want = entries(
-            &js.call(json!({"cmd": "range", "name": name, "opts": o, "version": 8}))
-                .await,
-        );
-        let got: Vec<Value> = bee
-            .checkout(8)
-            .range(range_opts(o))
-            .await
-            .unwrap()
-            .iter()
-            .map(entry_json)
-            .collect();
-        assert_eq!(got, want, "range {o} at version 8");
-    }
-    let want = entries(
-        &js.call(json!({"cmd": "range", "name": name, "sub": "films", "opts": {}}))
-            .await,
-    );
-    let got: Vec<Value> = sub
-        .range(RangeOptions::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(entry_json)
-        .collect();
-    assert_eq!(got, want, "range of a sub");
-    assert_eq!(got.len(), 2);
-
-    // history: puts and deletes in log order
-    for o in [
-        json!({}),
-        json!({"reverse": true}),
-        json!({"gte": 5, "lt": 12}),
-        json!({"gt": -4}),
-        json!({"limit": 3, "reverse": true}),
-        json!({"lte": 9}),
-    ] {
-        let want = entries(
-            &js.call(json!({"cmd": "history", "name": name, "opts": o}))
-                .await,
-        );
-        let i = |k: &str| o.get(k).and_then(Value::as_i64);
-        let opts = HistoryOptions {
-            gt: i("gt"),
-            gte: i("gte"),
-            lt: i("lt"),
-            lte: i("lte"),
-            reverse: o.get("reverse").and_then(Value::as_bool).unwrap_or(false),
-            limit: o.get("limit").and_then(Value::as_u64).map(|l| l as usize),
-        };
-        let got: Vec<Value> = bee
-            .history(&opts)
-            .await
-            .unwrap()
-            .iter()
-            .map(|h| {
-                let mut e = entry_json(&h.entry);
-                e["type"] = json!(if h.kind == OpKind::Put { "put" } else { "del" });
-                e
-            })
-            .collect();
-        assert_eq!(got, want, "history {o}");
-    }
-
-    // diff between versions, in both directions
-    for (left, right) in [(version, 3u64), (9, version), (version, 1), (11, 10)] {
-        let want = entries(
-            &js.call(
-                json!({"cmd": "diff", "name": name, "version": left, "other": right, "opts": {}}),
-            )
-            .await,
-        );
-        let got: Vec<Value> = bee
-            .checkout(left)
-            .diff(right, RangeOptions::default())
-            .await
-            .unwrap()
-            .iter()
-            .map(|d| {
-                json!({
-                    "left": d.left.as_ref().map(entry_json).unwrap_or(Value::Null),
-                    "right": d.right.as_ref().map(entry_json).unwrap_or(Value::Null),
-                })
-            })
-            .collect();
-        assert_eq!(got, want, "diff {left} vs {right}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_js_bees_like_js_does() {
     init_tracing();
     let mut js = JsPeer::start().await;
-    let corestore = fill_movies(&mut js, "movies", false).await;
-    let compat = fill_movies(&mut js, "old", true).await;
+    let corestore = js
+        .call(json!({"cmd": "create", "name": "movies", "compat": false}))
+        .await;
+    fill_js(&mut js, "movies").await;
+    let compat = js
+        .call(json!({"cmd": "create", "name": "old", "compat": true}))
+        .await;
+    fill_js(&mut js, "old").await;
     let port = js.call(json!({"cmd": "serve"})).await["port"]
         .as_u64()
         .unwrap() as u16;

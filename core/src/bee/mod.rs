@@ -19,10 +19,11 @@
 pub mod block;
 mod history;
 mod iter;
-
+mod writer;
 pub use block::{BeeBlock, NodeRef, TreeNode};
 pub use history::{HistoryEntry, HistoryOptions, OpKind};
 pub use iter::{DiffEntry, RangeIter, RangeOptions};
+pub use writer::{BeeWriter, Op, Written};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
