@@ -1,0 +1,133 @@
+//! `serve`: keeps every bee online. Listens for readers, dials aggregators and stays connected
+//! (reconnecting with backoff), serves the local page, prints who is connected, and shuts down
+//! cleanly on Ctrl-C.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_core::replicate::Replicator;
+
+use crate::bees::Bees;
+use crate::config::{self, FileConfig};
+use crate::error::Result;
+use crate::page;
+
+/// Flags of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Replication address to listen on [default: 0.0.0.0:7702].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Local page address [default: 127.0.0.1:7780].
+    #[arg(long, value_name = "ADDR")]
+    page: Option<String>,
+    /// Do not serve the local page.
+    #[arg(long)]
+    no_page: bool,
+    /// An aggregator's replication address to dial and stay connected to (repeatable).
+    #[arg(long = "aggregator", value_name = "HOST:PORT")]
+    aggregators: Vec<String>,
+}
+
+/// Runs until Ctrl-C.
+pub async fn serve(dir: &Path, file: &FileConfig, args: ServeArgs) -> Result<()> {
+    let bees = Arc::new(Bees::open(dir)?);
+    let open = bees.open_all()?;
+    let rep = bees.replicator().clone();
+    let listen = args
+        .listen
+        .or_else(|| file.listen.clone())
+        .unwrap_or_else(|| config::DEFAULT_LISTEN.into());
+    let (addr, listener) = rep.listen(&listen).await?;
+    println!("serving {} bee(s) for replication on {addr}", open.len());
+    for (name, w) in &open {
+        println!("  {name}  {}", w.bee().core().key().to_url());
+    }
+    let page_task = if args.no_page {
+        None
+    } else {
+        let a = args
+            .page
+            .or_else(|| file.page.clone())
+            .unwrap_or_else(|| config::DEFAULT_PAGE.into());
+        let a = config::addr("page address", &a)?;
+        let (bound, task) = page::serve(bees.clone(), a).await?;
+        println!("local page: http://{bound}/");
+        if !bound.ip().is_loopback() {
+            eprintln!("warning: the local page has no login and is reachable beyond this machine");
+        }
+        Some(task)
+    };
+    let mut aggregators = file.aggregators.clone();
+    aggregators.extend(args.aggregators);
+    let dialers: Vec<_> = aggregators
+        .into_iter()
+        .map(|a| tokio::spawn(dial_loop(rep.clone(), a)))
+        .collect();
+    let watcher = tokio::spawn(print_connections(rep.clone()));
+
+    let _ = tokio::signal::ctrl_c().await;
+    println!("shutting down");
+    listener.abort();
+    watcher.abort();
+    for d in dialers {
+        d.abort();
+    }
+    if let Some(t) = page_task {
+        t.abort();
+    }
+    for c in rep.connections() {
+        c.close();
+    }
+    bees.flush().await?;
+    Ok(())
+}
+
+/// Dials an aggregator and keeps the connection up: 1 s backoff doubling to 60 s, reset after a
+/// connection that lasted.
+async fn dial_loop(rep: Replicator, addr: String) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match rep.connect(&addr).await {
+            Ok(conn) => {
+                let since = tokio::time::Instant::now();
+                let why = conn.closed().await.err().unwrap_or_else(|| "closed".into());
+                println!("aggregator {addr}: disconnected ({why})");
+                if since.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_secs(1);
+                }
+            }
+            Err(e) => eprintln!("aggregator {addr}: {e}; retrying in {}s", backoff.as_secs()),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn print_connections(rep: Replicator) {
+    let mut known = BTreeSet::new();
+    loop {
+        let now: BTreeSet<(String, String)> = rep
+            .connections()
+            .iter()
+            .map(|c| {
+                let i = c.info();
+                let dir = if i.is_initiator { "out" } else { "in" };
+                (
+                    i.remote_label.clone(),
+                    format!("{dir}, peer {}", hex::encode(&i.remote_public_key[..8])),
+                )
+            })
+            .collect();
+        for (label, what) in now.difference(&known) {
+            println!("connected: {label} ({what})");
+        }
+        for (label, _) in known.difference(&now) {
+            println!("disconnected: {label}");
+        }
+        known = now;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
