@@ -189,3 +189,81 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Path of a workspace binary, built (once per test process) if needed.
+pub fn bin_path(package: &str, bin: &str) -> PathBuf {
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|b| b == bin) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", package, "--bin", bin])
+            .current_dir(workspace_root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building {bin} failed");
+        built.push(bin.to_owned());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("debug").join(bin)
+}
+
+/// Runs a binary to completion: (exit code, stdout, stderr).
+pub fn run_bin(path: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(path)
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether the headless-browser tests are on (`.ci/run` sets `APIARY_BROWSER_TESTS=1` after
+/// installing Debian's chromium).
+pub fn browser_tests_enabled() -> bool {
+    std::env::var("APIARY_BROWSER_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// Runs `tests/js/browser.js` with `args`; returns its JSON line.
+pub fn run_browser(args: &[&str]) -> Value {
+    ensure_js();
+    let out = std::process::Command::new("node")
+        .arg(js_dir().join("browser.js"))
+        .args(args)
+        .output()
+        .expect("node runs");
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_owned();
+    eprintln!("browser: {line}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&line).unwrap_or(json!({"ok": false, "error": line}))
+}
+
+/// A free TCP port on loopback (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub async fn wait_listening(addr: &str, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
