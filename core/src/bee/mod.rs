@@ -49,6 +49,7 @@ const CACHE_ENTRIES: usize = 8192;
 struct BlockCache {
     young: HashMap<u64, Arc<BeeBlock>>,
     old: HashMap<u64, Arc<BeeBlock>>,
+    capacity: usize,
 }
 
 impl BlockCache {
@@ -61,7 +62,10 @@ impl BlockCache {
         Some(b)
     }
     fn insert(&mut self, b: Arc<BeeBlock>) {
-        if self.young.len() >= CACHE_ENTRIES {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.young.len() >= self.capacity {
             self.old = std::mem::take(&mut self.young);
         }
         self.young.insert(b.seq, b);
@@ -82,12 +86,21 @@ impl std::fmt::Debug for Bee {
 }
 
 impl Bee {
-    /// A bee reading `core`.
+    /// A bee reading `core`, caching up to 8192 decoded blocks (twice that at most).
     pub fn new(core: Arc<Replica>) -> Self {
+        Self::with_cache(core, CACHE_ENTRIES)
+    }
+
+    /// A bee with a cache of `capacity` decoded blocks (0 = no cache), for processes that
+    /// hold many bees.
+    pub fn with_cache(core: Arc<Replica>, capacity: usize) -> Self {
         let fork = core.fork();
         Bee {
             core,
-            cache: Mutex::new(BlockCache::default()),
+            cache: Mutex::new(BlockCache {
+                capacity,
+                ..BlockCache::default()
+            }),
             fork: Mutex::new(fork),
         }
     }
@@ -134,7 +147,8 @@ impl Bee {
             let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if *f != fork {
                 *f = fork;
-                *c = BlockCache::default();
+                c.young.clear();
+                c.old.clear();
             }
             if let Some(b) = c.get(seq) {
                 return Ok(b);

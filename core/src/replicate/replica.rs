@@ -383,17 +383,23 @@ impl Replica {
                 break;
             }
         }
-        for _ in 0..self.opts.max_attempts {
+        // Subscribe before looking, so a head change between the look and the wait is seen.
+        let mut head = self.subscribe();
+        let mut attempts = 0;
+        while attempts < self.opts.max_attempts {
+            head.borrow_and_update();
             if !self.wants_upgrade() {
-                let busy = self.lock().upgrading;
-                if !busy {
+                if !self.lock().upgrading {
                     break;
                 }
-                // Another task is upgrading: wait for its result.
-                let mut head = self.subscribe();
-                let _ = tokio::time::timeout(self.opts.request_timeout, head.changed()).await;
+                // Another task is upgrading: wait for its result (polling, in case it fails).
+                let _ = tokio::time::timeout(Duration::from_millis(50), head.changed()).await;
+                if tokio::time::Instant::now() >= deadline + self.opts.request_timeout {
+                    break;
+                }
                 continue;
             }
+            attempts += 1;
             self.upgrade_once().await?;
         }
         Ok(self.length())

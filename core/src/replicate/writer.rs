@@ -1,8 +1,8 @@
 //! Writing cores we hold the key pair of: create (manifest v1 by default, as JS hypercore 11
 //! and Corestore do, or compat), append batches signed once, truncate.
 //!
-//! An append writes its blocks, the new tree nodes and the new signed head in one sled batch:
-//! a crash leaves the core at the last length that was fully written.
+//! An append writes its blocks and the new tree nodes, then the new signed head last (see
+//! `store::CoreBatch`): a crash leaves the core at the last length that was fully written.
 
 use std::sync::Arc;
 
