@@ -1,1 +1,137 @@
-fn main() {}
+//! `apiary-aggregator`: follow Hyperbees and serve them as one searchable feed over HTTP.
+
+mod config;
+mod error;
+mod follow;
+mod http;
+mod index;
+mod ingest;
+mod openapi;
+mod page;
+mod peers;
+mod state;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// Follow Hyperbees (by key), merge their entries into one full-text searchable feed, and
+/// serve it over HTTP. It holds no writer keys: every block is verified against its author's
+/// signature, and an author's deletes and truncations are reflected.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Config file (TOML; see config/aggregator.toml). Without it, embedded defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP address [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Replication address where publishers dial in [default: 0.0.0.0:7701]; "" to not listen.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Follow a bee, optionally with a peer serving it (repeatable).
+    #[arg(long = "follow", value_name = "KEY[@HOST:PORT]")]
+    follow: Vec<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let cfg = match build_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.clone());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cfg)) {
+        eprintln!("error: {e}");
+        std::process::exit(if matches!(e, Error::Config(_) | Error::BadRequest(_)) {
+            2
+        } else {
+            1
+        });
+    }
+}
+
+fn build_config(cli: &Cli) -> Result<Config> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(d) = &cli.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(h) = &cli.http {
+        cfg.http = h.clone();
+    }
+    if let Some(l) = &cli.listen {
+        cfg.listen = l.clone();
+    }
+    for f in &cli.follow {
+        cfg.follow.push(config::parse_follow_flag(f)?);
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn run(cfg: Config) -> Result<()> {
+    let agg = follow::Aggregator::open(cfg.clone()).await?;
+    let listen = if cfg.listen.is_empty() {
+        None
+    } else {
+        Some(agg.replicator().listen(&cfg.listen).await?)
+    };
+    let (http_addr, http_task) = http::serve(agg.clone(), cfg.http_addr()?).await?;
+    let feeds = agg.followed()?.len();
+    println!("apiary-aggregator is running");
+    println!("  browse page and HTTP API: http://{http_addr}/   (OpenAPI: http://{http_addr}/v1/openapi.json)");
+    match &listen {
+        Some((a, _)) => println!("  replication (publishers dial in here): {a}"),
+        None => println!("  replication: not listening (listen = \"\")"),
+    }
+    println!(
+        "  data: {}   feeds followed: {feeds}",
+        cfg.data_dir.display()
+    );
+    if feeds == 0 {
+        println!();
+        println!("Next: follow a bee (its key, and where a publisher serves it):");
+        println!(
+            "  curl -X POST http://{http_addr}/v1/feeds -H 'content-type: application/json' \\\n       -d '{{\"key\": \"hyper://KEY\", \"peers\": [\"HOST:7702\"]}}'"
+        );
+        println!("  or restart with --follow KEY@HOST:PORT, or let a publisher dial in:");
+        println!(
+            "  apiary-publisher serve --aggregator THIS_HOST:{}",
+            listen.as_ref().map(|(a, _)| a.port()).unwrap_or(7701)
+        );
+        println!("Then open http://{http_addr}/ to browse and search.");
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    println!("shutting down");
+    http_task.abort();
+    if let Some((_, t)) = listen {
+        t.abort();
+    }
+    for c in agg.replicator().connections() {
+        c.close();
+    }
+    agg.index.submit_and_wait(Vec::new()).await.ok();
+    agg.replicator().store().flush().await?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Configuration: embedded defaults, then `--config FILE` (see `config/aggregator.toml`, every
+//! option documented), then `APIARY_ADMIN_TOKEN`, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// A followed bee as configured: a key and optional known peer addresses.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FollowConfig {
+    /// Bee key (z-base-32, hex or hyper://).
+    pub key: String,
+    /// Replication addresses (`host:port`) known to serve it.
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
+/// How much of a newly followed bee to ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backfill {
+    /// The whole log.
+    All,
+    /// Only the last N log entries (older entries are never fetched).
+    Last(u64),
+}
+
+/// Everything the aggregator can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data directory (sled state and blocks, tantivy index).
+    pub data_dir: PathBuf,
+    /// HTTP API address.
+    pub http: String,
+    /// Replication address where publishers dial in (empty = do not listen).
+    pub listen: String,
+    /// Admin token for follow/unfollow (else only loopback clients may).
+    pub admin_token: Option<String>,
+    /// Let anyone register a feed (rate limited by `registrations_per_hour`).
+    pub open_registration: bool,
+    /// Registrations per client IP per hour when registration is open.
+    pub registrations_per_hour: u32,
+    /// Requests per second per client IP.
+    pub rate_limit_per_second: u32,
+    /// Burst allowance per client IP.
+    pub rate_limit_burst: u32,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests taking longer than this fail with 408.
+    pub request_timeout_ms: u64,
+    /// Values larger than this are not indexed (counted in the feed's status).
+    pub max_value_bytes: usize,
+    /// "all", or the number of newest log entries to ingest from a new feed.
+    pub backfill: BackfillSetting,
+    /// Index commit interval: the upper bound of publish-to-searchable latency it adds.
+    pub commit_interval_ms: u64,
+    /// Memory for the index writer, in MB.
+    pub index_memory_mb: usize,
+    /// Feeds that ingest at the same time.
+    pub max_concurrent_ingest: usize,
+    /// Bees to follow at start (merged with the persisted follows).
+    pub follow: Vec<FollowConfig>,
+    /// Log filter.
+    pub log: String,
+}
+
+/// `backfill = "all"` or `backfill = 1000`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum BackfillSetting {
+    /// "all"
+    Word(String),
+    /// N
+    Last(u64),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            http: "127.0.0.1:8080".into(),
+            listen: "0.0.0.0:7701".into(),
+            admin_token: None,
+            open_registration: false,
+            registrations_per_hour: 10,
+            rate_limit_per_second: 50,
+            rate_limit_burst: 100,
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 10_000,
+            max_value_bytes: 256 * 1024,
+            backfill: BackfillSetting::Word("all".into()),
+            commit_interval_ms: 50,
+            index_memory_mb: 64,
+            max_concurrent_ingest: 32,
+            follow: Vec::new(),
+            log: "info,tantivy=warn".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads a config file over the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let mut c = match path {
+            None => Config::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::Config(format!("{}: {e}", p.display())))?;
+                toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", p.display())))?
+            }
+        };
+        if let Ok(t) = std::env::var("APIARY_ADMIN_TOKEN") {
+            if !t.is_empty() {
+                c.admin_token = Some(t);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Checks values that could not be checked by their type.
+    pub fn validate(&self) -> Result<()> {
+        self.http_addr()?;
+        if !self.listen.is_empty() {
+            parse_addr("listen", &self.listen)?;
+        }
+        self.backfill()?;
+        if self.rate_limit_per_second == 0
+            || self.rate_limit_burst == 0
+            || self.registrations_per_hour == 0
+        {
+            return Err(Error::Config("rate limits must be at least 1".into()));
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(Error::Config(
+                "admin_token must be at least 16 characters".into(),
+            ));
+        }
+        if self.index_memory_mb < 15 {
+            return Err(Error::Config("index_memory_mb must be at least 15".into()));
+        }
+        Ok(())
+    }
+
+    /// The HTTP address.
+    pub fn http_addr(&self) -> Result<SocketAddr> {
+        parse_addr("http", &self.http)
+    }
+
+    /// The backfill window.
+    pub fn backfill(&self) -> Result<Backfill> {
+        match &self.backfill {
+            BackfillSetting::Word(w) if w == "all" => Ok(Backfill::All),
+            BackfillSetting::Last(n) if *n > 0 => Ok(Backfill::Last(*n)),
+            other => Err(Error::Config(format!(
+                "backfill must be \"all\" or a positive number, got {other:?}"
+            ))),
+        }
+    }
+}
+
+fn parse_addr(what: &str, s: &str) -> Result<SocketAddr> {
+    s.parse().map_err(|_| {
+        Error::Config(format!(
+            "{what} = {s:?} is not an address like 127.0.0.1:8080"
+        ))
+    })
+}
+
+/// Parses `KEY[@HOST:PORT]` of `--follow`.
+pub fn parse_follow_flag(s: &str) -> Result<FollowConfig> {
+    // hyper://KEY@host:port: the key part never contains '@'.
+    let (key, peer) = match s.rsplit_once('@') {
+        Some((k, p)) => (k, Some(p)),
+        None => (s, None),
+    };
+    apiary_core::Key::parse(key).map_err(|e| Error::Config(format!("--follow {s:?}: {e}")))?;
+    Ok(FollowConfig {
+        key: key.to_owned(),
+        peers: peer.map(|p| vec![p.to_owned()]).unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_defaults_validate() {
+        Config::default().validate().unwrap();
+        let text = include_str!("../../config/aggregator.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert!(toml::from_str::<Config>("nonsense = 1").is_err());
+        assert!(toml::from_str::<Config>("backfill = \"some\"")
+            .unwrap()
+            .validate()
+            .is_err());
+    }
+
+    #[test]
+    fn follow_flags() {
+        let k = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
+        assert_eq!(parse_follow_flag(k).unwrap().peers.len(), 0);
+        assert_eq!(
+            parse_follow_flag(&format!("{k}@127.0.0.1:7702"))
+                .unwrap()
+                .peers,
+            vec!["127.0.0.1:7702"]
+        );
+        assert!(parse_follow_flag("nope@1.2.3.4:5").is_err());
+    }
+}

@@ -1,0 +1,406 @@
+//! Following feeds: one task per feed that brings the index up to the bee's newest version,
+//! in log order, from the feed's committed checkpoint, then follows live appends.
+//!
+//! Per step: prefetch a chunk of blocks in parallel, turn each log entry into an index op
+//! (put = upsert by (feed, key), del = delete), and send the chunk with its checkpoint to the
+//! index writer in one batch. A new fork (the author truncated) purges the feed's entries and
+//! starts again from scratch. A slow or dead peer only stalls its own feed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apiary_core::bee::{Bee, OpKind};
+use apiary_core::replicate::{Replica, Replicator, ReplicatorOptions};
+use apiary_core::store::Store;
+use apiary_core::Key;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use crate::config::{Backfill, Config};
+use crate::error::{Error, Result};
+use crate::index::{EntryDoc, Index, IndexOp};
+use crate::ingest;
+use crate::peers::PeerPool;
+use crate::state::{Follow, State};
+
+const CHUNK: u64 = 4096;
+
+struct FeedTask {
+    task: tokio::task::JoinHandle<()>,
+    replica: Arc<Replica>,
+}
+
+/// Process-wide counters for /metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Log entries turned into index ops.
+    pub entries_ingested: AtomicU64,
+    /// Ingest errors.
+    pub ingest_errors: AtomicU64,
+}
+
+/// The aggregator: follows, replication, index.
+pub struct Aggregator {
+    /// Configuration.
+    pub cfg: Config,
+    rep: Replicator,
+    state: State,
+    /// The search index.
+    pub index: Arc<Index>,
+    pool: Arc<PeerPool>,
+    feeds: Mutex<HashMap<Key, FeedTask>>,
+    permits: Arc<Semaphore>,
+    backfill: Backfill,
+    last_seen: Mutex<i64>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Aggregator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Aggregator")
+    }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl Aggregator {
+    /// Opens the data directory and resumes every persisted follow.
+    pub async fn open(cfg: Config) -> Result<Arc<Self>> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let db = sled::Config::new()
+            .path(cfg.data_dir.join("state"))
+            .cache_capacity(128 * 1024 * 1024)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.to_string().contains("lock")
+                        || io.kind() == std::io::ErrorKind::WouldBlock =>
+                {
+                    Error::Config(format!(
+                        "the data directory {} is in use by another apiary-aggregator",
+                        cfg.data_dir.display()
+                    ))
+                }
+                e => Error::Store(e),
+            })?;
+        let store = Store::from_db(db.clone())?;
+        let state = State::open(&db)?;
+        let index = Index::open(
+            &cfg.data_dir.join("index"),
+            cfg.index_memory_mb,
+            Duration::from_millis(cfg.commit_interval_ms),
+        )?;
+        let rep = Replicator::new(store, ReplicatorOptions::default());
+        let backfill = cfg.backfill()?;
+        let agg = Arc::new(Aggregator {
+            permits: Arc::new(Semaphore::new(cfg.max_concurrent_ingest.max(1))),
+            pool: PeerPool::new(rep.clone()),
+            cfg,
+            rep,
+            state,
+            index,
+            feeds: Mutex::new(HashMap::new()),
+            backfill,
+            last_seen: Mutex::new(0),
+            metrics: Metrics::default(),
+        });
+        for f in agg.cfg.follow.clone() {
+            let key = Key::parse(&f.key)?;
+            agg.follow(key, f.peers).await?;
+        }
+        for (key, f) in agg.state.follows()? {
+            agg.start(key, &f.peers)?;
+        }
+        Ok(agg)
+    }
+
+    /// The replicator (for listening).
+    pub fn replicator(&self) -> &Replicator {
+        &self.rep
+    }
+
+    /// A strictly increasing "seen at" clock, so entries seen together still sort.
+    fn seen_now(&self) -> i64 {
+        let mut l = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        *l = now_micros().max(*l + 1);
+        *l
+    }
+
+    /// Follows a feed (or adds peers to a followed one). Returns true if it is new.
+    pub async fn follow(self: &Arc<Self>, key: Key, peers: Vec<String>) -> Result<bool> {
+        for p in &peers {
+            check_peer(p)?;
+        }
+        let mut f = self.state.follow(&key)?.unwrap_or_else(|| Follow {
+            peers: Vec::new(),
+            added_at: ingest::format_time(now_micros()),
+        });
+        for p in peers {
+            if !f.peers.contains(&p) {
+                f.peers.push(p);
+            }
+        }
+        let new = self.state.put_follow(&key, &f)?;
+        self.start(key, &f.peers)?;
+        Ok(new)
+    }
+
+    fn start(self: &Arc<Self>, key: Key, peers: &[String]) -> Result<()> {
+        let replica = self.rep.replica(key)?;
+        for p in peers {
+            self.pool.want(p, replica.clone());
+        }
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if feeds.contains_key(&key) {
+            return Ok(());
+        }
+        let me = self.clone();
+        let r = replica.clone();
+        let task = tokio::spawn(async move { me.run_feed(r).await });
+        feeds.insert(key, FeedTask { task, replica });
+        Ok(())
+    }
+
+    /// Unfollows a feed and purges everything of it: entries, checkpoint, blocks, state.
+    pub async fn unfollow(&self, key: &Key) -> Result<bool> {
+        let known = self.state.follow(key)?.is_some();
+        if let Some(t) = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+        {
+            t.task.abort();
+        }
+        self.pool.unwant(key);
+        self.rep.remove(key).await;
+        self.index
+            .submit_and_wait(vec![IndexOp::Purge { feed: key.to_z32() }])
+            .await?;
+        self.rep.store().remove_core(key)?;
+        self.state.remove(key)?;
+        Ok(known)
+    }
+
+    /// Followed keys.
+    pub fn followed(&self) -> Result<Vec<Key>> {
+        Ok(self.state.follows()?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Status of one feed, or `None` if not followed.
+    pub fn status(&self, key: &Key) -> Result<Option<Value>> {
+        let Some(f) = self.state.follow(key)? else {
+            return Ok(None);
+        };
+        let replica = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map(|t| t.replica.clone());
+        let z = key.to_z32();
+        let cp = self.index.checkpoint(&z);
+        let c = self.state.counters(key);
+        let (length, fork, remote, blocks, bytes, connected) = match &replica {
+            Some(r) => (
+                r.length(),
+                r.fork(),
+                r.remote_length(),
+                r.stats.blocks.load(Ordering::Relaxed),
+                r.stats.bytes.load(Ordering::Relaxed),
+                r.peers()
+                    .iter()
+                    .map(|p| p.label.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            None => (0, 0, 0, 0, 0, Vec::new()),
+        };
+        let known: Vec<Value> = self
+            .pool
+            .peers_of(key)
+            .into_iter()
+            .map(|(a, up)| json!({"address": a, "connected": up}))
+            .collect();
+        Ok(Some(json!({
+            "key": z,
+            "hex": key.to_hex(),
+            "url": key.to_url(),
+            "followedAt": f.added_at,
+            "length": length,
+            "remoteLength": remote.max(length),
+            "fork": fork,
+            "indexedVersion": cp.version,
+            "lag": remote.max(length).saturating_sub(cp.version.max(1)),
+            "peers": known,
+            "connectedPeers": connected,
+            "blocksDownloaded": blocks,
+            "bytesDownloaded": bytes,
+            "skipped": {"tooLarge": c.skipped_too_large, "notJson": c.skipped_not_json},
+            "errors": c.errors,
+            "lastError": c.last_error,
+        })))
+    }
+
+    fn record_error(&self, key: &Key, e: &Error) {
+        self.metrics.ingest_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(feed = %key, "ingest: {e}");
+        let _ = self.state.update_counters(key, |c| {
+            c.errors += 1;
+            c.last_error = Some(e.to_string());
+        });
+    }
+
+    async fn run_feed(self: Arc<Self>, replica: Arc<Replica>) {
+        let key = *replica.key();
+        let mut backoff = Duration::from_millis(500);
+        let bee = Bee::with_cache(replica.clone(), 64);
+        // What we have sent to the index (committed or about to be).
+        let mut cp = self.index.checkpoint(&key.to_z32());
+        let mut head = replica.subscribe();
+        loop {
+            head.borrow_and_update();
+            match self.ingest_until_caught_up(&replica, &bee, &mut cp).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(500);
+                    if replica.length() <= cp.version.max(1) && replica.fork() == cp.fork {
+                        // Caught up: wait for a new length (or check again now and then).
+                        let _ = tokio::time::timeout(Duration::from_secs(30), head.changed()).await;
+                    }
+                }
+                Err(e) => {
+                    self.record_error(&key, &e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Ingests from checkpoint `cp` to the current length, moving `cp` along.
+    async fn ingest_until_caught_up(
+        &self,
+        replica: &Arc<Replica>,
+        bee: &Bee,
+        cp: &mut crate::index::Checkpoint,
+    ) -> Result<()> {
+        let key = *replica.key();
+        let feed = key.to_z32();
+        if replica.length() == 0 {
+            replica.update(Duration::from_secs(10)).await?;
+        }
+        loop {
+            let length = replica.length();
+            let fork = replica.fork();
+            if length == 0 {
+                return Ok(());
+            }
+            let mut ops = Vec::new();
+            if cp.version > 0 && fork != cp.fork {
+                tracing::info!(%feed, fork, "feed was truncated by its author: reindexing it");
+                ops.push(IndexOp::Purge { feed: feed.clone() });
+                *cp = crate::index::Checkpoint { version: 0, fork };
+            }
+            if cp.version == 0 {
+                bee.header()
+                    .await
+                    .map_err(|e| Error::BadRequest(format!("not a hyperbee: {e}")))?;
+            }
+            let start = match (cp.version, self.backfill) {
+                (0, Backfill::All) => 1,
+                (0, Backfill::Last(n)) => length.saturating_sub(n).max(1),
+                (v, _) => v,
+            };
+            if start >= length && ops.is_empty() {
+                return Ok(());
+            }
+            let end = length.min(start + CHUNK);
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| Error::Unavailable("shutting down".into()))?;
+            replica.download_range(start, end, 256).await?;
+            let mut skipped_large = 0;
+            let mut skipped_json = 0;
+            for seq in start..end {
+                let h = bee.history_entry(seq).await?;
+                match h.kind {
+                    OpKind::Del => ops.push(IndexOp::Delete {
+                        feed: feed.clone(),
+                        key: h.entry.key,
+                    }),
+                    OpKind::Put => {
+                        let raw = h.entry.value.unwrap_or_default();
+                        if raw.len() > self.cfg.max_value_bytes {
+                            skipped_large += 1;
+                            ops.push(IndexOp::Delete {
+                                feed: feed.clone(),
+                                key: h.entry.key,
+                            });
+                            continue;
+                        }
+                        let value: Value = match serde_json::from_slice(&raw) {
+                            Ok(v) => v,
+                            Err(_) if raw.is_empty() => Value::Null,
+                            Err(_) => {
+                                skipped_json += 1;
+                                ops.push(IndexOp::Delete {
+                                    feed: feed.clone(),
+                                    key: h.entry.key,
+                                });
+                                continue;
+                            }
+                        };
+                        let extracted = ingest::extract(&value);
+                        ops.push(IndexOp::Upsert(Box::new(EntryDoc {
+                            feed: feed.clone(),
+                            key: h.entry.key,
+                            seq,
+                            version: seq + 1,
+                            seen_at: self.seen_now(),
+                            extracted,
+                            value: value.to_string(),
+                        })));
+                    }
+                }
+            }
+            ops.push(IndexOp::Checkpoint {
+                feed: feed.clone(),
+                version: end,
+                fork,
+            });
+            self.metrics
+                .entries_ingested
+                .fetch_add(end - start, Ordering::Relaxed);
+            self.index.submit(ops).await?;
+            if skipped_large + skipped_json > 0 {
+                self.state.update_counters(&key, |c| {
+                    c.skipped_too_large += skipped_large;
+                    c.skipped_not_json += skipped_json;
+                })?;
+            }
+            *cp = crate::index::Checkpoint { version: end, fork };
+        }
+    }
+}
+
+/// A peer address must look like `host:port`.
+pub fn check_peer(p: &str) -> Result<()> {
+    let ok = p.len() <= 255
+        && p.rsplit_once(':')
+            .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!("peer {p:?} is not host:port")))
+    }
+}

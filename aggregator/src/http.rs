@@ -1,0 +1,396 @@
+//! The HTTP API (JSON, versioned under /v1), the browse page, health and metrics.
+//!
+//! Every response error is JSON with a code (see [`crate::error::Error::status`]). Per client
+//! IP rate limits (governor), body size limits and request timeouts apply to every route.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_core::Key;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::follow::Aggregator;
+use crate::index::Filters;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct Http {
+    agg: Arc<Aggregator>,
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    registrations: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+/// Builds the router.
+pub fn router(agg: Arc<Aggregator>) -> Router {
+    let cfg = &agg.cfg;
+    let limiter = Arc::new(RateLimiter::keyed(
+        Quota::per_second(nz(cfg.rate_limit_per_second)).allow_burst(nz(cfg.rate_limit_burst)),
+    ));
+    let registrations = Arc::new(RateLimiter::keyed(
+        Quota::per_hour(nz(cfg.registrations_per_hour)).allow_burst(nz(cfg.registrations_per_hour)),
+    ));
+    let body_limit = cfg.max_body_bytes;
+    let timeout = Duration::from_millis(cfg.request_timeout_ms);
+    let state = Http {
+        agg,
+        limiter: limiter.clone(),
+        registrations: registrations.clone(),
+    };
+    // Forget idle clients now and then, so the limiters' memory stays bounded.
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            limiter.retain_recent();
+            registrations.retain_recent();
+        }
+    });
+    Router::new()
+        .route("/", get(|| async { Html(crate::page::PAGE) }))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
+        .route("/v1/feeds", get(list_feeds).post(add_feed))
+        .route("/v1/feeds/{key}", get(get_feed).delete(remove_feed))
+        .route("/v1/feed", get(merged_feed))
+        .route("/v1/search", get(search))
+        .route("/v1/entries/{feed}/{*key}", get(entry))
+        .route("/v1/stream", get(stream))
+        .fallback(|| async { Error::NotFound("no such endpoint; see /v1/openapi.json".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(state)
+}
+
+/// Serves the router on `addr` until the task is aborted.
+pub async fn serve(
+    agg: Arc<Aggregator>,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = router(agg).into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("http server stopped: {e}");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// Rate limit per client IP (before anything else runs).
+async fn guard(
+    State(s): State<Http>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.uri().path() != "/healthz" && s.limiter.check_key(&peer.ip()).is_err() {
+        return Error::RateLimited.into_response();
+    }
+    next.run(req).await
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Compares without an early exit, so the time taken does not reveal a prefix of the token.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Admin: the configured token, or (with none configured) a client on loopback.
+fn is_admin(s: &Http, headers: &HeaderMap, peer: &SocketAddr) -> Result<bool> {
+    match (&s.agg.cfg.admin_token, bearer(headers)) {
+        (Some(t), Some(given)) if same(t, given) => Ok(true),
+        (Some(_), Some(_)) => Err(Error::Unauthorized("wrong admin token".into())),
+        (Some(_), None) => Ok(false),
+        (None, _) => Ok(peer.ip().is_loopback()),
+    }
+}
+
+fn require_admin(s: &Http, headers: &HeaderMap, peer: &SocketAddr) -> Result<()> {
+    if is_admin(s, headers, peer)? {
+        return Ok(());
+    }
+    Err(Error::Unauthorized(if s.agg.cfg.admin_token.is_some() {
+        "this needs the admin token: Authorization: Bearer TOKEN".into()
+    } else {
+        "no admin token is configured, so only clients on loopback may do this".into()
+    }))
+}
+
+fn parse_key(s: &str) -> Result<Key> {
+    Ok(Key::parse(s)?)
+}
+
+async fn healthz(State(s): State<Http>) -> Json<Value> {
+    Json(json!({"ok": true, "feeds": s.agg.followed().map(|f| f.len()).unwrap_or(0)}))
+}
+
+async fn metrics(State(s): State<Http>) -> impl IntoResponse {
+    let a = &s.agg;
+    let feeds = a.followed().map(|f| f.len()).unwrap_or(0);
+    let (mut blocks, mut bytes) = (0u64, 0u64);
+    for r in a.replicator().replicas() {
+        blocks += r.stats.blocks.load(Ordering::Relaxed);
+        bytes += r.stats.bytes.load(Ordering::Relaxed);
+    }
+    let body = format!(
+        "# HELP apiary_feeds_followed Feeds followed.\n# TYPE apiary_feeds_followed gauge\napiary_feeds_followed {feeds}\n\
+         # HELP apiary_entries_indexed Entries in the index.\n# TYPE apiary_entries_indexed gauge\napiary_entries_indexed {}\n\
+         # HELP apiary_entries_ingested_total Log entries ingested.\n# TYPE apiary_entries_ingested_total counter\napiary_entries_ingested_total {}\n\
+         # HELP apiary_ingest_errors_total Ingest errors.\n# TYPE apiary_ingest_errors_total counter\napiary_ingest_errors_total {}\n\
+         # HELP apiary_blocks_downloaded_total Blocks downloaded and verified.\n# TYPE apiary_blocks_downloaded_total counter\napiary_blocks_downloaded_total {blocks}\n\
+         # HELP apiary_bytes_downloaded_total Block bytes downloaded.\n# TYPE apiary_bytes_downloaded_total counter\napiary_bytes_downloaded_total {bytes}\n\
+         # HELP apiary_connections Replication connections.\n# TYPE apiary_connections gauge\napiary_connections {}\n",
+        a.index.entry_count(),
+        a.metrics.entries_ingested.load(Ordering::Relaxed),
+        a.metrics.ingest_errors.load(Ordering::Relaxed),
+        a.replicator().connections().len(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+#[derive(Deserialize)]
+struct AddFeed {
+    key: String,
+    #[serde(default)]
+    peers: Vec<String>,
+}
+
+async fn add_feed(
+    State(s): State<Http>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<AddFeed>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response> {
+    let admin = is_admin(&s, &headers, &peer)?;
+    if !admin {
+        if !s.agg.cfg.open_registration {
+            require_admin(&s, &headers, &peer)?;
+        } else if s.registrations.check_key(&peer.ip()).is_err() {
+            return Err(Error::RateLimited);
+        }
+    }
+    let Json(b) = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::BadRequest("body too large".into())
+        } else {
+            Error::BadRequest(format!(
+                "body must be {{\"key\": string, \"peers\"?: [\"host:port\"]}}: {}",
+                e.body_text()
+            ))
+        }
+    })?;
+    if b.peers.len() > 16 {
+        return Err(Error::BadRequest("at most 16 peers".into()));
+    }
+    let key = parse_key(&b.key)?;
+    let new = s.agg.follow(key, b.peers).await?;
+    let status = s.agg.status(&key)?.unwrap_or(Value::Null);
+    let code = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(status)).into_response())
+}
+
+async fn remove_feed(
+    State(s): State<Http>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<Response> {
+    require_admin(&s, &headers, &peer)?;
+    let key = parse_key(&key)?;
+    if !s.agg.unfollow(&key).await? {
+        return Err(Error::NotFound(format!("feed {key} is not followed")));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_feeds(State(s): State<Http>) -> Result<Json<Value>> {
+    let mut out = Vec::new();
+    for k in s.agg.followed()? {
+        if let Some(v) = s.agg.status(&k)? {
+            out.push(v);
+        }
+    }
+    Ok(Json(json!({"feeds": out})))
+}
+
+async fn get_feed(State(s): State<Http>, Path(key): Path<String>) -> Result<Json<Value>> {
+    let key = parse_key(&key)?;
+    s.agg
+        .status(&key)?
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("feed {key} is not followed")))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FeedQuery {
+    q: Option<String>,
+    feed: Option<String>,
+    #[serde(rename = "type")]
+    typ: Option<String>,
+    tag: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+fn time_param(name: &str, v: &str) -> Result<i64> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return ms
+            .checked_mul(1000)
+            .ok_or_else(|| Error::BadRequest(format!("{name} is out of range")));
+    }
+    crate::ingest::parse_time(&Value::String(v.to_owned())).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "{name} must be RFC 3339 or epoch milliseconds, got {v:?}"
+        ))
+    })
+}
+
+impl FeedQuery {
+    fn filters(&self) -> Result<Filters> {
+        let limit = self.limit.unwrap_or(20);
+        if limit == 0 || limit > crate::index::MAX_LIMIT {
+            return Err(Error::BadRequest(format!(
+                "limit must be 1 to {}",
+                crate::index::MAX_LIMIT
+            )));
+        }
+        Ok(Filters {
+            feed: self
+                .feed
+                .as_deref()
+                .map(|f| parse_key(f).map(|k| k.to_z32()))
+                .transpose()?,
+            typ: self.typ.clone(),
+            tag: self
+                .tag
+                .as_ref()
+                .map(|t| t.trim_start_matches('#').to_lowercase()),
+            since: self
+                .since
+                .as_deref()
+                .map(|v| time_param("since", v))
+                .transpose()?,
+            until: self
+                .until
+                .as_deref()
+                .map(|v| time_param("until", v))
+                .transpose()?,
+        })
+    }
+}
+
+fn query_of(
+    q: std::result::Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<FeedQuery> {
+    q.map(|Query(q)| q)
+        .map_err(|e| Error::BadRequest(e.body_text()))
+}
+
+async fn merged_feed(
+    State(s): State<Http>,
+    q: std::result::Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>> {
+    let q = query_of(q)?;
+    let fl = q.filters()?;
+    let index = s.agg.index.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        index.feed(&fl, q.cursor.as_deref(), q.limit.unwrap_or(20))
+    })
+    .await
+    .map_err(|e| Error::Unavailable(e.to_string()))??;
+    Ok(Json(
+        json!({"entries": page.entries, "cursor": page.cursor}),
+    ))
+}
+
+async fn search(
+    State(s): State<Http>,
+    q: std::result::Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>> {
+    let q = query_of(q)?;
+    let fl = q.filters()?;
+    let text =
+        q.q.clone()
+            .ok_or_else(|| Error::BadRequest("missing q".into()))?;
+    let index = s.agg.index.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        index.search(&text, &fl, q.cursor.as_deref(), q.limit.unwrap_or(20))
+    })
+    .await
+    .map_err(|e| Error::Unavailable(e.to_string()))??;
+    Ok(Json(
+        json!({"entries": page.entries, "cursor": page.cursor}),
+    ))
+}
+
+async fn entry(
+    State(s): State<Http>,
+    Path((feed, key)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let feed = parse_key(&feed)?;
+    s.agg
+        .index
+        .entry(&feed.to_z32(), key.as_bytes())?
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("no entry {key:?} in feed {feed}")))
+}
+
+async fn stream(
+    State(s): State<Http>,
+    q: std::result::Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl tokio_stream::Stream<Item = std::result::Result<Event, Infallible>>>> {
+    let fl = query_of(q)?.filters()?;
+    let rx = s.agg.index.subscribe();
+    let events = BroadcastStream::new(rx).filter_map(move |item| match item {
+        Ok(e) if fl.matches(&e) => Some(Ok(Event::default().event("entry").data(e.to_string()))),
+        Ok(_) => None,
+        // A slow client missed some entries: tell it, so it can re-read /v1/feed.
+        Err(_) => Some(Ok(Event::default().event("lagged").data("{}"))),
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,687 @@
+//! The search index (tantivy): one writer task, checkpoints committed with the documents.
+//!
+//! Documents (`kind` tells them apart):
+//! - `entry`: one per (feed, key): `id = feed/hex(key)`, feed, key, seq, version, seenAt,
+//!   sortAt, type, tags, text (BM25), and the value as stored JSON;
+//! - `cp`: one per feed, `id = cp:feed`: the feed's ingest checkpoint `(version, fork)` in the
+//!   `seq` and `version` fields.
+//!
+//! A checkpoint travels in the same commit as the entries it covers, so after a crash the
+//! index and the checkpoints agree: nothing is lost, and re-ingesting from the checkpoint
+//! upserts by id, so nothing is duplicated. The commit payload holds `{"schema": N}`; another
+//! schema version wipes the index, which is then rebuilt from the blocks in the store.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tantivy::collector::{DocSetCollector, TopDocs};
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT,
+};
+use tantivy::{
+    doc, DocAddress, Index as TIndex, IndexReader, IndexWriter, Order, ReloadPolicy,
+    TantivyDocument, Term,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::ingest;
+
+/// Bump to rebuild every index from the stored blocks.
+pub const SCHEMA_VERSION: u64 = 1;
+/// Largest page of results.
+pub const MAX_LIMIT: usize = 100;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    kind: Field,
+    id: Field,
+    feed: Field,
+    key: Field,
+    seq: Field,
+    version: Field,
+    seen_at: Field,
+    sort_at: Field,
+    typ: Field,
+    tag: Field,
+    text: Field,
+    value: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let f = Fields {
+        kind: b.add_text_field("kind", STRING),
+        id: b.add_text_field("id", STRING | STORED),
+        feed: b.add_text_field("feed", STRING | STORED),
+        key: b.add_text_field("key", STORED),
+        seq: b.add_u64_field("seq", STORED),
+        version: b.add_u64_field("version", STORED),
+        seen_at: b.add_i64_field("seen_at", STORED),
+        sort_at: b.add_i64_field("sort_at", INDEXED | STORED | FAST),
+        typ: b.add_text_field("type", STRING | STORED),
+        tag: b.add_text_field("tag", STRING | STORED),
+        text: b.add_text_field("text", TEXT),
+        value: b.add_text_field("value", STORED),
+    };
+    (b.build(), f)
+}
+
+/// An entry to index.
+#[derive(Debug, Clone)]
+pub struct EntryDoc {
+    /// Feed key, z-base-32.
+    pub feed: String,
+    /// Entry key bytes.
+    pub key: Vec<u8>,
+    /// Block that wrote it.
+    pub seq: u64,
+    /// Bee version that first contained it (seq + 1).
+    pub version: u64,
+    /// When we saw it (µs).
+    pub seen_at: i64,
+    /// Extracted fields.
+    pub extracted: ingest::Extracted,
+    /// The value as JSON text.
+    pub value: String,
+}
+
+/// One change to the index.
+#[derive(Debug, Clone)]
+pub enum IndexOp {
+    /// Insert or replace the entry of (feed, key).
+    Upsert(Box<EntryDoc>),
+    /// Remove the entry of (feed, key).
+    Delete {
+        /// Feed z32.
+        feed: String,
+        /// Key bytes.
+        key: Vec<u8>,
+    },
+    /// The feed is ingested up to `version` at `fork`.
+    Checkpoint {
+        /// Feed z32.
+        feed: String,
+        /// Blocks processed.
+        version: u64,
+        /// Fork they belong to.
+        fork: u64,
+    },
+    /// Remove everything of a feed (entries and checkpoint).
+    Purge {
+        /// Feed z32.
+        feed: String,
+    },
+}
+
+struct Batch {
+    ops: Vec<IndexOp>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// Filters shared by the feed, search and stream endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// Feed z32.
+    pub feed: Option<String>,
+    /// `type` of the value.
+    pub typ: Option<String>,
+    /// A tag.
+    pub tag: Option<String>,
+    /// sortAt ≥ this (µs).
+    pub since: Option<i64>,
+    /// sortAt < this (µs).
+    pub until: Option<i64>,
+}
+
+impl Filters {
+    /// Whether an entry (as JSON) passes (for the live stream).
+    pub fn matches(&self, e: &Value) -> bool {
+        let s = |k: &str| e.get(k).and_then(Value::as_str);
+        self.feed.as_deref().is_none_or(|f| s("feed") == Some(f))
+            && self.typ.as_deref().is_none_or(|t| s("type") == Some(t))
+            && self.tag.as_ref().is_none_or(|t| {
+                e.get("tags")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(t)))
+            })
+    }
+}
+
+/// A page of results and the cursor of the next one.
+#[derive(Debug)]
+pub struct Page {
+    /// Entries as JSON.
+    pub entries: Vec<Value>,
+    /// Opaque cursor of the next page.
+    pub cursor: Option<String>,
+}
+
+/// A committed checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Blocks processed (the bee version reached).
+    pub version: u64,
+    /// Fork.
+    pub fork: u64,
+}
+
+/// The index: reads from any task, writes through the writer task.
+pub struct Index {
+    index: TIndex,
+    reader: IndexReader,
+    f: Fields,
+    tx: mpsc::Sender<Batch>,
+    committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
+    events: broadcast::Sender<Arc<Value>>,
+    /// Entries upserted since start (for metrics).
+    pub upserts: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Index")
+    }
+}
+
+fn payload() -> String {
+    json!({"schema": SCHEMA_VERSION}).to_string()
+}
+
+impl Index {
+    /// Opens (or creates, or rebuilds after a schema change) the index in `dir` and starts
+    /// its writer task.
+    pub fn open(dir: &Path, memory_mb: usize, commit_every: Duration) -> Result<Arc<Index>> {
+        let (schema, f) = schema();
+        std::fs::create_dir_all(dir)?;
+        let index = match TIndex::open_in_dir(dir) {
+            Ok(i) => {
+                let meta = i.load_metas()?;
+                let version = meta
+                    .payload
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                    .and_then(|v| v["schema"].as_u64());
+                if version == Some(SCHEMA_VERSION) && i.schema() == schema {
+                    i
+                } else {
+                    tracing::warn!(
+                        ?version,
+                        "index schema changed: rebuilding the index from the stored blocks"
+                    );
+                    drop(i);
+                    std::fs::remove_dir_all(dir)?;
+                    std::fs::create_dir_all(dir)?;
+                    TIndex::create_in_dir(dir, schema)?
+                }
+            }
+            Err(_) => {
+                // A directory without an index (new, or left half-made): start it afresh.
+                std::fs::remove_dir_all(dir)?;
+                std::fs::create_dir_all(dir)?;
+                TIndex::create_in_dir(dir, schema)?
+            }
+        };
+        let mut writer: IndexWriter<TantivyDocument> = index.writer(memory_mb * 1_000_000)?;
+        if index.load_metas()?.payload.is_none() {
+            let mut p = writer.prepare_commit()?;
+            p.set_payload(&payload());
+            p.commit()?;
+        }
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let (tx, rx) = mpsc::channel(64);
+        let (events, _) = broadcast::channel(4096);
+        let me = Arc::new(Index {
+            index,
+            reader,
+            f,
+            tx,
+            committed: Arc::new(Mutex::new(HashMap::new())),
+            events,
+            upserts: Default::default(),
+        });
+        let loaded = me.load_checkpoints()?;
+        *me.committed.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
+        let task = WriterTask {
+            writer,
+            f,
+            reader: me.reader.clone(),
+            committed: me.committed.clone(),
+            events: me.events.clone(),
+            upserts: me.upserts.clone(),
+            pending_cp: HashMap::new(),
+            pending_events: Vec::new(),
+            waiters: Vec::new(),
+            dirty: false,
+            every: commit_every,
+        };
+        tokio::spawn(task.run(rx));
+        Ok(me)
+    }
+
+    fn load_checkpoints(&self) -> Result<HashMap<String, Checkpoint>> {
+        let searcher = self.reader.searcher();
+        let q = TermQuery::new(
+            Term::from_field_text(self.f.kind, "cp"),
+            IndexRecordOption::Basic,
+        );
+        let docs = searcher.search(&q, &DocSetCollector)?;
+        let mut out = HashMap::new();
+        for addr in docs {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let feed = d
+                .get_first(self.f.feed)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let version = d
+                .get_first(self.f.seq)
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            let fork = d
+                .get_first(self.f.version)
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            out.insert(feed, Checkpoint { version, fork });
+        }
+        Ok(out)
+    }
+
+    /// The committed checkpoint of a feed.
+    pub fn checkpoint(&self, feed: &str) -> Checkpoint {
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(feed)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Queues ops; resolves once they are queued (backpressure), not committed.
+    pub async fn submit(&self, ops: Vec<IndexOp>) -> Result<()> {
+        self.tx
+            .send(Batch { ops, done: None })
+            .await
+            .map_err(|_| Error::Unavailable("index writer stopped".into()))
+    }
+
+    /// Queues ops and waits until they are committed and searchable.
+    pub async fn submit_and_wait(&self, ops: Vec<IndexOp>) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Batch {
+                ops,
+                done: Some(tx),
+            })
+            .await
+            .map_err(|_| Error::Unavailable("index writer stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("index writer stopped".into()))
+    }
+
+    /// New entries as they become searchable.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {
+        self.events.subscribe()
+    }
+
+    /// Number of indexed entries.
+    pub fn entry_count(&self) -> u64 {
+        let searcher = self.reader.searcher();
+        let t = Term::from_field_text(self.f.kind, "entry");
+        searcher.doc_freq(&t).unwrap_or(0)
+    }
+
+    fn filter_clauses(&self, fl: &Filters, upper: Option<i64>) -> Vec<(Occur, Box<dyn Query>)> {
+        let mut c: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, term(self.f.kind, "entry"))];
+        if let Some(feed) = &fl.feed {
+            c.push((Occur::Must, term(self.f.feed, feed)));
+        }
+        if let Some(t) = &fl.typ {
+            c.push((Occur::Must, term(self.f.typ, t)));
+        }
+        if let Some(t) = &fl.tag {
+            c.push((Occur::Must, term(self.f.tag, t)));
+        }
+        let lo = fl.since.map_or(Bound::Unbounded, Bound::Included);
+        let hi = match (fl.until, upper) {
+            (Some(u), Some(c)) if c < u => Bound::Included(c),
+            (Some(u), _) => Bound::Excluded(u),
+            (None, Some(c)) => Bound::Included(c),
+            (None, None) => Bound::Unbounded,
+        };
+        if !matches!((&lo, &hi), (Bound::Unbounded, Bound::Unbounded)) {
+            c.push((
+                Occur::Must,
+                Box::new(RangeQuery::new_i64_bounds("sort_at".into(), lo, hi)),
+            ));
+        }
+        c
+    }
+
+    /// The merged feed, newest first (by sortAt, then id).
+    pub fn feed(&self, fl: &Filters, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        let limit = limit.clamp(1, MAX_LIMIT);
+        let after = cursor.map(decode_feed_cursor).transpose()?;
+        let searcher = self.reader.searcher();
+        let q = BooleanQuery::new(self.filter_clauses(fl, after.as_ref().map(|a| a.0)));
+        let mut fetch = limit + 32;
+        loop {
+            let hits: Vec<(i64, DocAddress)> = searcher.search(
+                &q,
+                &TopDocs::with_limit(fetch).order_by_fast_field::<i64>("sort_at", Order::Desc),
+            )?;
+            let exhausted = hits.len() < fetch;
+            let mut rows = Vec::with_capacity(hits.len());
+            for (sort_at, addr) in &hits {
+                let d: TantivyDocument = searcher.doc(*addr)?;
+                let id = d
+                    .get_first(self.f.id)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                rows.push((*sort_at, id, d));
+            }
+            rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            let rows: Vec<_> = rows
+                .into_iter()
+                .filter(|(s, id, _)| {
+                    after
+                        .as_ref()
+                        .is_none_or(|(cs, cid)| *s < *cs || (*s == *cs && id > cid))
+                })
+                .collect();
+            if rows.len() > limit || exhausted || fetch >= 20_000 {
+                let more = rows.len() > limit;
+                let page: Vec<_> = rows.into_iter().take(limit).collect();
+                let cursor = if more {
+                    page.last().map(|(s, id, _)| encode_feed_cursor(*s, id))
+                } else {
+                    None
+                };
+                let entries = page.iter().map(|(_, _, d)| self.to_json(d)).collect();
+                return Ok(Page { entries, cursor });
+            }
+            fetch *= 4;
+        }
+    }
+
+    /// BM25 full-text search with the same filters; the cursor is an offset.
+    pub fn search(
+        &self,
+        text: &str,
+        fl: &Filters,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        let limit = limit.clamp(1, MAX_LIMIT);
+        if text.trim().is_empty() {
+            return Err(Error::BadRequest("q must not be empty".into()));
+        }
+        if text.len() > 1024 {
+            return Err(Error::BadRequest("q is longer than 1024 bytes".into()));
+        }
+        let offset = cursor.map(decode_offset_cursor).transpose()?.unwrap_or(0);
+        let mut parser = QueryParser::for_index(&self.index, vec![self.f.text]);
+        parser.set_conjunction_by_default();
+        let parsed = parser
+            .parse_query(text)
+            .map_err(|e| Error::BadRequest(format!("cannot parse query {text:?}: {e}")))?;
+        let mut clauses = self.filter_clauses(fl, None);
+        clauses.push((Occur::Must, parsed));
+        let q = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let hits = searcher.search(&q, &TopDocs::with_limit(limit + 1).and_offset(offset))?;
+        let more = hits.len() > limit;
+        let mut entries = Vec::with_capacity(limit);
+        for (score, addr) in hits.into_iter().take(limit) {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let mut e = self.to_json(&d);
+            e["score"] = json!(score);
+            entries.push(e);
+        }
+        let cursor = more.then(|| hex::encode(format!("o{}", offset + limit)));
+        Ok(Page { entries, cursor })
+    }
+
+    /// One entry by feed and key.
+    pub fn entry(&self, feed: &str, key: &[u8]) -> Result<Option<Value>> {
+        let searcher = self.reader.searcher();
+        let q = TermQuery::new(
+            Term::from_field_text(self.f.id, &entry_id(feed, key)),
+            IndexRecordOption::Basic,
+        );
+        let hits = searcher.search(&q, &TopDocs::with_limit(1))?;
+        match hits.first() {
+            Some((_, addr)) => Ok(Some(self.to_json(&searcher.doc(*addr)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn to_json(&self, d: &TantivyDocument) -> Value {
+        doc_json(&self.f, d)
+    }
+}
+
+fn doc_json(f: &Fields, d: &TantivyDocument) -> Value {
+    let s = |fl: Field| d.get_first(fl).and_then(|v| v.as_str()).map(str::to_owned);
+    let u = |fl: Field| d.get_first(fl).and_then(|v| v.as_u64());
+    let i = |fl: Field| d.get_first(fl).and_then(|v| v.as_i64());
+    let tags: Vec<String> = d
+        .get_all(f.tag)
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let value = s(f.value)
+        .and_then(|v| serde_json::from_str::<Value>(&v).ok())
+        .unwrap_or(Value::Null);
+    let feed = s(f.feed).unwrap_or_default();
+    let key = s(f.key).unwrap_or_default();
+    json!({
+        "feed": feed,
+        "key": key,
+        "seq": u(f.seq),
+        "version": u(f.version),
+        "seenAt": i(f.seen_at).map(ingest::format_time),
+        "sortAt": i(f.sort_at).map(ingest::format_time),
+        "type": s(f.typ),
+        "tags": tags,
+        "value": value,
+        "source": format!("hyper://{feed}"),
+    })
+}
+
+fn term(field: Field, v: &str) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        Term::from_field_text(field, v),
+        IndexRecordOption::Basic,
+    ))
+}
+
+/// The document id of an entry: `feed/hex(key)` (keys may be any bytes).
+pub fn entry_id(feed: &str, key: &[u8]) -> String {
+    format!("{feed}/{}", hex::encode(key))
+}
+
+fn encode_feed_cursor(sort_at: i64, id: &str) -> String {
+    hex::encode(format!("f{sort_at}|{id}"))
+}
+
+fn bad_cursor() -> Error {
+    Error::BadRequest("bad cursor: pass back the cursor of the previous page unchanged".into())
+}
+
+fn decode_feed_cursor(c: &str) -> Result<(i64, String)> {
+    let raw = hex::decode(c).map_err(|_| bad_cursor())?;
+    let s = String::from_utf8(raw).map_err(|_| bad_cursor())?;
+    let rest = s.strip_prefix('f').ok_or_else(bad_cursor)?;
+    let (a, id) = rest.split_once('|').ok_or_else(bad_cursor)?;
+    Ok((a.parse().map_err(|_| bad_cursor())?, id.to_owned()))
+}
+
+fn decode_offset_cursor(c: &str) -> Result<usize> {
+    let raw = hex::decode(c).map_err(|_| bad_cursor())?;
+    let s = String::from_utf8(raw).map_err(|_| bad_cursor())?;
+    let n: usize = s
+        .strip_prefix('o')
+        .ok_or_else(bad_cursor)?
+        .parse()
+        .map_err(|_| bad_cursor())?;
+    if n > 10_000 {
+        return Err(Error::BadRequest(
+            "search pages stop at 10000 results; refine the query".into(),
+        ));
+    }
+    Ok(n)
+}
+
+struct WriterTask {
+    writer: IndexWriter<TantivyDocument>,
+    f: Fields,
+    reader: IndexReader,
+    committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
+    events: broadcast::Sender<Arc<Value>>,
+    upserts: Arc<std::sync::atomic::AtomicU64>,
+    pending_cp: HashMap<String, Option<Checkpoint>>,
+    pending_events: Vec<Value>,
+    waiters: Vec<oneshot::Sender<()>>,
+    dirty: bool,
+    every: Duration,
+}
+
+impl WriterTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
+        let mut last = Instant::now();
+        loop {
+            let wait = self.every.saturating_sub(last.elapsed());
+            let got = if self.dirty {
+                tokio::time::timeout(wait, rx.recv()).await.ok()
+            } else {
+                Some(rx.recv().await)
+            };
+            match got {
+                Some(Some(b)) => {
+                    self.apply(b);
+                    // Take what else is queued, so one commit covers it.
+                    while let Ok(b) = rx.try_recv() {
+                        self.apply(b);
+                    }
+                }
+                Some(None) => {
+                    self.commit();
+                    return;
+                }
+                None => {}
+            }
+            if self.dirty && last.elapsed() >= self.every {
+                tokio::task::block_in_place(|| self.commit());
+                last = Instant::now();
+            }
+        }
+    }
+
+    fn apply(&mut self, b: Batch) {
+        let f = self.f;
+        for op in b.ops {
+            match op {
+                IndexOp::Upsert(e) => {
+                    let id = entry_id(&e.feed, &e.key);
+                    self.writer.delete_term(Term::from_field_text(f.id, &id));
+                    let sort_at = ingest::sort_at(e.extracted.created_at, e.seen_at);
+                    let mut d = doc!(
+                        f.kind => "entry",
+                        f.id => id,
+                        f.feed => e.feed.clone(),
+                        f.key => String::from_utf8_lossy(&e.key).into_owned(),
+                        f.seq => e.seq,
+                        f.version => e.version,
+                        f.seen_at => e.seen_at,
+                        f.sort_at => sort_at,
+                        f.text => e.extracted.text.clone(),
+                        f.value => e.value.clone(),
+                    );
+                    if let Some(t) = &e.extracted.kind {
+                        d.add_text(f.typ, t);
+                    }
+                    for t in &e.extracted.tags {
+                        d.add_text(f.tag, t);
+                    }
+                    if self.events.receiver_count() > 0 {
+                        self.pending_events.push(doc_json(&f, &d));
+                    }
+                    if let Err(e) = self.writer.add_document(d) {
+                        tracing::error!("index add failed: {e}");
+                    }
+                    self.upserts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                IndexOp::Delete { feed, key } => {
+                    self.writer
+                        .delete_term(Term::from_field_text(f.id, &entry_id(&feed, &key)));
+                }
+                IndexOp::Checkpoint {
+                    feed,
+                    version,
+                    fork,
+                } => {
+                    let id = format!("cp:{feed}");
+                    self.writer.delete_term(Term::from_field_text(f.id, &id));
+                    let d = doc!(f.kind => "cp", f.id => id, f.feed => feed.clone(), f.seq => version, f.version => fork);
+                    if let Err(e) = self.writer.add_document(d) {
+                        tracing::error!("index add failed: {e}");
+                    }
+                    self.pending_cp
+                        .insert(feed, Some(Checkpoint { version, fork }));
+                }
+                IndexOp::Purge { feed } => {
+                    self.writer
+                        .delete_term(Term::from_field_text(f.feed, &feed));
+                    self.pending_cp.insert(feed, None);
+                }
+            }
+        }
+        if let Some(w) = b.done {
+            self.waiters.push(w);
+        }
+        self.dirty = true;
+    }
+
+    fn commit(&mut self) {
+        let res = self.writer.prepare_commit().and_then(|mut p| {
+            p.set_payload(&payload());
+            p.commit()
+        });
+        if let Err(e) = res {
+            // Followers already moved past these ops: rather than lose them, stop. On restart
+            // ingest resumes from the last committed checkpoints.
+            tracing::error!("index commit failed, stopping so that nothing is lost: {e}");
+            eprintln!("fatal: index commit failed: {e}");
+            std::process::exit(3);
+        }
+        if let Err(e) = self.reader.reload() {
+            tracing::error!("index reload failed: {e}");
+        }
+        {
+            let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+            for (feed, cp) in self.pending_cp.drain() {
+                match cp {
+                    Some(cp) => c.insert(feed, cp),
+                    None => c.remove(&feed),
+                };
+            }
+        }
+        for e in self.pending_events.drain(..) {
+            let _ = self.events.send(Arc::new(e));
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.send(());
+        }
+        self.dirty = false;
+    }
+}
