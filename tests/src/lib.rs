@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod agg;
 pub mod bee_compare;
 pub mod evil;
 

@@ -1,0 +1,152 @@
+//! Driving the real `apiary-aggregator` binary in tests.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{bin_path, free_port, wait_listening};
+
+/// A running aggregator process.
+pub struct AggProc {
+    /// Its process (killed on drop).
+    pub child: Option<tokio::process::Child>,
+    /// HTTP base URL.
+    pub base: String,
+    /// Replication address.
+    pub listen: String,
+    /// The config file it runs with.
+    pub config: PathBuf,
+    /// Data dir (kept across restarts).
+    pub dir: PathBuf,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl AggProc {
+    /// Writes a config (`extra` TOML lines appended) and starts the binary.
+    pub async fn start(dir: PathBuf, extra: &str) -> AggProc {
+        std::fs::create_dir_all(&dir).unwrap();
+        let http_port = free_port();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let config = dir.join("aggregator.toml");
+        let text = format!(
+            "data_dir = {:?}\nhttp = \"127.0.0.1:{http_port}\"\nlisten = \"{listen}\"\nrate_limit_per_second = 10000\nrate_limit_burst = 10000\nlog = \"warn\"\n{extra}\n",
+            dir.join("data")
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut a = AggProc {
+            child: None,
+            base: format!("http://127.0.0.1:{http_port}"),
+            listen,
+            config,
+            dir,
+            http: reqwest::Client::new(),
+        };
+        a.restart().await;
+        a
+    }
+
+    /// (Re)starts the process on the same config and data.
+    pub async fn restart(&mut self) {
+        let bin = bin_path("apiary-aggregator", "apiary-aggregator");
+        let child = tokio::process::Command::new(bin)
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        wait_listening(&addr, Duration::from_secs(30)).await;
+    }
+
+    /// SIGKILL, no goodbye.
+    pub async fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.unwrap();
+            let _ = c.wait().await;
+        }
+    }
+
+    /// GET → (status, JSON body).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST JSON → (status, body).
+    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// DELETE → status.
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> u16 {
+        let mut req = self.http.delete(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    /// Polls `path` until `pred` holds on the body; returns the body and the time it took.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> (Value, Duration) {
+        let t = std::time::Instant::now();
+        loop {
+            let (s, v) = self.get(path).await;
+            if s == 200 && pred(&v) {
+                return (v, t.elapsed());
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "timed out waiting on {path}: last {s} {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Every entry of a feed, paging through /v1/feed.
+    pub async fn all_entries(&self, feed: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/feed?feed={feed}&limit=100");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (s, v) = self.get(&path).await;
+            assert_eq!(s, 200, "{v}");
+            out.extend(v["entries"].as_array().cloned().unwrap_or_default());
+            match v["cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// A temp dir that is kept for the life of the test.
+pub fn temp_dir() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().to_path_buf();
+    (d, p)
+}
