@@ -173,7 +173,11 @@ mod tests {
         let m = extract(
             &json!({"title": "Alien", "meta": {"description": "space horror", "year": 1979}}),
         );
-        assert!(m.text.contains("Alien") && m.text.contains("space horror"), "{}", m.text);
+        assert!(
+            m.text.contains("Alien") && m.text.contains("space horror"),
+            "{}",
+            m.text
+        );
         assert!(!m.text.contains("1979"));
         assert_eq!(extract(&json!("just text")).text, "just text");
         assert_eq!(extract(&json!(42)).text, "");
