@@ -21,6 +21,29 @@ fn rand_bytes() -> [u8; 8] {
         .to_le_bytes()
 }
 
+/// Starts `apiary-publisher serve` on `port` (no page) and waits for it.
+async fn serve_publisher(
+    bin: &std::path::Path,
+    data_dir: &str,
+    port: u16,
+) -> tokio::process::Child {
+    let child = tokio::process::Command::new(bin)
+        .args([
+            "--data-dir",
+            data_dir,
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-page",
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(20)).await;
+    child
+}
+
 fn keys_of(entries: &[Value]) -> Vec<String> {
     let mut k: Vec<String> = entries
         .iter()
@@ -49,20 +72,7 @@ async fn follows_our_publisher_and_a_js_one() {
         assert_eq!(c, 0, "{e}");
     }
     let pport = free_port();
-    let mut publisher = tokio::process::Command::new(&p)
-        .args([
-            "--data-dir",
-            &pd,
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{pport}"),
-            "--no-page",
-        ])
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_listening(&format!("127.0.0.1:{pport}"), Duration::from_secs(20)).await;
+    let mut publisher = serve_publisher(&p, &pd, pport).await;
 
     // A JS publisher: movies {title} under random keys.
     let mut js = JsPeer::start().await;
@@ -429,20 +439,7 @@ async fn browse_page_search_in_headless_chromium() {
         ],
     );
     let pport = free_port();
-    let mut publisher = tokio::process::Command::new(&p)
-        .args([
-            "--data-dir",
-            &pd,
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{pport}"),
-            "--no-page",
-        ])
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_listening(&format!("127.0.0.1:{pport}"), Duration::from_secs(20)).await;
+    let mut publisher = serve_publisher(&p, &pd, pport).await;
     let agg = AggProc::start(
         dir.join("agg"),
         &format!("[[follow]]\nkey = \"{key}\"\npeers = [\"127.0.0.1:{pport}\"]"),
