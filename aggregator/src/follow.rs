@@ -323,12 +323,13 @@ impl Aggregator {
                 return Ok(());
             }
             let end = length.min(start + CHUNK);
+            // Fetch first, without a permit: a slow or dead peer must not hold up other feeds.
+            replica.download_range(start, end, 256).await?;
             let _permit = self
                 .permits
                 .acquire()
                 .await
                 .map_err(|_| Error::Unavailable("shutting down".into()))?;
-            replica.download_range(start, end, 256).await?;
             let mut skipped_large = 0;
             let mut skipped_json = 0;
             for seq in start..end {
