@@ -14,7 +14,10 @@ struct Publisher {
 
 impl Publisher {
     fn new(dir: &std::path::Path) -> Publisher {
-        Publisher { bin: bin_path("apiary-publisher", "apiary-publisher"), dir: dir.to_string_lossy().into() }
+        Publisher {
+            bin: bin_path("apiary-publisher", "apiary-publisher"),
+            dir: dir.to_string_lossy().into(),
+        }
     }
     fn run(&self, args: &[&str]) -> String {
         let mut all = vec!["--data-dir", &self.dir];
@@ -30,7 +33,13 @@ impl Publisher {
     }
     async fn serve(&self, port: u16, page: Option<u16>) -> tokio::process::Child {
         let listen = format!("127.0.0.1:{port}");
-        let mut args = vec!["--data-dir".to_owned(), self.dir.clone(), "serve".into(), "--listen".into(), listen.clone()];
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            self.dir.clone(),
+            "serve".into(),
+            "--listen".into(),
+            listen.clone(),
+        ];
         match page {
             Some(p) => args.extend(["--page".into(), format!("127.0.0.1:{p}")]),
             None => args.push("--no-page".into()),
@@ -56,10 +65,19 @@ async fn live_stream_sends_new_entries() {
     let key = p.init("social");
     let (port, page) = (free_port(), free_port());
     let mut child = p.serve(port, Some(page)).await;
-    let agg = AggProc::start(dir.join("agg"), &format!("[[follow]]\nkey = \"{key}\"\npeers = [\"127.0.0.1:{port}\"]")).await;
-    agg.wait_for(&format!("/v1/feeds/{key}"), Duration::from_secs(10), |v| v["length"] == json!(1)).await;
+    let agg = AggProc::start(
+        dir.join("agg"),
+        &format!("[[follow]]\nkey = \"{key}\"\npeers = [\"127.0.0.1:{port}\"]"),
+    )
+    .await;
+    agg.wait_for(&format!("/v1/feeds/{key}"), Duration::from_secs(10), |v| {
+        v["length"] == json!(1)
+    })
+    .await;
 
-    let mut sse = reqwest::get(format!("{}/v1/stream?type=post&tag=live", agg.base)).await.unwrap();
+    let mut sse = reqwest::get(format!("{}/v1/stream?type=post&tag=live", agg.base))
+        .await
+        .unwrap();
     assert_eq!(sse.status(), 200);
     let client = reqwest::Client::new();
     let t0 = std::time::Instant::now();
@@ -99,9 +117,19 @@ async fn oversized_values_are_skipped_and_counted_and_backfill_window_reads_spar
     let big = p.init("big");
     let many = p.init("many");
     p.run(&["put", "big", "small", r#"{"title":"small one"}"#]);
-    p.run(&["put", "big", "huge", &json!({"title": "x".repeat(5000)}).to_string()]);
+    p.run(&[
+        "put",
+        "big",
+        "huge",
+        &json!({"title": "x".repeat(5000)}).to_string(),
+    ]);
     for i in 0..50 {
-        p.run(&["put", "many", &format!("k{i:02}"), &json!({"title": format!("item {i}")}).to_string()]);
+        p.run(&[
+            "put",
+            "many",
+            &format!("k{i:02}"),
+            &json!({"title": format!("item {i}")}).to_string(),
+        ]);
     }
     let port = free_port();
     let mut child = p.serve(port, None).await;
@@ -112,21 +140,47 @@ async fn oversized_values_are_skipped_and_counted_and_backfill_window_reads_spar
         ),
     )
     .await;
-    let (st, _) = agg.wait_for(&format!("/v1/feeds/{big}"), Duration::from_secs(10), |v| v["indexedVersion"] == json!(3)).await;
+    let (st, _) = agg
+        .wait_for(&format!("/v1/feeds/{big}"), Duration::from_secs(10), |v| {
+            v["indexedVersion"] == json!(3)
+        })
+        .await;
     assert_eq!(st["skipped"]["tooLarge"], 1, "{st}");
     let (_, feed) = agg.get(&format!("/v1/feed?feed={big}")).await;
-    let keys: Vec<&str> = feed["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = feed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, vec!["small"]);
 
     // backfill = 10: only the newest 10 log entries of a 50-entry bee, fetched sparsely.
-    let (st, _) = agg.wait_for(&format!("/v1/feeds/{many}"), Duration::from_secs(10), |v| v["indexedVersion"] == json!(51)).await;
+    let (st, _) = agg
+        .wait_for(&format!("/v1/feeds/{many}"), Duration::from_secs(10), |v| {
+            v["indexedVersion"] == json!(51)
+        })
+        .await;
     let (_, feed) = agg.get(&format!("/v1/feed?feed={many}&limit=100")).await;
-    let mut keys: Vec<String> = feed["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_owned()).collect();
+    let mut keys: Vec<String> = feed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_owned())
+        .collect();
     keys.sort();
     assert_eq!(keys, (40..50).map(|i| format!("k{i}")).collect::<Vec<_>>());
     assert!(st["blocksDownloaded"].as_u64().unwrap() <= 12, "{st}");
 
-    let metrics = agg.http.get(format!("{}/metrics", agg.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = agg
+        .http
+        .get(format!("{}/metrics", agg.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("apiary_feeds_followed 2"), "{metrics}");
     assert!(metrics.contains("apiary_entries_indexed 11"), "{metrics}");
     child.kill().await.unwrap();
@@ -145,7 +199,17 @@ async fn publisher_registers_its_bee_with_a_token() {
     // serve holds the data dir: register reads it, so stop serve, register, serve again.
     child.kill().await.unwrap();
     let _ = child.wait().await;
-    let (code, _, err) = run_bin(&p.bin, &["--data-dir", &p.dir, "register", "notes", "--aggregator", &agg.base]);
+    let (code, _, err) = run_bin(
+        &p.bin,
+        &[
+            "--data-dir",
+            &p.dir,
+            "register",
+            "notes",
+            "--aggregator",
+            &agg.base,
+        ],
+    );
     assert_eq!(code, 1, "no token: refused");
     assert!(err.contains("401"), "{err}");
     let out = p.run(&[
@@ -160,7 +224,10 @@ async fn publisher_registers_its_bee_with_a_token() {
     ]);
     assert!(out.contains("registered notes"), "{out}");
     let mut child = p.serve(port, None).await;
-    agg.wait_for("/v1/search?q=registered", Duration::from_secs(15), |v| v["entries"].as_array().unwrap().len() == 1).await;
+    agg.wait_for("/v1/search?q=registered", Duration::from_secs(15), |v| {
+        v["entries"].as_array().unwrap().len() == 1
+    })
+    .await;
     let (_, st) = agg.get(&format!("/v1/feeds/{key}")).await;
     assert_eq!(st["peers"][0]["address"], format!("127.0.0.1:{port}"));
     child.kill().await.unwrap();

@@ -265,3 +265,60 @@ async fn local_page_adds_a_movie_in_headless_chromium() {
     }
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_import_leaves_the_last_good_length() {
+    let p = Pub::new();
+    p.ok(&["init", "crash"]);
+    let file = p.dir.path().join("in.jsonl");
+    let mut text = String::new();
+    for i in 0..60_000 {
+        text.push_str(
+            &json!({"key": format!("item{i:06}"), "value": {"title": format!("movie {i}")}})
+                .to_string(),
+        );
+        text.push('\n');
+    }
+    std::fs::write(&file, &text).unwrap();
+    let d = p.dir.path().to_string_lossy().to_string();
+    let mut child = tokio::process::Command::new(&p.bin)
+        .args(["--data-dir", &d, "import", "crash", file.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let it write some batches, then pull the plug.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    eprintln!("import killed: {status:?}");
+    let len = p.length("crash");
+    eprintln!("length after the crash: {len}");
+    assert_eq!(
+        (len - 1) % 1000,
+        0,
+        "the head sits on a batch boundary: {len}"
+    );
+    let listed = p.ok(&["list", "crash"]).lines().count() as u64;
+    assert_eq!(listed, len - 1, "every entry up to the length is readable");
+    // The bee still takes writes and JS reads it whole.
+    p.ok(&["put", "crash", "after", "1"]);
+    let hex = p
+        .ok(&["bees"])
+        .lines()
+        .next()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["hex"].clone())
+        .unwrap();
+    let port = free_port();
+    let mut srv = p.serve(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(20)).await;
+    let mut js = JsPeer::start().await;
+    js.call(json!({"cmd": "connect", "port": port})).await;
+    js.call(json!({"cmd": "open", "name": "c", "key": hex}))
+        .await;
+    let all = js
+        .call(json!({"cmd": "range", "name": "c", "opts": {}}))
+        .await;
+    assert_eq!(all["entries"].as_array().unwrap().len() as u64, len);
+    js.close().await;
+    srv.kill().await.unwrap();
+}
