@@ -4,8 +4,9 @@
 //! keep their old `(seq, offset)` pointers. Nodes split at 9 keys (4 | median | 4) and are
 //! rebalanced below 4 keys (borrow from a sibling with more than 4, else merge).
 //!
-//! Unlike JS, every block of a batch carries its full root, so every version is a valid
-//! checkout; the batch is still appended (and signed) once.
+//! The ops of a batch edit one in-memory tree whose changed nodes all go into the batch's last
+//! block (as in JS, the versions inside a batch are then not valid checkouts); the batch is
+//! appended, and signed, once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -398,48 +399,62 @@ impl BeeWriter {
             blocks.push(encode_header());
             tree.length = 1;
         }
+        // All ops of the batch edit one in-memory tree; its changed nodes are written once, in
+        // the last block (as JS does: earlier blocks of a batch carry no tree nodes).
+        let mut root: Option<WNode> = None;
+        let mut written: Vec<(u64, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for op in ops {
             let seq = tree.length;
-            let (key, value, root) = match op {
+            let mut r = match root.take() {
+                Some(r) => r,
+                None => tree.root().await?,
+            };
+            let (key, value) = match op {
                 Op::Put { key, value } => {
-                    let mut root = tree.root().await?;
-                    if let Some((median, right)) = tree.insert(&mut root, &key, seq).await? {
-                        root = WNode {
+                    if let Some((median, right)) = tree.insert(&mut r, &key, seq).await? {
+                        r = WNode {
                             keys: vec![median],
-                            children: vec![Child::New(Box::new(root)), Child::New(Box::new(right))],
+                            children: vec![Child::New(Box::new(r)), Child::New(Box::new(right))],
                         };
                     }
-                    (key, Some(value), root)
+                    (key, Some(value))
                 }
                 Op::Del { key } => {
-                    let mut root = tree.root().await?;
-                    if !tree.remove(&mut root, &key).await? {
+                    if !tree.remove(&mut r, &key).await? {
+                        root = Some(r);
                         continue;
                     }
-                    if root.keys.is_empty() && root.children.len() == 1 {
-                        if let Some(mut only) = root.children.pop() {
+                    if r.keys.is_empty() && r.children.len() == 1 {
+                        if let Some(mut only) = r.children.pop() {
                             tree.materialize(&mut only).await?;
                             if let Child::New(n) = only {
-                                root = *n;
+                                r = *n;
                             }
                         }
                     }
-                    (key, None, root)
+                    (key, None)
                 }
             };
-            let levels = flatten(root, seq);
-            let bytes = BeeBlock::encode(&key, value.as_deref(), &levels);
+            root = Some(r);
+            // Later ops of the batch compare against this key.
             tree.pending.insert(
                 seq,
                 Arc::new(BeeBlock {
                     seq,
-                    key,
-                    value,
-                    levels,
+                    key: key.clone(),
+                    value: value.clone(),
+                    levels: Vec::new(),
                 }),
             );
-            blocks.push(bytes);
+            written.push((seq, key, value));
             tree.length += 1;
+        }
+        if let (Some(r), Some(last)) = (root, written.last().map(|w| w.0)) {
+            let levels = flatten(r, last);
+            for (seq, key, value) in &written {
+                let lv: &[TreeNode] = if *seq == last { &levels } else { &[] };
+                blocks.push(BeeBlock::encode(key, value.as_deref(), lv));
+            }
         }
         if blocks.is_empty() {
             return Ok(Written {
