@@ -73,6 +73,21 @@ function post (i, rand) {
 
 module.exports = { prng, VOCAB, TAGS, tid, post }
 
+// `node js/data.js --lines [n]`: the dataset as text, for `bench-data --check` (the Rust port):
+// a line `vocab <the 2000 words, comma separated>`, then one line per post:
+// `<key> <JSON.stringify(value)>`.
+if (require.main === module && process.argv[2] === '--lines') {
+  const n = Number(process.argv[3] || 100000)
+  const rand = prng(1)
+  const chunks = ['vocab ' + VOCAB.join(',') + '\n']
+  for (let i = 0; i < n; i++) {
+    const p = post(i, rand)
+    chunks.push(p.key + ' ' + JSON.stringify(p.value) + '\n')
+    if (chunks.length >= 4096) process.stdout.write(chunks.splice(0).join(''))
+  }
+  process.stdout.write(chunks.join(''))
+}
+
 // `node js/data.js --check [n]`: same posts as the reference generator?
 if (require.main === module && process.argv[2] === '--check') {
   const path = require('path')

@@ -9,6 +9,10 @@
 //   {"key": hex, "port": P, "length": blocks, "byteLength": bytes, "buildSeconds": s, ...}
 // After that it answers lines on stdin, one JSON line each on stdout:
 //   "cpu"  -> {"user": s, "system": s, "maxRssMB": MB}   (process.cpuUsage() since start)
+//   "live INTERVAL_MS COUNT" -> puts COUNT more posts, one every INTERVAL_MS on a fixed schedule
+//            (post(n + i) from PRNG seed 99, as the reference live.js), each value carrying
+//            pubNs = process.hrtime.bigint() (CLOCK_MONOTONIC, ns) taken just before its
+//            bee.put; then prints {"published", "publishSeconds", "writerLateTicks", ...}
 //   "quit" -> closes everything and exits (so does stdin EOF).
 'use strict'
 
@@ -34,6 +38,7 @@ async function main () {
   await bee.ready()
 
   const rand = prng(opts.seed)
+  const cpu0 = process.cpuUsage()
   const t0 = performance.now()
   for (let i = 0; i < opts.n; i += opts.batch) {
     const b = bee.batch()
@@ -45,6 +50,7 @@ async function main () {
     await b.flush()
   }
   const buildSeconds = (performance.now() - t0) / 1000
+  const buildCpu = process.cpuUsage(cpu0)
 
   const sockets = new Set()
   const server = net.createServer((socket) => {
@@ -83,15 +89,21 @@ async function main () {
     buildSeconds: round(buildSeconds),
     n: opts.n,
     putsPerSec: Math.round(opts.n / buildSeconds),
+    buildCpuSeconds: round((buildCpu.user + buildCpu.system) / 1e6),
     cpu: cpu(),
     maxRssMB: maxRssMB()
   }))
 
+  let livePosts = 0
   const rl = readline.createInterface({ input: process.stdin, terminal: false })
   rl.on('line', async (line) => {
     const cmd = line.trim()
     if (cmd === 'cpu') {
       out(JSON.stringify({ ...cpu(), maxRssMB: maxRssMB() }))
+    } else if (cmd.startsWith('live ')) {
+      const [, interval, count] = cmd.split(/\s+/).map(Number)
+      out(JSON.stringify(await live(bee, opts.n + livePosts, interval, count)))
+      livePosts += count
     } else if (cmd === 'quit') {
       rl.close()
     } else if (cmd) {
@@ -102,6 +114,39 @@ async function main () {
     await close()
     process.exit(0)
   })
+}
+
+// One put per `interval` ms on a fixed schedule (no drift), as the reference live.js.
+async function live (bee, first, interval, count) {
+  const rand = prng(99)
+  const t0 = performance.now()
+  let late = 0
+  const putMs = []
+  for (let i = 0; i < count; i++) {
+    const wait = t0 + i * interval - performance.now()
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+    else if (wait < -interval) late++
+    const p = post(first + i, rand)
+    const tp = process.hrtime.bigint()
+    p.value.pubNs = tp.toString()
+    await bee.put(p.key, p.value)
+    putMs.push(Number(process.hrtime.bigint() - tp) / 1e6)
+  }
+  const publishSeconds = (performance.now() - t0) / 1000
+  putMs.sort((a, b) => a - b)
+  const pct = (p) => putMs[Math.min(putMs.length - 1, Math.floor((p / 100) * putMs.length))]
+  return {
+    tool: 'js',
+    published: count,
+    intervalMs: interval,
+    publishSeconds: round(publishSeconds),
+    writerLateTicks: late,
+    writerPutP50ms: round(pct(50)),
+    writerPutP99ms: round(pct(99)),
+    writerPutMaxMs: round(putMs[putMs.length - 1]),
+    length: bee.core.length,
+    cpu: cpu()
+  }
 }
 
 main().catch((e) => {
