@@ -50,6 +50,7 @@ impl Store {
         let db = sled::Config::new()
             .path(path.as_ref())
             .cache_capacity(64 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
             .open()?;
         Self::from_db(db)
     }

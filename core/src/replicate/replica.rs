@@ -133,6 +133,8 @@ pub struct Replica {
     store: CoreStore,
     opts: ReplicaOptions,
     state: Mutex<State>,
+    /// Held (shared) while verified data is written, (exclusive) while a truncation applies.
+    pub(super) fork_guard: std::sync::RwLock<()>,
     head_tx: watch::Sender<HeadEvent>,
     peers_tx: watch::Sender<u64>,
     pub(crate) writer: Option<KeyPair>,
@@ -191,6 +193,7 @@ impl Replica {
                 inflight: HashMap::new(),
                 upgrading: false,
             }),
+            fork_guard: std::sync::RwLock::new(()),
             head_tx,
             peers_tx,
             writer,
@@ -535,17 +538,18 @@ impl Replica {
                 return Ok(Applied::NewFork(Box::new((h.clone(), v.nodes, verifier))));
             }
         }
-        let mut s = self.lock();
-        if s.record.head.fork != local.fork {
+        // Blocks and nodes are verified: write them without the state lock, so callers verify
+        // and store in parallel. The fork guard keeps a truncation from interleaving.
+        let _fork = self.fork_guard.read().unwrap_or_else(|p| p.into_inner());
+        if self.fork() != local.fork {
             return Err(Error::Truncated {
-                fork: s.record.head.fork,
-                length: s.record.head.length,
+                fork: self.fork(),
+                length: self.length(),
             });
         }
         let mut batch = self.store.batch();
         batch.nodes(&self.store, &v.nodes);
-        let mut record = s.record.clone();
-        let mut changed = false;
+        let block_seq = v.block.as_ref().map(|(seq, _)| *seq);
         if let Some((seq, value)) = &v.block {
             batch.block(&self.store, *seq, value);
             self.stats.blocks.fetch_add(1, Ordering::Relaxed);
@@ -553,37 +557,44 @@ impl Replica {
                 .bytes
                 .fetch_add(value.len() as u64, Ordering::Relaxed);
         }
+        self.store.apply(batch)?;
+
+        let mut s = self.lock();
+        let mut record = s.record.clone();
+        let mut persist = false;
         let grew = v
             .head
             .as_ref()
             .is_some_and(|h| h.length > record.head.length);
         if let Some(h) = v.head.filter(|_| grew) {
             record.head = h;
-            changed = true;
+            persist = true;
         }
         if s.verifier.is_none() {
             if !verifier.is_compat() {
                 record.manifest = Some(verifier.manifest().to_bytes());
             }
             s.verifier = Some(verifier);
-            changed = true;
+            persist = true;
         }
-        // Blocks [0, contiguous) are present; extend past the block just stored.
-        let mut contiguous = record.contiguous;
-        let block_seq = v.block.as_ref().map(|(seq, _)| *seq);
-        while contiguous < record.head.length
-            && (block_seq == Some(contiguous) || self.store.has_block(contiguous)?)
-        {
-            contiguous += 1;
+        // Blocks [0, contiguous) are present; extend past the block just stored. Kept in
+        // memory and saved now and then: a lower value after a crash only announces less.
+        if block_seq == Some(record.contiguous) || grew {
+            let before = record.contiguous;
+            while record.contiguous < record.head.length
+                && (block_seq == Some(record.contiguous)
+                    || self.store.has_block(record.contiguous)?)
+            {
+                record.contiguous += 1;
+            }
+            persist |= record.contiguous / 4096 != before / 4096
+                || (record.contiguous == record.head.length && record.contiguous != before);
         }
-        if contiguous != record.contiguous {
-            record.contiguous = contiguous;
-            changed = true;
+        if persist {
+            let mut b = self.store.batch();
+            b.record(record.clone());
+            self.store.apply(b)?;
         }
-        if changed {
-            batch.record(record.clone());
-        }
-        self.store.apply(batch)?;
         s.record = record;
         let event = s.event();
         drop(s);
@@ -660,6 +671,7 @@ impl Replica {
             }
         }
         let cut = common.min(old.length).min(head.length);
+        let _fork = self.fork_guard.write().unwrap_or_else(|p| p.into_inner());
         let mut s = self.lock();
         if s.record.head.fork >= head.fork {
             return Ok(()); // another task switched already

@@ -96,6 +96,7 @@ impl Replica {
     /// Cuts the core back to `length` blocks and starts a new fork (JS `core.truncate`).
     pub fn truncate(&self, length: u64) -> Result<()> {
         let kp = self.signer()?;
+        let _fork = self.fork_guard.write().unwrap_or_else(|p| p.into_inner());
         let event = self.with_state(|s| {
             let verifier = s
                 .verifier
