@@ -297,6 +297,8 @@ impl Aggregator {
         if replica.length() == 0 {
             replica.update(Duration::from_secs(10)).await?;
         }
+        // Stopped with the feed (unfollow aborts the task, dropping this).
+        let mut _prefetch: Option<AbortOnDrop> = None;
         loop {
             let length = replica.length();
             let fork = replica.fork();
@@ -325,6 +327,14 @@ impl Aggregator {
             let end = length.min(start + CHUNK);
             // Fetch first, without a permit: a slow or dead peer must not hold up other feeds.
             replica.download_range(start, end, 256).await?;
+            // Fetch the next chunk while this one is indexed (blocks already held cost nothing).
+            let next_end = length.min(end + CHUNK);
+            if next_end > end {
+                let r = replica.clone();
+                _prefetch = Some(AbortOnDrop(tokio::spawn(async move {
+                    let _ = r.download_range(end, next_end, 256).await;
+                })));
+            }
             let _permit = self
                 .permits
                 .acquire()
@@ -391,6 +401,15 @@ impl Aggregator {
             }
             *cp = crate::index::Checkpoint { version: end, fork };
         }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

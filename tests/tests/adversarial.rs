@@ -48,7 +48,8 @@ async fn attack(evil: Evil) {
     let good = reader.connect(&other_addr).await.unwrap();
     good.open(&other).await.unwrap();
     let bad = reader.connect(&evil_addr).await.unwrap();
-    bad.open(&core).await.unwrap();
+    // (A garbage peer may already have been cut off: then the open finds the connection gone.)
+    let _ = bad.open(&core).await;
 
     let _ = core.update(Duration::from_secs(3)).await;
     let got = core.get(7).await;

@@ -21,6 +21,8 @@
 //! ```
 
 mod connection;
+mod fetch;
+mod fork;
 mod replica;
 mod writer;
 

@@ -18,7 +18,7 @@ use crate::crypto::KeyPair;
 use crate::error::{Error, Result};
 use crate::id::{DiscoveryKey, Key};
 use crate::manifest::{Manifest, Verifier};
-use crate::merkle::{flat, verify_proof, Head, Node, Proof, VerifiedProof};
+use crate::merkle::{verify_proof, Head, Node, Proof, VerifiedProof};
 use crate::store::{CoreRecord, CoreStore};
 use crate::wire::messages::{Data, Request, Sync};
 
@@ -121,22 +121,22 @@ impl State {
 pub(super) struct State {
     pub(super) record: CoreRecord,
     pub(super) verifier: Option<Verifier>,
-    peers: Vec<Arc<PeerLink>>,
-    inflight: HashMap<u64, Vec<oneshot::Sender<()>>>,
-    upgrading: bool,
+    pub(super) peers: Vec<Arc<PeerLink>>,
+    pub(super) inflight: HashMap<u64, Vec<oneshot::Sender<()>>>,
+    pub(super) upgrading: bool,
 }
 
 /// A core: store, head, peers.
 pub struct Replica {
-    key: Key,
-    discovery_key: DiscoveryKey,
-    store: CoreStore,
-    opts: ReplicaOptions,
-    state: Mutex<State>,
+    pub(super) key: Key,
+    pub(super) discovery_key: DiscoveryKey,
+    pub(super) store: CoreStore,
+    pub(super) opts: ReplicaOptions,
+    pub(super) state: Mutex<State>,
     /// Held (shared) while verified data is written, (exclusive) while a truncation applies.
     pub(super) fork_guard: std::sync::RwLock<()>,
-    head_tx: watch::Sender<HeadEvent>,
-    peers_tx: watch::Sender<u64>,
+    pub(super) head_tx: watch::Sender<HeadEvent>,
+    pub(super) peers_tx: watch::Sender<u64>,
     pub(crate) writer: Option<KeyPair>,
     /// Download counters.
     pub stats: ReplicaStats,
@@ -201,7 +201,7 @@ impl Replica {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -456,7 +456,7 @@ impl Replica {
     }
 
     /// Sends one request to a peer and waits for its answer.
-    async fn request(&self, peer: &Arc<PeerLink>, req: Request) -> Result<Data> {
+    pub(super) async fn request(&self, peer: &Arc<PeerLink>, req: Request) -> Result<Data> {
         let (tx, rx) = oneshot::channel();
         peer.remote().inflight += 1;
         struct Dec<'a>(&'a PeerLink);
@@ -494,7 +494,7 @@ impl Replica {
     }
 
     /// Verifies a proof from `peer` and stores it; a bad proof ends that peer's connection.
-    async fn apply(self: &Arc<Self>, peer: &Arc<PeerLink>, data: Data) -> Result<()> {
+    pub(super) async fn apply(self: &Arc<Self>, peer: &Arc<PeerLink>, data: Data) -> Result<()> {
         let res = self.verify_and_store(&data.proof, data.manifest);
         match res {
             Ok(Applied::Done) => Ok(()),
@@ -513,7 +513,7 @@ impl Replica {
         }
     }
 
-    fn verifier_for(&self, manifest: Option<Manifest>) -> Result<Verifier> {
+    pub(super) fn verifier_for(&self, manifest: Option<Manifest>) -> Result<Verifier> {
         if let Some(v) = self.lock().verifier.clone() {
             return Ok(v);
         }
@@ -603,265 +603,5 @@ impl Replica {
             self.announce();
         }
         Ok(Applied::Done)
-    }
-
-    /// The author truncated the core: find where the new tree departs from what we hold,
-    /// drop everything from there, and take the new head.
-    async fn switch_fork(
-        self: &Arc<Self>,
-        peer: &Arc<PeerLink>,
-        head: Head,
-        nodes: Vec<Node>,
-        verifier: Verifier,
-    ) -> Result<()> {
-        let old = self.head();
-        let mut proven: HashMap<u64, Node> = nodes.iter().map(|n| (n.index, *n)).collect();
-        let mut common = 0u64;
-        'roots: for root in &head.roots {
-            if self.store.node(root.index)?.as_ref() == Some(root) {
-                common = flat::right_span(root.index) / 2 + 1;
-                continue;
-            }
-            // Descend: compare the left child; go right when it is shared.
-            let mut node = *root;
-            loop {
-                let Some((l, r)) = flat::children(node.index) else {
-                    break 'roots; // a leaf that differs: common stays at its seq
-                };
-                let (nl, nr) = match (proven.get(&l), proven.get(&r)) {
-                    (Some(a), Some(b)) => (*a, *b),
-                    _ => {
-                        let req = Request {
-                            fork: head.fork,
-                            hash: Some((l, 1)),
-                            ..Request::default()
-                        };
-                        let data = self.request(peer, req).await?;
-                        let h = data
-                            .proof
-                            .hash
-                            .filter(|_| data.proof.fork == head.fork)
-                            .ok_or_else(|| Error::verification("hash reply without the hash"))?;
-                        let (a, b) = match h.nodes.as_slice() {
-                            [a, b] if a.index == l && b.index == r => (*a, *b),
-                            _ => return Err(Error::verification("hash reply has the wrong nodes")),
-                        };
-                        if Node::parent(&a, &b) != node {
-                            return Err(Error::verification(
-                                "hash reply does not hash to its parent",
-                            ));
-                        }
-                        proven.insert(l, a);
-                        proven.insert(r, b);
-                        (a, b)
-                    }
-                };
-                match self.store.node(l)? {
-                    Some(ol) if ol == nl => {
-                        common = flat::right_span(l) / 2 + 1;
-                        node = nr;
-                    }
-                    Some(_) => node = nl,
-                    None => {
-                        // We hold nothing under l: nothing of ours is lost before it.
-                        common = flat::left_span(l) / 2;
-                        break 'roots;
-                    }
-                }
-            }
-        }
-        let cut = common.min(old.length).min(head.length);
-        let _fork = self.fork_guard.write().unwrap_or_else(|p| p.into_inner());
-        let mut s = self.lock();
-        if s.record.head.fork >= head.fork {
-            return Ok(()); // another task switched already
-        }
-        let mut truncations = s.record.truncations.clone();
-        truncations.push((head.fork, cut));
-        if truncations.len() > 16 {
-            truncations.remove(0);
-        }
-        let record = CoreRecord {
-            truncations,
-            contiguous: s.record.contiguous.min(cut),
-            head: head.clone(),
-            manifest: s
-                .record
-                .manifest
-                .clone()
-                .or_else(|| (!verifier.is_compat()).then(|| verifier.manifest().to_bytes())),
-        };
-        let keep: Vec<Node> = proven.into_values().collect();
-        self.store.truncate(cut, record.clone(), &keep)?;
-        s.record = record;
-        if s.verifier.is_none() {
-            s.verifier = Some(verifier);
-        }
-        let event = s.event();
-        drop(s);
-        tracing::info!(core = %self.key, fork = head.fork, cut, "author truncated the core");
-        self.publish(event);
-        Ok(())
-    }
-
-    /// Nodes we lack on the path from block `seq` up to a node we hold (JS `missingNodes`).
-    fn missing_nodes(&self, seq: u64, length: u64) -> Result<u64> {
-        let head = 2 * length;
-        let mut cur = 2 * seq;
-        if flat::right_span(cur) >= head {
-            return Ok(0);
-        }
-        let mut n = 0;
-        while !flat::contains(cur, head) && n < 64 {
-            if self.store.node(cur)?.is_some() {
-                break;
-            }
-            cur = flat::parent(cur);
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// Block `seq`: from the store, or fetched (verified) from a peer.
-    pub async fn get(self: &Arc<Self>, seq: u64) -> Result<Vec<u8>> {
-        let mut last_err = None;
-        let mut attempts = 0;
-        loop {
-            if let Some(b) = self.store.block(seq)? {
-                return Ok(b.to_vec());
-            }
-            let (length, fork) = {
-                let s = self.lock();
-                (s.record.head.length, s.record.head.fork)
-            };
-            if seq >= length {
-                return Err(Error::NotAvailable { seq });
-            }
-            if attempts >= self.opts.max_attempts {
-                return Err(last_err.unwrap_or(Error::NotAvailable { seq }));
-            }
-            // One request per block: later callers wait for the first.
-            let follower = {
-                let mut s = self.lock();
-                match s.inflight.get_mut(&seq) {
-                    Some(waiters) => {
-                        let (tx, rx) = oneshot::channel();
-                        waiters.push(tx);
-                        Some(rx)
-                    }
-                    None => {
-                        s.inflight.insert(seq, Vec::new());
-                        None
-                    }
-                }
-            };
-            if let Some(rx) = follower {
-                let limit = self.opts.request_timeout * (self.opts.max_attempts + 1);
-                let _ = tokio::time::timeout(limit, rx).await;
-                attempts += 1;
-                continue;
-            }
-            let _guard = InflightGuard { replica: self, seq };
-            attempts += 1;
-            let peer = match self.pick_peer(seq, fork).await {
-                Some(p) => p,
-                None => {
-                    last_err = Some(Error::NotAvailable { seq });
-                    continue;
-                }
-            };
-            let need_manifest = self.lock().verifier.is_none() && peer.remote().has_manifest;
-            let req = Request {
-                fork,
-                block: Some((seq, self.missing_nodes(seq, length)?)),
-                manifest: need_manifest,
-                ..Request::default()
-            };
-            match self.request(&peer, req).await {
-                Ok(data) => {
-                    if let Err(e) = self.apply(&peer, data).await {
-                        last_err = Some(e);
-                    }
-                }
-                Err(Error::NotAvailable { .. }) => last_err = Some(Error::NotAvailable { seq }),
-                Err(e) => last_err = Some(e),
-            }
-        }
-    }
-
-    /// The least busy peer that has block `seq`, waiting a while for one to appear.
-    async fn pick_peer(&self, seq: u64, fork: u64) -> Option<Arc<PeerLink>> {
-        let mut changes = self.peers_tx.subscribe();
-        let deadline = tokio::time::Instant::now() + self.opts.request_timeout;
-        loop {
-            let best = self
-                .peers()
-                .into_iter()
-                .filter(|p| {
-                    let r = p.remote();
-                    r.fork == fork && r.length > seq
-                })
-                .min_by_key(|p| {
-                    let r = p.remote();
-                    (r.strikes, r.contiguous <= seq, r.inflight)
-                });
-            if best.is_some() {
-                return best;
-            }
-            if tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err()
-            {
-                return None;
-            }
-        }
-    }
-
-    /// Downloads blocks `[start, end)` with up to `parallel` requests in flight.
-    pub async fn download_range(
-        self: &Arc<Self>,
-        start: u64,
-        end: u64,
-        parallel: usize,
-    ) -> Result<()> {
-        let mut set = tokio::task::JoinSet::new();
-        let mut next = start;
-        let mut first_err = None;
-        while next < end || !set.is_empty() {
-            while next < end && set.len() < parallel.max(1) {
-                if !self.store.has_block(next)? {
-                    let me = self.clone();
-                    let seq = next;
-                    set.spawn(async move { me.get(seq).await.map(|_| ()) });
-                }
-                next += 1;
-            }
-            match set.join_next().await {
-                Some(Ok(Ok(()))) | None => {}
-                Some(Ok(Err(e))) => {
-                    first_err.get_or_insert(e);
-                    next = end;
-                }
-                Some(Err(e)) => {
-                    first_err.get_or_insert(Error::closed(format!("download task failed: {e}")));
-                    next = end;
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-}
-
-struct InflightGuard<'a> {
-    replica: &'a Replica,
-    seq: u64,
-}
-
-impl Drop for InflightGuard<'_> {
-    fn drop(&mut self) {
-        let waiters = self.replica.lock().inflight.remove(&self.seq);
-        for w in waiters.into_iter().flatten() {
-            let _ = w.send(());
-        }
     }
 }

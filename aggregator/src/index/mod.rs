@@ -12,25 +12,27 @@
 //! schema version wipes the index, which is then rebuilt from the blocks in the store.
 
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tantivy::collector::{DocSetCollector, TopDocs};
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::collector::DocSetCollector;
+use tantivy::query::TermQuery;
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT,
 };
 use tantivy::{
-    doc, DocAddress, Index as TIndex, IndexReader, IndexWriter, Order, ReloadPolicy,
-    TantivyDocument, Term,
+    doc, Index as TIndex, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::ingest;
+
+mod query;
+use query::doc_json;
+pub use query::entry_id;
 
 /// Bump to rebuild every index from the stored blocks.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -338,207 +340,6 @@ impl Index {
         let t = Term::from_field_text(self.f.kind, "entry");
         searcher.doc_freq(&t).unwrap_or(0)
     }
-
-    fn filter_clauses(&self, fl: &Filters, upper: Option<i64>) -> Vec<(Occur, Box<dyn Query>)> {
-        let mut c: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, term(self.f.kind, "entry"))];
-        if let Some(feed) = &fl.feed {
-            c.push((Occur::Must, term(self.f.feed, feed)));
-        }
-        if let Some(t) = &fl.typ {
-            c.push((Occur::Must, term(self.f.typ, t)));
-        }
-        if let Some(t) = &fl.tag {
-            c.push((Occur::Must, term(self.f.tag, t)));
-        }
-        let lo = fl.since.map_or(Bound::Unbounded, Bound::Included);
-        let hi = match (fl.until, upper) {
-            (Some(u), Some(c)) if c < u => Bound::Included(c),
-            (Some(u), _) => Bound::Excluded(u),
-            (None, Some(c)) => Bound::Included(c),
-            (None, None) => Bound::Unbounded,
-        };
-        if !matches!((&lo, &hi), (Bound::Unbounded, Bound::Unbounded)) {
-            c.push((
-                Occur::Must,
-                Box::new(RangeQuery::new_i64_bounds("sort_at".into(), lo, hi)),
-            ));
-        }
-        c
-    }
-
-    /// The merged feed, newest first (by sortAt, then id).
-    pub fn feed(&self, fl: &Filters, cursor: Option<&str>, limit: usize) -> Result<Page> {
-        let limit = limit.clamp(1, MAX_LIMIT);
-        let after = cursor.map(decode_feed_cursor).transpose()?;
-        let searcher = self.reader.searcher();
-        let q = BooleanQuery::new(self.filter_clauses(fl, after.as_ref().map(|a| a.0)));
-        let mut fetch = limit + 32;
-        loop {
-            let hits: Vec<(i64, DocAddress)> = searcher.search(
-                &q,
-                &TopDocs::with_limit(fetch).order_by_fast_field::<i64>("sort_at", Order::Desc),
-            )?;
-            let exhausted = hits.len() < fetch;
-            let mut rows = Vec::with_capacity(hits.len());
-            for (sort_at, addr) in &hits {
-                let d: TantivyDocument = searcher.doc(*addr)?;
-                let id = d
-                    .get_first(self.f.id)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                rows.push((*sort_at, id, d));
-            }
-            rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            let rows: Vec<_> = rows
-                .into_iter()
-                .filter(|(s, id, _)| {
-                    after
-                        .as_ref()
-                        .is_none_or(|(cs, cid)| *s < *cs || (*s == *cs && id > cid))
-                })
-                .collect();
-            if rows.len() > limit || exhausted || fetch >= 20_000 {
-                let more = rows.len() > limit;
-                let page: Vec<_> = rows.into_iter().take(limit).collect();
-                let cursor = if more {
-                    page.last().map(|(s, id, _)| encode_feed_cursor(*s, id))
-                } else {
-                    None
-                };
-                let entries = page.iter().map(|(_, _, d)| self.to_json(d)).collect();
-                return Ok(Page { entries, cursor });
-            }
-            fetch *= 4;
-        }
-    }
-
-    /// BM25 full-text search with the same filters; the cursor is an offset.
-    pub fn search(
-        &self,
-        text: &str,
-        fl: &Filters,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page> {
-        let limit = limit.clamp(1, MAX_LIMIT);
-        if text.trim().is_empty() {
-            return Err(Error::BadRequest("q must not be empty".into()));
-        }
-        if text.len() > 1024 {
-            return Err(Error::BadRequest("q is longer than 1024 bytes".into()));
-        }
-        let offset = cursor.map(decode_offset_cursor).transpose()?.unwrap_or(0);
-        let mut parser = QueryParser::for_index(&self.index, vec![self.f.text]);
-        parser.set_conjunction_by_default();
-        let parsed = parser
-            .parse_query(text)
-            .map_err(|e| Error::BadRequest(format!("cannot parse query {text:?}: {e}")))?;
-        let mut clauses = self.filter_clauses(fl, None);
-        clauses.push((Occur::Must, parsed));
-        let q = BooleanQuery::new(clauses);
-        let searcher = self.reader.searcher();
-        let hits = searcher.search(&q, &TopDocs::with_limit(limit + 1).and_offset(offset))?;
-        let more = hits.len() > limit;
-        let mut entries = Vec::with_capacity(limit);
-        for (score, addr) in hits.into_iter().take(limit) {
-            let d: TantivyDocument = searcher.doc(addr)?;
-            let mut e = self.to_json(&d);
-            e["score"] = json!(score);
-            entries.push(e);
-        }
-        let cursor = more.then(|| hex::encode(format!("o{}", offset + limit)));
-        Ok(Page { entries, cursor })
-    }
-
-    /// One entry by feed and key.
-    pub fn entry(&self, feed: &str, key: &[u8]) -> Result<Option<Value>> {
-        let searcher = self.reader.searcher();
-        let q = TermQuery::new(
-            Term::from_field_text(self.f.id, &entry_id(feed, key)),
-            IndexRecordOption::Basic,
-        );
-        let hits = searcher.search(&q, &TopDocs::with_limit(1))?;
-        match hits.first() {
-            Some((_, addr)) => Ok(Some(self.to_json(&searcher.doc(*addr)?))),
-            None => Ok(None),
-        }
-    }
-
-    fn to_json(&self, d: &TantivyDocument) -> Value {
-        doc_json(&self.f, d)
-    }
-}
-
-fn doc_json(f: &Fields, d: &TantivyDocument) -> Value {
-    let s = |fl: Field| d.get_first(fl).and_then(|v| v.as_str()).map(str::to_owned);
-    let u = |fl: Field| d.get_first(fl).and_then(|v| v.as_u64());
-    let i = |fl: Field| d.get_first(fl).and_then(|v| v.as_i64());
-    let tags: Vec<String> = d
-        .get_all(f.tag)
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
-    let value = s(f.value)
-        .and_then(|v| serde_json::from_str::<Value>(&v).ok())
-        .unwrap_or(Value::Null);
-    let feed = s(f.feed).unwrap_or_default();
-    let key = s(f.key).unwrap_or_default();
-    json!({
-        "feed": feed,
-        "key": key,
-        "seq": u(f.seq),
-        "version": u(f.version),
-        "seenAt": i(f.seen_at).map(ingest::format_time),
-        "sortAt": i(f.sort_at).map(ingest::format_time),
-        "type": s(f.typ),
-        "tags": tags,
-        "value": value,
-        "source": format!("hyper://{feed}"),
-    })
-}
-
-fn term(field: Field, v: &str) -> Box<dyn Query> {
-    Box::new(TermQuery::new(
-        Term::from_field_text(field, v),
-        IndexRecordOption::Basic,
-    ))
-}
-
-/// The document id of an entry: `feed/hex(key)` (keys may be any bytes).
-pub fn entry_id(feed: &str, key: &[u8]) -> String {
-    format!("{feed}/{}", hex::encode(key))
-}
-
-fn encode_feed_cursor(sort_at: i64, id: &str) -> String {
-    hex::encode(format!("f{sort_at}|{id}"))
-}
-
-fn bad_cursor() -> Error {
-    Error::BadRequest("bad cursor: pass back the cursor of the previous page unchanged".into())
-}
-
-fn decode_feed_cursor(c: &str) -> Result<(i64, String)> {
-    let raw = hex::decode(c).map_err(|_| bad_cursor())?;
-    let s = String::from_utf8(raw).map_err(|_| bad_cursor())?;
-    let rest = s.strip_prefix('f').ok_or_else(bad_cursor)?;
-    let (a, id) = rest.split_once('|').ok_or_else(bad_cursor)?;
-    Ok((a.parse().map_err(|_| bad_cursor())?, id.to_owned()))
-}
-
-fn decode_offset_cursor(c: &str) -> Result<usize> {
-    let raw = hex::decode(c).map_err(|_| bad_cursor())?;
-    let s = String::from_utf8(raw).map_err(|_| bad_cursor())?;
-    let n: usize = s
-        .strip_prefix('o')
-        .ok_or_else(bad_cursor)?
-        .parse()
-        .map_err(|_| bad_cursor())?;
-    if n > 10_000 {
-        return Err(Error::BadRequest(
-            "search pages stop at 10000 results; refine the query".into(),
-        ));
-    }
-    Ok(n)
 }
 
 struct WriterTask {
