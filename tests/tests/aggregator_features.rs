@@ -232,3 +232,70 @@ async fn publisher_registers_its_bee_with_a_token() {
     assert_eq!(st["peers"][0]["address"], format!("127.0.0.1:{port}"));
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_pages_walk_entries_spread_over_years_newest_first() {
+    let (_keep, dir) = temp_dir();
+    let p = Publisher::new(&dir.join("pub"));
+    let key = p.init("years");
+    let dates = [
+        "2019-03-01T00:00:00Z",
+        "2023-07-01T10:00:00Z",
+        "2023-07-01T10:00:00Z",
+        "2025-01-01T00:00:00Z",
+        "2026-11-01T00:00:00Z",
+        "2026-11-25T00:00:00Z",
+        "2099-01-01T00:00:00Z",
+    ];
+    for (i, d) in dates.iter().enumerate() {
+        p.run(&[
+            "put",
+            "years",
+            &format!("e{i}"),
+            &json!({"text": format!("entry {i}"), "createdAt": d}).to_string(),
+        ]);
+    }
+    let port = free_port();
+    let mut child = p.serve(port, None).await;
+    let agg = AggProc::start(
+        dir.join("agg"),
+        &format!("[[follow]]\nkey = \"{key}\"\npeers = [\"127.0.0.1:{port}\"]"),
+    )
+    .await;
+    agg.wait_for(&format!("/v1/feeds/{key}"), Duration::from_secs(10), |v| {
+        v["indexedVersion"] == json!(8)
+    })
+    .await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/feed?limit=2&cursor={c}"),
+            None => "/v1/feed?limit=2".to_owned(),
+        };
+        let (s, v) = agg.get(&path).await;
+        assert_eq!(s, 200, "{v}");
+        for e in v["entries"].as_array().unwrap() {
+            seen.push((
+                e["sortAt"].as_str().unwrap().to_owned(),
+                e["key"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match v["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let keys: Vec<&str> = seen.iter().map(|s| s.1.as_str()).collect();
+    // e6's forged 2099 date sorts at its seenAt (now), so it leads; then by date, ties by id.
+    assert_eq!(
+        keys,
+        vec!["e6", "e5", "e4", "e3", "e1", "e2", "e0"],
+        "{seen:?}"
+    );
+    let (_, since) = agg
+        .get("/v1/feed?since=2023-01-01T00:00:00Z&until=2025-06-01T00:00:00Z")
+        .await;
+    assert_eq!(since["entries"].as_array().unwrap().len(), 3);
+    child.kill().await.unwrap();
+}

@@ -183,6 +183,8 @@ pub struct Index {
     events: broadcast::Sender<Arc<Value>>,
     /// Entries upserted since start (for metrics).
     pub upserts: Arc<std::sync::atomic::AtomicU64>,
+    /// The newest sortAt indexed (µs): where the feed's time windows start.
+    newest: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Index {
@@ -249,7 +251,10 @@ impl Index {
             committed: Arc::new(Mutex::new(HashMap::new())),
             events,
             upserts: Default::default(),
+            newest: Default::default(),
         });
+        me.newest
+            .store(me.load_newest()?, std::sync::atomic::Ordering::Relaxed);
         let loaded = me.load_checkpoints()?;
         *me.committed.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
         let task = WriterTask {
@@ -259,6 +264,7 @@ impl Index {
             committed: me.committed.clone(),
             events: me.events.clone(),
             upserts: me.upserts.clone(),
+            newest: me.newest.clone(),
             pending_cp: HashMap::new(),
             pending_events: Vec::new(),
             waiters: Vec::new(),
@@ -267,6 +273,20 @@ impl Index {
         };
         tokio::spawn(task.run(rx));
         Ok(me)
+    }
+
+    fn load_newest(&self) -> Result<i64> {
+        let searcher = self.reader.searcher();
+        let q = TermQuery::new(
+            Term::from_field_text(self.f.kind, "entry"),
+            IndexRecordOption::Basic,
+        );
+        let top: Vec<(i64, tantivy::DocAddress)> = searcher.search(
+            &q,
+            &tantivy::collector::TopDocs::with_limit(1)
+                .order_by_fast_field::<i64>("sort_at", tantivy::Order::Desc),
+        )?;
+        Ok(top.first().map(|t| t.0).unwrap_or(0))
     }
 
     fn load_checkpoints(&self) -> Result<HashMap<String, Checkpoint>> {
@@ -349,6 +369,7 @@ struct WriterTask {
     committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
     events: broadcast::Sender<Arc<Value>>,
     upserts: Arc<std::sync::atomic::AtomicU64>,
+    newest: Arc<std::sync::atomic::AtomicI64>,
     pending_cp: HashMap<String, Option<Checkpoint>>,
     pending_events: Vec<Value>,
     waiters: Vec<oneshot::Sender<()>>,
@@ -421,6 +442,8 @@ impl WriterTask {
                     }
                     self.upserts
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.newest
+                        .fetch_max(sort_at, std::sync::atomic::Ordering::Relaxed);
                 }
                 IndexOp::Delete { feed, key } => {
                     self.writer

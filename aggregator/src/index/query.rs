@@ -15,6 +15,16 @@ use crate::ingest;
 
 impl Index {
     fn filter_clauses(&self, fl: &Filters, upper: Option<i64>) -> Vec<(Occur, Box<dyn Query>)> {
+        self.filter_clauses_from(fl, upper, None)
+    }
+
+    /// Filter clauses, with sortAt at most `upper` and at least `lower` (a time window).
+    fn filter_clauses_from(
+        &self,
+        fl: &Filters,
+        upper: Option<i64>,
+        lower: Option<i64>,
+    ) -> Vec<(Occur, Box<dyn Query>)> {
         let mut c: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, term(self.f.kind, "entry"))];
         if let Some(feed) = &fl.feed {
             c.push((Occur::Must, term(self.f.feed, feed)));
@@ -25,7 +35,11 @@ impl Index {
         if let Some(t) = &fl.tag {
             c.push((Occur::Must, term(self.f.tag, t)));
         }
-        let lo = fl.since.map_or(Bound::Unbounded, Bound::Included);
+        let lo = match (fl.since, lower) {
+            (Some(a), Some(b)) => Bound::Included(a.max(b)),
+            (Some(a), None) | (None, Some(a)) => Bound::Included(a),
+            (None, None) => Bound::Unbounded,
+        };
         let hi = match (fl.until, upper) {
             (Some(u), Some(c)) if c < u => Bound::Included(c),
             (Some(u), _) => Bound::Excluded(u),
@@ -42,15 +56,62 @@ impl Index {
     }
 
     /// The merged feed, newest first (by sortAt, then id).
+    ///
+    /// Sorting every match by sortAt costs a scan of all of them, so pages are looked for in
+    /// growing time windows below the cursor (an hour, a day, a month, a year, all): the
+    /// newest pages, the ones read most, only touch recent entries.
     pub fn feed(&self, fl: &Filters, cursor: Option<&str>, limit: usize) -> Result<Page> {
         let limit = limit.clamp(1, MAX_LIMIT);
         let after = cursor.map(decode_feed_cursor).transpose()?;
         let searcher = self.reader.searcher();
-        let q = BooleanQuery::new(self.filter_clauses(fl, after.as_ref().map(|a| a.0)));
-        let mut fetch = limit + 32;
+        let upper = after.as_ref().map(|a| a.0);
+        let top = upper.unwrap_or_else(|| self.newest.load(std::sync::atomic::Ordering::Relaxed));
+        const HOUR: i64 = 3_600_000_000;
+        for window in [
+            Some(HOUR),
+            Some(24 * HOUR),
+            Some(30 * 24 * HOUR),
+            Some(366 * 24 * HOUR),
+            None,
+        ] {
+            let lower = window.map(|w| top.saturating_sub(w));
+            let q = BooleanQuery::new(self.filter_clauses_from(fl, upper, lower));
+            let (rows, more) = self.feed_rows(&searcher, &q, after.as_ref(), limit)?;
+            // Done when this window has more than a page, or it already reaches `since`.
+            let covers_all = match (lower, fl.since) {
+                (None, _) => true,
+                (Some(l), Some(s)) => l <= s,
+                (Some(_), None) => false,
+            };
+            if more || covers_all {
+                let cursor = if more {
+                    rows.last().map(|(s, id, _)| encode_feed_cursor(*s, id))
+                } else {
+                    None
+                };
+                let entries = rows.iter().map(|(_, _, d)| self.to_json(d)).collect();
+                return Ok(Page { entries, cursor });
+            }
+        }
+        Ok(Page {
+            entries: Vec::new(),
+            cursor: None,
+        })
+    }
+
+    /// Up to `limit` rows after the cursor, newest first, and whether more follow.
+    #[allow(clippy::type_complexity)]
+    fn feed_rows(
+        &self,
+        searcher: &tantivy::Searcher,
+        q: &BooleanQuery,
+        after: Option<&(i64, String)>,
+        limit: usize,
+    ) -> Result<(Vec<(i64, String, TantivyDocument)>, bool)> {
+        let mut fetch = limit + 8;
         loop {
             let hits: Vec<(i64, DocAddress)> = searcher.search(
-                &q,
+                q,
                 &TopDocs::with_limit(fetch).order_by_fast_field::<i64>("sort_at", Order::Desc),
             )?;
             let exhausted = hits.len() < fetch;
@@ -65,24 +126,15 @@ impl Index {
                 rows.push((*sort_at, id, d));
             }
             rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            let rows: Vec<_> = rows
-                .into_iter()
-                .filter(|(s, id, _)| {
-                    after
-                        .as_ref()
-                        .is_none_or(|(cs, cid)| *s < *cs || (*s == *cs && id > cid))
-                })
-                .collect();
+            rows.retain(|(s, id, _)| {
+                after.is_none_or(|(cs, cid)| *s < *cs || (*s == *cs && id > cid))
+            });
+            // The last fetched rows may tie with unfetched ones: only trust a full page when
+            // the fetch went past it.
             if rows.len() > limit || exhausted || fetch >= 20_000 {
                 let more = rows.len() > limit;
-                let page: Vec<_> = rows.into_iter().take(limit).collect();
-                let cursor = if more {
-                    page.last().map(|(s, id, _)| encode_feed_cursor(*s, id))
-                } else {
-                    None
-                };
-                let entries = page.iter().map(|(_, _, d)| self.to_json(d)).collect();
-                return Ok(Page { entries, cursor });
+                rows.truncate(limit);
+                return Ok((rows, more));
             }
             fetch *= 4;
         }
