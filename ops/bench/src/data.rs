@@ -189,6 +189,25 @@ impl Post {
     }
 }
 
+/// The query set of the reference `index.js`: `n` queries of 1 or 2 words from PRNG `seed`
+/// (7 in the reference), with the data's Zipf-like word pick. The PRNG calls happen in the
+/// reference's order: `rq() < 0.5 ? w() : w() + ' ' + w()` (the coin first, then the words
+/// left to right). Two-word queries are meant with AND semantics.
+pub fn reference_queries(n: usize, seed: u32) -> Vec<String> {
+    let mut rq = Prng::new(seed);
+    (0..n)
+        .map(|_| {
+            if rq.next_f64() < 0.5 {
+                pick_word(&mut rq).to_owned()
+            } else {
+                let a = pick_word(&mut rq);
+                let b = pick_word(&mut rq);
+                format!("{a} {b}")
+            }
+        })
+        .collect()
+}
+
 /// A JSON string literal as `JSON.stringify` writes it (the generated text is plain ASCII
 /// letters and spaces, but escape anyway).
 fn push_json_string(out: &mut String, v: &str) {
@@ -220,6 +239,13 @@ mod tests {
         assert_eq!(iso_date(T0_MS), "2024-01-01T00:00:00.000Z");
         assert_eq!(iso_date(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso_date(951_782_400_123), "2000-02-29T00:00:00.123Z");
+    }
+
+    #[test]
+    fn reference_queries_start_like_index_js() {
+        // The first queries of the reference index.js (prng(7)), as node prints them.
+        let q = reference_queries(3, 7);
+        assert_eq!(q, ["raorsu", "kagefi nege", "orpl"]);
     }
 
     #[test]
