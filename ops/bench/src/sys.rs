@@ -1,6 +1,6 @@
 //! Process figures and the shared monotonic clock.
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// Clock ticks per second of /proc times (USER_HZ; 100 on Linux).
 const CLOCK_TICKS: f64 = 100.0;
@@ -116,4 +116,12 @@ pub fn pct(sorted: &[f64], p: f64) -> Option<f64> {
     }
     let i = ((p / 100.0) * sorted.len() as f64).floor() as usize;
     sorted.get(i.min(sorted.len() - 1)).copied()
+}
+
+/// `{"user", "system", "maxRssMB"}` of this process.
+pub fn cpu_json() -> Result<serde_json::Value, BoxError> {
+    let (user, system) = cpu_seconds()?;
+    Ok(
+        serde_json::json!({ "user": round(user, 3), "system": round(system, 3), "maxRssMB": max_rss_mb()? }),
+    )
 }

@@ -41,7 +41,7 @@ use clap::{Parser, Subcommand};
 use reqwest::{Client, Url};
 use serde_json::{json, Value};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use apiary_bench::BoxError;
 type Res<T> = Result<T, BoxError>;
 
 /// Drives and measures a running apiary-aggregator.
@@ -180,35 +180,20 @@ struct LoadArgs {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cli.threads.max(1))
-        .enable_all()
-        .build();
-    let result = rt.map_err(BoxError::from).and_then(|rt| {
-        rt.block_on(async {
-            match cli.cmd {
-                Cmd::Ingest(a) => ingest(a).await,
-                Cmd::Live(a) => live(a).await,
-                Cmd::Queries(a) => queries(a).await,
-                Cmd::Load(a) => load(a).await,
-                Cmd::PrintQueries { n, seed } => {
-                    for q in reference_queries(n, seed) {
-                        println!("{q}");
-                    }
-                    Ok(Value::Null)
+    apiary_bench::run_main("agg-client", Some(cli.threads), || async {
+        match cli.cmd {
+            Cmd::Ingest(a) => ingest(a).await,
+            Cmd::Live(a) => live(a).await,
+            Cmd::Queries(a) => queries(a).await,
+            Cmd::Load(a) => load(a).await,
+            Cmd::PrintQueries { n, seed } => {
+                for q in reference_queries(n, seed) {
+                    println!("{q}");
                 }
+                Ok(Value::Null)
             }
-        })
-    });
-    match result {
-        Ok(Value::Null) => {}
-        Ok(v) => println!("{v}"),
-        Err(e) => {
-            eprintln!("agg-client: {e}");
-            std::process::exit(1);
         }
-    }
-    std::process::exit(0);
+    });
 }
 
 /// Percentiles of latencies in ms (the reference's `pct`).

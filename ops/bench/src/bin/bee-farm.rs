@@ -20,7 +20,7 @@ use std::io::Write as _;
 use std::time::Instant;
 
 use apiary_bench::data::{post, Prng};
-use apiary_bench::sys::{cpu_seconds, max_rss_mb, round};
+use apiary_bench::sys::{cpu_json, max_rss_mb, round};
 use apiary_core::bee::{BeeWriter, Op};
 use apiary_core::crypto::KeyPair;
 use apiary_core::replicate::{Replicator, ReplicatorOptions};
@@ -29,7 +29,7 @@ use clap::Parser;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use apiary_bench::BoxError;
 
 /// Builds many bees in one store and serves them all on one port.
 #[derive(Debug, Parser)]
@@ -56,25 +56,9 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(t) = args.threads {
-        rt.worker_threads(t.max(1));
-    }
-    let result = rt
-        .build()
-        .map_err(BoxError::from)
-        .and_then(|rt| rt.block_on(run(&args)));
-    if let Err(e) = result {
-        eprintln!("bee-farm: {e}");
-        std::process::exit(1);
-    }
-    std::process::exit(0);
-}
-
-fn cpu_json() -> Result<serde_json::Value, BoxError> {
-    let (user, system) = cpu_seconds()?;
-    Ok(json!({ "user": round(user, 3), "system": round(system, 3), "maxRssMB": max_rss_mb()? }))
+    apiary_bench::run_main("bee-farm", args.threads, || async {
+        run(&args).await.map(|()| serde_json::Value::Null)
+    });
 }
 
 async fn run(args: &Args) -> Result<(), BoxError> {

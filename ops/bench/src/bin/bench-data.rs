@@ -14,7 +14,7 @@ use apiary_bench::data::{post, vocab, Prng};
 use clap::Parser;
 use sha2::{Digest, Sha256};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use apiary_bench::BoxError;
 
 /// Prints or checks the benchmark dataset.
 #[derive(Debug, Parser)]

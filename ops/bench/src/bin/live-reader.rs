@@ -22,7 +22,7 @@ use apiary_core::Key;
 use clap::Parser;
 use serde_json::json;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use apiary_bench::BoxError;
 
 /// Follows a bee live and measures publish-to-read latency.
 #[derive(Debug, Parser)]
@@ -46,23 +46,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(t) = args.threads {
-        rt.worker_threads(t.max(1));
-    }
-    let result = rt
-        .build()
-        .map_err(BoxError::from)
-        .and_then(|rt| rt.block_on(run(&args)));
-    match result {
-        Ok(line) => println!("{line}"),
-        Err(e) => {
-            eprintln!("live-reader: {e}");
-            std::process::exit(1);
-        }
-    }
-    std::process::exit(0);
+    apiary_bench::run_main("live-reader", args.threads, || async { run(&args).await });
 }
 
 async fn run(args: &Args) -> Result<serde_json::Value, BoxError> {

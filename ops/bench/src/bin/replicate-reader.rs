@@ -24,7 +24,8 @@ use apiary_core::Key;
 use clap::{Parser, ValueEnum};
 use serde_json::json;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use apiary_bench::sys::{cpu_seconds, max_rss_mb, round};
+use apiary_bench::BoxError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -78,22 +79,9 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(t) = args.threads {
-        rt.worker_threads(t.max(1));
-    }
-    let result = rt
-        .build()
-        .map_err(BoxError::from)
-        .and_then(|rt| rt.block_on(run(&args)));
-    match result {
-        Ok(line) => println!("{line}"),
-        Err(e) => {
-            eprintln!("replicate-reader: {e}");
-            std::process::exit(1);
-        }
-    }
+    apiary_bench::run_main("replicate-reader", args.threads, || async {
+        run(&args).await
+    });
 }
 
 async fn run(args: &Args) -> Result<serde_json::Value, BoxError> {
@@ -218,41 +206,4 @@ fn spawn_progress(core: Arc<Replica>, every_ms: u64) -> tokio::task::JoinHandle<
             last = (blocks, Instant::now());
         }
     })
-}
-
-/// Clock ticks per second of /proc times (USER_HZ; 100 on Linux).
-const CLOCK_TICKS: f64 = 100.0;
-
-/// (user, system) CPU seconds of this process, from /proc/self/stat.
-fn cpu_seconds() -> Result<(f64, f64), BoxError> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Fields after the command name (which may hold spaces) start at field 3 (state);
-    // utime and stime are fields 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or("unexpected /proc/self/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> Result<f64, BoxError> {
-        let v: u64 = fields.get(n - 3).ok_or("short /proc/self/stat")?.parse()?;
-        Ok(v as f64 / CLOCK_TICKS)
-    };
-    Ok((field(14)?, field(15)?))
-}
-
-/// Peak resident set (VmHWM) in MB (MiB, like the JS maxRSS / 1024).
-fn max_rss_mb() -> Result<f64, BoxError> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .ok_or("no VmHWM in /proc/self/status")?
-        .parse()?;
-    Ok(round(kb / 1024.0, 1))
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
 }
