@@ -94,6 +94,15 @@ impl AggProc {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Follows `key` through the API (no token), with `peer` as its known address.
+    pub async fn follow(&self, key: &str, peer: Option<&str>) -> (u16, Value) {
+        let body = match peer {
+            Some(p) => serde_json::json!({"key": key, "peers": [p]}),
+            None => serde_json::json!({"key": key}),
+        };
+        self.post("/v1/feeds", &body, None).await
+    }
+
     /// DELETE → status.
     pub async fn delete(&self, path: &str, token: Option<&str>) -> u16 {
         let mut req = self.http.delete(format!("{}{path}", self.base));

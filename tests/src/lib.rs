@@ -139,6 +139,14 @@ impl JsPeer {
         }
     }
 
+    /// Starts the peer's replication server; returns its port.
+    pub async fn serve(&mut self) -> u16 {
+        let port = self.call(json!({"cmd": "serve"})).await["port"]
+            .as_u64()
+            .expect("port");
+        u16::try_from(port).expect("port fits u16")
+    }
+
     /// Waits until `pred` holds for some received event.
     pub async fn wait_event(
         &mut self,

@@ -88,29 +88,17 @@ async fn follows_our_publisher_and_a_js_one() {
         movie_keys.push(k);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let jport = js.call(json!({"cmd": "serve"})).await["port"]
-        .as_u64()
-        .unwrap();
+    let jport = js.serve().await;
 
     let mut agg = AggProc::start(dir.join("agg"), "").await;
     // Follow both through the API (no token configured: loopback is admin).
     let (s, v) = agg
-        .post(
-            "/v1/feeds",
-            &json!({"key": social, "peers": [format!("127.0.0.1:{pport}")]}),
-            None,
-        )
+        .follow(&social, Some(&format!("127.0.0.1:{pport}")))
         .await;
     assert_eq!(s, 201, "{v}");
-    let (s, _) = agg
-        .post(
-            "/v1/feeds",
-            &json!({"key": mkey, "peers": [format!("127.0.0.1:{jport}")]}),
-            None,
-        )
-        .await;
+    let (s, _) = agg.follow(&mkey, Some(&format!("127.0.0.1:{jport}"))).await;
     assert_eq!(s, 201);
-    let (s, _) = agg.post("/v1/feeds", &json!({"key": mkey}), None).await;
+    let (s, _) = agg.follow(&mkey, None).await;
     assert_eq!(s, 200, "following twice is fine");
 
     let (feed, took) = agg
@@ -210,7 +198,7 @@ async fn publisher_dials_in_and_is_indexed() {
         ],
     );
     let agg = AggProc::start(dir.join("agg"), "").await;
-    let (s, _) = agg.post("/v1/feeds", &json!({"key": key}), None).await;
+    let (s, _) = agg.follow(&key, None).await;
     assert_eq!(s, 201);
     let mut publisher = tokio::process::Command::new(&p)
         .args([
@@ -252,18 +240,10 @@ async fn kill_9_during_a_large_ingest_loses_and_duplicates_nothing() {
         {"type": "del", "key": "k00019999"}
     ]}))
     .await;
-    let port = js.call(json!({"cmd": "serve"})).await["port"]
-        .as_u64()
-        .unwrap();
+    let port = js.serve().await;
 
     let mut agg = AggProc::start(dir.join("agg"), "commit_interval_ms = 20").await;
-    let (s, _) = agg
-        .post(
-            "/v1/feeds",
-            &json!({"key": key, "peers": [format!("127.0.0.1:{port}")]}),
-            None,
-        )
-        .await;
+    let (s, _) = agg.follow(&key, Some(&format!("127.0.0.1:{port}"))).await;
     assert_eq!(s, 201);
     // Kill it each time ingest has made progress but is not done, at a varying moment.
     let mut kills = 0;

@@ -32,9 +32,7 @@ async fn reads_js_bees_like_js_does() {
         .call(json!({"cmd": "create", "name": "old", "compat": true}))
         .await;
     fill_js(&mut js, "old").await;
-    let port = js.call(json!({"cmd": "serve"})).await["port"]
-        .as_u64()
-        .unwrap() as u16;
+    let port = js.serve().await;
 
     for (name, created) in [("movies", &corestore), ("old", &compat)] {
         let (_rep, core) = follow(port, key_of(created)).await;
@@ -68,9 +66,7 @@ async fn sparse_get_on_a_10k_bee_fetches_few_blocks() {
         .await;
     js.call(json!({"cmd": "fill", "name": "big", "count": 10_000, "valueBytes": 200}))
         .await;
-    let port = js.call(json!({"cmd": "serve"})).await["port"]
-        .as_u64()
-        .unwrap() as u16;
+    let port = js.serve().await;
     let (_rep, core) = follow(port, key_of(&created)).await;
     assert_eq!(core.length(), 10_001);
     let bee = Bee::new(core.clone());
@@ -111,9 +107,7 @@ async fn follows_js_truncation_and_several_cores_on_one_connection() {
         js.call(json!({"cmd": "put", "name": "b", "key": format!("b{i:02}"), "value": {"i": i}}))
             .await;
     }
-    let port = js.call(json!({"cmd": "serve"})).await["port"]
-        .as_u64()
-        .unwrap() as u16;
+    let port = js.serve().await;
 
     let rep = Replicator::new(Store::temporary().unwrap(), ReplicatorOptions::default());
     let ca = rep.replica(key_of(&a)).unwrap();
