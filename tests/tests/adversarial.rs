@@ -66,7 +66,7 @@ async fn attack(evil: Evil) {
         }
     }
     assert_eq!(
-        core.store().block_count(),
+        core.store().block_count().unwrap(),
         0,
         "{evil:?}: nothing unverified stored"
     );

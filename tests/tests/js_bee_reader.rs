@@ -81,11 +81,11 @@ async fn sparse_get_on_a_10k_bee_fetches_few_blocks() {
         .await["entry"]
         .clone();
     assert_eq!(entry_json(&e), want);
-    let fetched = core.store().block_count();
+    let fetched = core.store().block_count().unwrap();
     eprintln!("sparse get fetched {fetched} of 10001 blocks");
     assert!(fetched <= 40, "a single get fetched {fetched} blocks");
     assert_eq!(
-        core.stats.blocks.load(std::sync::atomic::Ordering::Relaxed) as usize,
+        core.stats.blocks.load(std::sync::atomic::Ordering::Relaxed),
         fetched
     );
     js.close().await;

@@ -584,7 +584,7 @@ impl Conn {
         } else {
             let store = replica.store();
             let value = match r.block {
-                Some((i, _)) => store.block(i)?.map(|v| v.to_vec()),
+                Some((i, _)) => store.block(i)?,
                 None => None,
             };
             if r.block.is_some() && value.is_none() {

@@ -35,7 +35,7 @@ impl Replica {
         let mut attempts = 0;
         loop {
             if let Some(b) = self.store.block(seq)? {
-                return Ok(b.to_vec());
+                return Ok(b);
             }
             let (length, fork) = {
                 let s = self.lock();

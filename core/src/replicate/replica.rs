@@ -548,10 +548,10 @@ impl Replica {
             });
         }
         let mut batch = self.store.batch();
-        batch.nodes(&self.store, &v.nodes);
+        batch.nodes(&v.nodes);
         let block_seq = v.block.as_ref().map(|(seq, _)| *seq);
         if let Some((seq, value)) = &v.block {
-            batch.block(&self.store, *seq, value);
+            batch.block(*seq, value);
             self.stats.blocks.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .bytes

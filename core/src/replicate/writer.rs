@@ -69,7 +69,7 @@ impl Replica {
                 let leaf = Node::leaf(seq, b.as_ref());
                 nodes.push(leaf);
                 append_root(&mut roots, &mut nodes, leaf);
-                batch.block(self.store(), seq, b.as_ref());
+                batch.block(seq, b.as_ref());
             }
             let length = old_len + blocks.len() as u64;
             let mut head = Head {
@@ -79,7 +79,7 @@ impl Replica {
                 signature: None,
             };
             head.signature = Some(verifier.sign(kp, &head.tree_hash(), length, head.fork)?);
-            batch.nodes(self.store(), &nodes);
+            batch.nodes(&nodes);
             if record.contiguous == old_len {
                 record.contiguous = length;
             }

@@ -132,7 +132,7 @@ async fn run(args: &Args) -> Result<serde_json::Value, BoxError> {
     let blocks = core.stats.blocks.load(Ordering::Relaxed);
     let bytes = core.stats.bytes.load(Ordering::Relaxed);
     let t_count = Instant::now();
-    let stored = core.store().block_count();
+    let stored = core.store().block_count()?;
     let count_ms = t_count.elapsed().as_secs_f64() * 1000.0;
     let (user, system) = cpu1;
     let mut out = json!({
