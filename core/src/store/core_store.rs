@@ -2,7 +2,7 @@
 //! them (see the module docs of `store` for the layout).
 
 use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::page::{
@@ -19,22 +19,82 @@ const MAX_STAGED_PAGES: usize = 24;
 /// Staged inline block bytes beyond this are all written at once.
 const MAX_STAGED_BYTES: usize = 512 * 1024;
 
-/// Pages written in memory and not yet in sled. A staged page is complete: it was loaded
-/// from sled before its first change, so reads look here first and go to sled only when a
-/// page is not staged.
+/// Clean pages kept per core (of each kind) before the cache is emptied.
+const MAX_CLEAN_PAGES: usize = 64;
+
+/// One core's pages in memory: dirty ones (written here, not yet in sled) and clean copies
+/// of pages recently written or read (a sequential download reads the pages it just wrote:
+/// sled gets were a fifth of a reader's CPU). A dirty page is complete: it was loaded from
+/// sled before its first change, so reads look at dirty pages, then clean ones, then sled.
+/// Everything happens under the core's lock, so a clean copy is never older than sled.
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
     blocks: BTreeMap<u64, BlockPage>,
     nodes: BTreeMap<u64, NodePage>,
     bytes: usize,
+    /// `None`: known not to be in sled (reads ahead of a download ask for those).
+    clean_blocks: HashMap<u64, Option<sled::IVec>>,
+    clean_nodes: HashMap<u64, Option<sled::IVec>>,
+    /// Used since the flusher last looked (an idle core's clean pages are dropped).
+    touched: bool,
 }
 
 impl Staged {
+    /// Block page `page` as stored (a clean copy, or read from sled and kept).
+    fn stored_block_page(
+        &mut self,
+        tree: &sled::Tree,
+        id: u64,
+        page: u64,
+    ) -> Result<Option<sled::IVec>> {
+        self.touched = true;
+        if let Some(v) = self.clean_blocks.get(&page) {
+            return Ok(v.clone());
+        }
+        let v = tree.get(key_of(b'B', id, Some(page)))?;
+        keep_clean(&mut self.clean_blocks, page, v.clone());
+        Ok(v)
+    }
+
+    /// Node page `page` as stored (see [`Self::stored_block_page`]).
+    fn stored_node_page(
+        &mut self,
+        tree: &sled::Tree,
+        id: u64,
+        page: u64,
+    ) -> Result<Option<sled::IVec>> {
+        self.touched = true;
+        if let Some(v) = self.clean_nodes.get(&page) {
+            return Ok(v.clone());
+        }
+        let v = tree.get(key_of(b'N', id, Some(page)))?;
+        if let Some(v) = &v {
+            check_node_page(v)?;
+        }
+        keep_clean(&mut self.clean_nodes, page, v.clone());
+        Ok(v)
+    }
+
+    /// Called by the flusher every second: drops the clean pages of a core nobody used
+    /// since the last call.
+    pub(crate) fn age(&mut self) {
+        if !self.touched {
+            self.clean_blocks.clear();
+            self.clean_nodes.clear();
+        }
+        self.touched = false;
+    }
+
     fn block_page(&mut self, tree: &sled::Tree, id: u64, page: u64) -> Result<&mut BlockPage> {
         Ok(match self.blocks.entry(page) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                let p = match tree.get(key_of(b'B', id, Some(page)))? {
+                self.touched = true;
+                let stored = match self.clean_blocks.get(&page) {
+                    Some(v) => v.clone(),
+                    None => tree.get(key_of(b'B', id, Some(page)))?,
+                };
+                let p = match stored {
                     Some(v) => BlockPage::decode(&v)?,
                     None => BlockPage::default(),
                 };
@@ -47,10 +107,17 @@ impl Staged {
     fn node_page(&mut self, tree: &sled::Tree, id: u64, page: u64) -> Result<&mut NodePage> {
         Ok(match self.nodes.entry(page) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(match tree.get(key_of(b'N', id, Some(page)))? {
-                Some(v) => NodePage::decode(&v)?,
-                None => NodePage::default(),
-            }),
+            Entry::Vacant(e) => {
+                self.touched = true;
+                let stored = match self.clean_nodes.get(&page) {
+                    Some(v) => v.clone(),
+                    None => tree.get(key_of(b'N', id, Some(page)))?,
+                };
+                e.insert(match stored {
+                    Some(v) => NodePage::decode(&v)?,
+                    None => NodePage::default(),
+                })
+            }
         })
     }
 
@@ -87,13 +154,17 @@ impl Staged {
 
     /// Writes every staged page to sled.
     pub(crate) fn flush(&mut self, tree: &sled::Tree, id: u64) -> Result<()> {
-        for (p, page) in &self.blocks {
-            tree.insert(key_of(b'B', id, Some(*p)), page.encode())?;
+        for (p, page) in std::mem::take(&mut self.blocks) {
+            let v = sled::IVec::from(page.encode());
+            tree.insert(key_of(b'B', id, Some(p)), v.clone())?;
+            keep_clean(&mut self.clean_blocks, p, Some(v));
         }
-        for (p, page) in &self.nodes {
-            tree.insert(key_of(b'N', id, Some(*p)), page.as_bytes())?;
+        for (p, page) in std::mem::take(&mut self.nodes) {
+            let v = sled::IVec::from(page.as_bytes());
+            tree.insert(key_of(b'N', id, Some(p)), v.clone())?;
+            keep_clean(&mut self.clean_nodes, p, Some(v));
         }
-        self.clear();
+        self.bytes = 0;
         Ok(())
     }
 
@@ -107,8 +178,10 @@ impl Staged {
             .collect();
         for p in full {
             if let Some(page) = self.blocks.remove(&p) {
-                tree.insert(key_of(b'B', id, Some(p)), page.encode())?;
                 self.bytes = self.bytes.saturating_sub(page.inline_bytes());
+                let v = sled::IVec::from(page.encode());
+                tree.insert(key_of(b'B', id, Some(p)), v.clone())?;
+                keep_clean(&mut self.clean_blocks, p, Some(v));
             }
         }
         let full: Vec<u64> = self
@@ -119,18 +192,31 @@ impl Staged {
             .collect();
         for p in full {
             if let Some(page) = self.nodes.remove(&p) {
-                tree.insert(key_of(b'N', id, Some(p)), page.as_bytes())?;
+                let v = sled::IVec::from(page.as_bytes());
+                tree.insert(key_of(b'N', id, Some(p)), v.clone())?;
+                keep_clean(&mut self.clean_nodes, p, Some(v));
             }
         }
         Ok(())
     }
 
-    /// Drops everything staged.
+    /// Drops everything staged and cached.
     pub(crate) fn clear(&mut self) {
         self.blocks.clear();
         self.nodes.clear();
         self.bytes = 0;
+        self.clean_blocks.clear();
+        self.clean_nodes.clear();
     }
+}
+
+/// Keeps a clean page, emptying the cache when it is full (sequential access moves on; a
+/// random one reloads what it needs).
+fn keep_clean(cache: &mut HashMap<u64, Option<sled::IVec>>, page: u64, v: Option<sled::IVec>) {
+    if cache.len() >= MAX_CLEAN_PAGES && !cache.contains_key(&page) {
+        cache.clear();
+    }
+    cache.insert(page, v);
 }
 
 /// One core's part of the store.
@@ -199,24 +285,25 @@ impl CoreStore {
     /// A stored tree node.
     pub fn node(&self, index: u64) -> Result<Option<Node>> {
         let (page, _) = node_page_of(index);
-        if let Some(p) = lock(&self.staged).nodes.get(&page) {
+        let mut st = lock(&self.staged);
+        if let Some(p) = st.nodes.get(&page) {
             return Ok(p.get(index));
         }
-        // Not staged: sled has the page as it is (pages only grow outside a truncation,
-        // which holds the fork guard against every reader of this core).
-        match self.tree.get(key_of(b'N', self.id, Some(page)))? {
-            Some(v) => Ok(node_in(check_node_page(&v)?, index)),
-            None => Ok(None),
-        }
+        Ok(st
+            .stored_node_page(&self.tree, self.id, page)?
+            .and_then(|v| node_in(&v, index)))
     }
 
     /// The slot of block `seq`, from the stage or from sled.
     fn slot(&self, seq: u64) -> Result<Option<Slot>> {
         let (page, slot) = block_page_of(seq);
-        if let Some(p) = lock(&self.staged).blocks.get(&page) {
+        let mut st = lock(&self.staged);
+        if let Some(p) = st.blocks.get(&page) {
             return Ok(p.slots.get(slot).cloned().flatten());
         }
-        match self.tree.get(key_of(b'B', self.id, Some(page)))? {
+        let stored = st.stored_block_page(&self.tree, self.id, page)?;
+        drop(st);
+        match stored {
             Some(v) => PageView::new(&v)?.slot(slot),
             None => Ok(None),
         }
@@ -239,10 +326,13 @@ impl CoreStore {
     /// Whether a block is stored.
     pub fn has_block(&self, seq: u64) -> Result<bool> {
         let (page, slot) = block_page_of(seq);
-        if let Some(p) = lock(&self.staged).blocks.get(&page) {
+        let mut st = lock(&self.staged);
+        if let Some(p) = st.blocks.get(&page) {
             return Ok(p.slots.get(slot).is_some_and(Option::is_some));
         }
-        match self.tree.get(key_of(b'B', self.id, Some(page)))? {
+        let stored = st.stored_block_page(&self.tree, self.id, page)?;
+        drop(st);
+        match stored {
             Some(v) => Ok(PageView::new(&v)?.has(slot)),
             None => Ok(false),
         }
@@ -298,6 +388,8 @@ impl CoreStore {
     pub fn truncate(&self, seq: u64, record: CoreRecord, keep: &[Node]) -> Result<()> {
         let mut st = lock(&self.staged);
         st.flush(&self.tree, self.id)?;
+        // The pages change below: no clean copy may outlive this.
+        st.clear();
         let mut batch = sled::Batch::default();
         let end = |kind| key_of(kind, self.id.wrapping_add(1), None);
         for k in self

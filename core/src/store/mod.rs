@@ -73,6 +73,20 @@ impl Shared {
         }
         Ok(())
     }
+
+    /// The flusher's tick: writes staged pages and forgets idle cores' clean pages.
+    fn tick(&self) -> Result<()> {
+        let all: Vec<(u64, Arc<Mutex<Staged>>)> = lock(&self.staged)
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect();
+        for (id, s) in all {
+            let mut st = lock(&s);
+            st.flush(&self.tree, id)?;
+            st.age();
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Shared {
@@ -212,7 +226,7 @@ fn spawn_flusher(shared: Weak<Shared>) {
         .spawn(move || loop {
             std::thread::sleep(FLUSH_EVERY);
             let Some(s) = shared.upgrade() else { break };
-            if let Err(e) = s.flush_staged() {
+            if let Err(e) = s.tick() {
                 tracing::warn!("store: writing staged pages failed: {e}");
             }
         });
