@@ -299,6 +299,9 @@ impl Aggregator {
         }
         // Stopped with the feed (unfollow aborts the task, dropping this).
         let mut _prefetch: Option<AbortOnDrop> = None;
+        // On a feed's first pass the index holds none of its entries: keys seen so far in
+        // this pass are the only ones a put may replace or a del remove.
+        let mut fresh = FirstPass::new(cp.version == 0);
         loop {
             let length = replica.length();
             let fork = replica.fork();
@@ -310,6 +313,7 @@ impl Aggregator {
                 tracing::info!(%feed, fork, "feed was truncated by its author: reindexing it");
                 ops.push(IndexOp::Purge { feed: feed.clone() });
                 *cp = crate::index::Checkpoint { version: 0, fork };
+                fresh = FirstPass::new(true);
             }
             if cp.version == 0 {
                 bee.header()
@@ -344,19 +348,22 @@ impl Aggregator {
             let mut skipped_json = 0;
             for seq in start..end {
                 let h = bee.history_entry(seq).await?;
+                let key = h.entry.key;
+                let mut delete = |ops: &mut Vec<IndexOp>, key: Vec<u8>| {
+                    if fresh.may_be_indexed(&key) {
+                        ops.push(IndexOp::Delete {
+                            feed: feed.clone(),
+                            key,
+                        });
+                    }
+                };
                 match h.kind {
-                    OpKind::Del => ops.push(IndexOp::Delete {
-                        feed: feed.clone(),
-                        key: h.entry.key,
-                    }),
+                    OpKind::Del => delete(&mut ops, key),
                     OpKind::Put => {
                         let raw = h.entry.value.unwrap_or_default();
                         if raw.len() > self.cfg.max_value_bytes {
                             skipped_large += 1;
-                            ops.push(IndexOp::Delete {
-                                feed: feed.clone(),
-                                key: h.entry.key,
-                            });
+                            delete(&mut ops, key);
                             continue;
                         }
                         let value: Value = match serde_json::from_slice(&raw) {
@@ -364,23 +371,26 @@ impl Aggregator {
                             Err(_) if raw.is_empty() => Value::Null,
                             Err(_) => {
                                 skipped_json += 1;
-                                ops.push(IndexOp::Delete {
-                                    feed: feed.clone(),
-                                    key: h.entry.key,
-                                });
+                                delete(&mut ops, key);
                                 continue;
                             }
                         };
                         let extracted = ingest::extract(&value);
-                        ops.push(IndexOp::Upsert(Box::new(EntryDoc {
+                        let replace = fresh.put(&key);
+                        let doc = Box::new(EntryDoc {
                             feed: feed.clone(),
-                            key: h.entry.key,
+                            key,
                             seq,
                             version: seq + 1,
                             seen_at: self.seen_now(),
                             extracted,
                             value: value.to_string(),
-                        })));
+                        });
+                        ops.push(if replace {
+                            IndexOp::Upsert(doc)
+                        } else {
+                            IndexOp::Insert(doc)
+                        });
                     }
                 }
             }
@@ -400,6 +410,38 @@ impl Aggregator {
                 })?;
             }
             *cp = crate::index::Checkpoint { version: end, fork };
+        }
+    }
+}
+
+/// Keys indexed so far in a feed's first pass (when the index holds nothing else of it).
+/// Past [`FirstPass::MAX_KEYS`] it gives up and every put replaces, every del deletes.
+struct FirstPass(Option<std::collections::HashSet<Vec<u8>>>);
+
+impl FirstPass {
+    const MAX_KEYS: usize = 1 << 20;
+
+    fn new(first: bool) -> Self {
+        FirstPass(first.then(Default::default))
+    }
+
+    /// A put of `key`: whether an older entry of it may be indexed.
+    fn put(&mut self, key: &[u8]) -> bool {
+        match &mut self.0 {
+            Some(keys) if keys.len() < Self::MAX_KEYS => !keys.insert(key.to_vec()),
+            Some(_) => {
+                self.0 = None;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// A del of `key` (or a value not indexed): whether an entry of it may be indexed.
+    fn may_be_indexed(&mut self, key: &[u8]) -> bool {
+        match &mut self.0 {
+            Some(keys) => keys.remove(key),
+            None => true,
         }
     }
 }

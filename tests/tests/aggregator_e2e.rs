@@ -446,3 +446,54 @@ async fn browse_page_search_in_headless_chromium() {
     }
     publisher.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_pass_applies_overwrites_and_deletes_in_log_order() {
+    init_tracing();
+    let (_keep, dir) = temp_dir();
+    let mut js = JsPeer::start().await;
+    let created = js
+        .call(json!({"cmd": "create", "name": "log", "compat": false}))
+        .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    // In one first pass: a key put twice, a key deleted and put again, a key put and
+    // deleted (hyperbee writes nothing for the del of a missing key "zz": 8 blocks).
+    for ops in [
+        json!([{"type": "put", "key": "a", "value": {"text": "a1"}},
+               {"type": "put", "key": "b", "value": {"text": "b1"}},
+               {"type": "put", "key": "c", "value": {"text": "c1"}}]),
+        json!([{"type": "put", "key": "a", "value": {"text": "a2"}},
+               {"type": "del", "key": "b"},
+               {"type": "del", "key": "zz"}]),
+        json!([{"type": "put", "key": "b", "value": {"text": "b2"}},
+               {"type": "del", "key": "c"}]),
+    ] {
+        js.call(json!({"cmd": "batch", "name": "log", "ops": ops}))
+            .await;
+    }
+    let port = js.serve().await;
+    let mut agg = AggProc::start(dir.join("agg"), "").await;
+    let (s, _) = agg.follow(&key, Some(&format!("127.0.0.1:{port}"))).await;
+    assert_eq!(s, 201);
+    agg.wait_for(&format!("/v1/feeds/{key}"), Duration::from_secs(30), |v| {
+        v["indexedVersion"] == json!(8)
+    })
+    .await;
+    let got = agg.all_entries(&key).await;
+    let texts: Vec<(String, String)> = got
+        .iter()
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().to_owned(),
+                e["value"]["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut texts = texts;
+    texts.sort();
+    assert_eq!(
+        texts,
+        vec![("a".into(), "a2".into()), ("b".into(), "b2".into())]
+    );
+    js.close().await;
+}

@@ -98,6 +98,9 @@ pub struct EntryDoc {
 pub enum IndexOp {
     /// Insert or replace the entry of (feed, key).
     Upsert(Box<EntryDoc>),
+    /// Insert the entry of (feed, key), which the caller knows is not indexed (a feed's
+    /// first pass): saves the delete, which tantivy pays for at every commit.
+    Insert(Box<EntryDoc>),
     /// Remove the entry of (feed, key).
     Delete {
         /// Feed z32.
@@ -408,43 +411,50 @@ impl WriterTask {
         }
     }
 
+    /// Adds an entry document; `replace`: delete the older one of (feed, key) first.
+    fn add_entry(&mut self, e: &EntryDoc, replace: bool) {
+        let f = self.f;
+        let id = entry_id(&e.feed, &e.key);
+        if replace {
+            self.writer.delete_term(Term::from_field_text(f.id, &id));
+        }
+        let sort_at = ingest::sort_at(e.extracted.created_at, e.seen_at);
+        let mut d = doc!(
+            f.kind => "entry",
+            f.id => id,
+            f.feed => e.feed.clone(),
+            f.key => String::from_utf8_lossy(&e.key).into_owned(),
+            f.seq => e.seq,
+            f.version => e.version,
+            f.seen_at => e.seen_at,
+            f.sort_at => sort_at,
+            f.text => e.extracted.text.clone(),
+            f.value => e.value.clone(),
+        );
+        if let Some(t) = &e.extracted.kind {
+            d.add_text(f.typ, t);
+        }
+        for t in &e.extracted.tags {
+            d.add_text(f.tag, t);
+        }
+        if self.events.receiver_count() > 0 {
+            self.pending_events.push(doc_json(&f, &d));
+        }
+        if let Err(e) = self.writer.add_document(d) {
+            tracing::error!("index add failed: {e}");
+        }
+        self.upserts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.newest
+            .fetch_max(sort_at, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn apply(&mut self, b: Batch) {
         let f = self.f;
         for op in b.ops {
             match op {
-                IndexOp::Upsert(e) => {
-                    let id = entry_id(&e.feed, &e.key);
-                    self.writer.delete_term(Term::from_field_text(f.id, &id));
-                    let sort_at = ingest::sort_at(e.extracted.created_at, e.seen_at);
-                    let mut d = doc!(
-                        f.kind => "entry",
-                        f.id => id,
-                        f.feed => e.feed.clone(),
-                        f.key => String::from_utf8_lossy(&e.key).into_owned(),
-                        f.seq => e.seq,
-                        f.version => e.version,
-                        f.seen_at => e.seen_at,
-                        f.sort_at => sort_at,
-                        f.text => e.extracted.text.clone(),
-                        f.value => e.value.clone(),
-                    );
-                    if let Some(t) = &e.extracted.kind {
-                        d.add_text(f.typ, t);
-                    }
-                    for t in &e.extracted.tags {
-                        d.add_text(f.tag, t);
-                    }
-                    if self.events.receiver_count() > 0 {
-                        self.pending_events.push(doc_json(&f, &d));
-                    }
-                    if let Err(e) = self.writer.add_document(d) {
-                        tracing::error!("index add failed: {e}");
-                    }
-                    self.upserts
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.newest
-                        .fetch_max(sort_at, std::sync::atomic::Ordering::Relaxed);
-                }
+                IndexOp::Upsert(e) => self.add_entry(&e, true),
+                IndexOp::Insert(e) => self.add_entry(&e, false),
                 IndexOp::Delete { feed, key } => {
                     self.writer
                         .delete_term(Term::from_field_text(f.id, &entry_id(&feed, &key)));
