@@ -376,6 +376,12 @@ impl Aggregator {
                             }
                         };
                         let extracted = ingest::extract(&value);
+                        // The author's JSON text as it is (it parsed, so it is UTF-8):
+                        // writing the value out again cost more than parsing it.
+                        let text = match String::from_utf8(raw) {
+                            Ok(t) if !t.is_empty() => t,
+                            _ => value.to_string(),
+                        };
                         let replace = fresh.put(&key);
                         let doc = Box::new(EntryDoc {
                             feed: feed.clone(),
@@ -384,7 +390,7 @@ impl Aggregator {
                             version: seq + 1,
                             seen_at: self.seen_now(),
                             extracted,
-                            value: value.to_string(),
+                            value: text,
                         });
                         ops.push(if replace {
                             IndexOp::Upsert(doc)
@@ -402,7 +408,7 @@ impl Aggregator {
             self.metrics
                 .entries_ingested
                 .fetch_add(end - start, Ordering::Relaxed);
-            self.index.submit(ops).await?;
+            self.index.submit(ops, end == length).await?;
             if skipped_large + skipped_json > 0 {
                 self.state.update_counters(&key, |c| {
                     c.skipped_too_large += skipped_large;

@@ -472,7 +472,7 @@ async fn first_pass_applies_overwrites_and_deletes_in_log_order() {
             .await;
     }
     let port = js.serve().await;
-    let mut agg = AggProc::start(dir.join("agg"), "").await;
+    let agg = AggProc::start(dir.join("agg"), "").await;
     let (s, _) = agg.follow(&key, Some(&format!("127.0.0.1:{port}"))).await;
     assert_eq!(s, 201);
     agg.wait_for(&format!("/v1/feeds/{key}"), Duration::from_secs(30), |v| {

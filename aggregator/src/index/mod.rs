@@ -127,6 +127,8 @@ pub enum IndexOp {
 struct Batch {
     ops: Vec<IndexOp>,
     done: Option<oneshot::Sender<()>>,
+    /// Someone waits for these ops: commit them after the short interval.
+    caught_up: bool,
 }
 
 /// Filters shared by the feed, search and stream endpoints.
@@ -234,7 +236,8 @@ impl Index {
                 TIndex::create_in_dir(dir, schema)?
             }
         };
-        let mut writer: IndexWriter<TantivyDocument> = index.writer(memory_mb * 1_000_000)?;
+        let mut writer: IndexWriter<TantivyDocument> =
+            index.writer_with_num_threads(1, memory_mb * 1_000_000)?;
         if index.load_metas()?.payload.is_none() {
             let mut p = writer.prepare_commit()?;
             p.set_payload(&payload());
@@ -272,6 +275,8 @@ impl Index {
             pending_events: Vec::new(),
             waiters: Vec::new(),
             dirty: false,
+            pending: 0,
+            urgent: false,
             every: commit_every,
         };
         tokio::spawn(task.run(rx));
@@ -331,9 +336,15 @@ impl Index {
     }
 
     /// Queues ops; resolves once they are queued (backpressure), not committed.
-    pub async fn submit(&self, ops: Vec<IndexOp>) -> Result<()> {
+    /// `caught_up`: these ops bring a feed up to date, so they are committed after the short
+    /// interval even in a bulk ingest (see [`BULK_CHANGES`]).
+    pub async fn submit(&self, ops: Vec<IndexOp>, caught_up: bool) -> Result<()> {
         self.tx
-            .send(Batch { ops, done: None })
+            .send(Batch {
+                ops,
+                done: None,
+                caught_up,
+            })
             .await
             .map_err(|_| Error::Unavailable("index writer stopped".into()))
     }
@@ -345,6 +356,7 @@ impl Index {
             .send(Batch {
                 ops,
                 done: Some(tx),
+                caught_up: true,
             })
             .await
             .map_err(|_| Error::Unavailable("index writer stopped".into()))?;
@@ -378,13 +390,25 @@ struct WriterTask {
     waiters: Vec<oneshot::Sender<()>>,
     dirty: bool,
     every: Duration,
+    /// Entry changes applied since the last commit.
+    pending: usize,
+    /// A batch since the last commit asked for the short interval.
+    urgent: bool,
 }
+
+/// Past this many changes since the last commit the writer is in a bulk ingest: it commits
+/// every [`BULK_EVERY`] instead of every `commit_interval_ms`. A commit per 50 ms made ~60
+/// small segments per 100k entries (one per indexing thread per commit), and merging them
+/// back cost more than the indexing; live posts stay below this and keep the short interval.
+const BULK_CHANGES: usize = 2000;
+/// Commit interval of a bulk ingest.
+const BULK_EVERY: Duration = Duration::from_secs(1);
 
 impl WriterTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
         let mut last = Instant::now();
         loop {
-            let wait = self.every.saturating_sub(last.elapsed());
+            let wait = self.interval().saturating_sub(last.elapsed());
             let got = if self.dirty {
                 tokio::time::timeout(wait, rx.recv()).await.ok()
             } else {
@@ -392,11 +416,15 @@ impl WriterTask {
             };
             match got {
                 Some(Some(b)) => {
-                    self.apply(b);
-                    // Take what else is queued, so one commit covers it.
-                    while let Ok(b) = rx.try_recv() {
+                    // tantivy's add_document blocks while its indexing thread is busy: not
+                    // on a worker that replication needs.
+                    tokio::task::block_in_place(|| {
                         self.apply(b);
-                    }
+                        // Take what else is queued, so one commit covers it.
+                        while let Ok(b) = rx.try_recv() {
+                            self.apply(b);
+                        }
+                    });
                 }
                 Some(None) => {
                     self.commit();
@@ -404,7 +432,7 @@ impl WriterTask {
                 }
                 None => {}
             }
-            if self.dirty && last.elapsed() >= self.every {
+            if self.dirty && last.elapsed() >= self.interval() {
                 tokio::task::block_in_place(|| self.commit());
                 last = Instant::now();
             }
@@ -412,7 +440,7 @@ impl WriterTask {
     }
 
     /// Adds an entry document; `replace`: delete the older one of (feed, key) first.
-    fn add_entry(&mut self, e: &EntryDoc, replace: bool) {
+    fn add_entry(&mut self, e: EntryDoc, replace: bool) {
         let f = self.f;
         let id = entry_id(&e.feed, &e.key);
         if replace {
@@ -422,14 +450,14 @@ impl WriterTask {
         let mut d = doc!(
             f.kind => "entry",
             f.id => id,
-            f.feed => e.feed.clone(),
+            f.feed => e.feed,
             f.key => String::from_utf8_lossy(&e.key).into_owned(),
             f.seq => e.seq,
             f.version => e.version,
             f.seen_at => e.seen_at,
             f.sort_at => sort_at,
-            f.text => e.extracted.text.clone(),
-            f.value => e.value.clone(),
+            f.text => e.extracted.text,
+            f.value => e.value,
         );
         if let Some(t) = &e.extracted.kind {
             d.add_text(f.typ, t);
@@ -451,10 +479,12 @@ impl WriterTask {
 
     fn apply(&mut self, b: Batch) {
         let f = self.f;
+        self.pending += b.ops.len();
+        self.urgent |= b.caught_up;
         for op in b.ops {
             match op {
-                IndexOp::Upsert(e) => self.add_entry(&e, true),
-                IndexOp::Insert(e) => self.add_entry(&e, false),
+                IndexOp::Upsert(e) => self.add_entry(*e, true),
+                IndexOp::Insert(e) => self.add_entry(*e, false),
                 IndexOp::Delete { feed, key } => {
                     self.writer
                         .delete_term(Term::from_field_text(f.id, &entry_id(&feed, &key)));
@@ -484,6 +514,15 @@ impl WriterTask {
             self.waiters.push(w);
         }
         self.dirty = true;
+    }
+
+    /// How long after the last commit the next one is due.
+    fn interval(&self) -> Duration {
+        if self.pending >= BULK_CHANGES && !self.urgent {
+            BULK_EVERY.max(self.every)
+        } else {
+            self.every
+        }
     }
 
     fn commit(&mut self) {
@@ -517,5 +556,7 @@ impl WriterTask {
             let _ = w.send(());
         }
         self.dirty = false;
+        self.pending = 0;
+        self.urgent = false;
     }
 }
