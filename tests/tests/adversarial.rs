@@ -143,3 +143,57 @@ async fn silent_peer_times_out_and_another_peer_serves() {
     eprintln!("silent peer only: {e} after {:?}", t.elapsed());
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_download_gets_past_a_silent_and_a_lying_peer() {
+    init_tracing();
+    let (_server, core_w, honest_addr) = honest().await;
+    let silent_addr = evil::serve(core_w.clone(), Evil::Silent).await;
+    let liar_addr = evil::serve(core_w.clone(), Evil::BadProof).await;
+    let reader = replicator(Duration::from_millis(500), false);
+    let core = reader.replica(*core_w.key()).unwrap();
+    let mut conns = Vec::new();
+    // The hostile peers join after the first update, with clean records, so the range's
+    // requests are spread over all three.
+    for a in [&honest_addr, &silent_addr, &liar_addr] {
+        let c = reader.connect(a).await.unwrap();
+        c.open(&core).await.unwrap();
+        conns.push(c);
+        if conns.len() == 1 {
+            assert_eq!(core.update(Duration::from_secs(5)).await.unwrap(), 50);
+        }
+    }
+    for _ in 0..50 {
+        if core.peers().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(core.peers().len(), 3, "all three peers joined");
+    let t = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), core.download_range(0, 50, 16))
+        .await
+        .expect("the range finishes")
+        .expect("every block comes from the honest peer");
+    eprintln!(
+        "range of 50 with a silent and a lying peer: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(core.store().block_count().unwrap(), 50);
+    for seq in 0..50u64 {
+        assert_eq!(
+            core.store().block(seq).unwrap().unwrap(),
+            format!("block {seq}").into_bytes()
+        );
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "the silent peer's requests waited for their timeout"
+    );
+    let liar_end = tokio::time::timeout(Duration::from_secs(5), conns[2].closed()).await;
+    assert!(
+        liar_end.is_ok_and(|r| r.is_err()),
+        "the lying peer's session ended with an error"
+    );
+    assert!(!conns[0].is_closed(), "the honest session goes on");
+}

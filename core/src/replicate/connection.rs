@@ -39,7 +39,7 @@ pub(crate) enum ConnCommand {
     Request {
         channel: u64,
         req: Request,
-        reply: oneshot::Sender<Result<Data>>,
+        reply: Reply,
     },
     Sync {
         channel: u64,
@@ -49,6 +49,39 @@ pub(crate) enum ConnCommand {
         reason: String,
     },
     Shutdown,
+}
+
+/// Where the answer to a request goes.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// One waiting caller.
+    Once(oneshot::Sender<Result<Data>>),
+    /// A range download: every answer goes to one queue, tagged with the block it is for,
+    /// so one task takes many answers per wake-up.
+    Tagged {
+        tag: u64,
+        to: mpsc::UnboundedSender<(u64, Result<Data>)>,
+    },
+}
+
+impl Reply {
+    fn send(self, r: Result<Data>) {
+        match self {
+            Reply::Once(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Tagged { tag, to } => {
+                let _ = to.send((tag, r));
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::Once(tx) => tx.is_closed(),
+            Reply::Tagged { to, .. } => to.is_closed(),
+        }
+    }
 }
 
 /// A handle on a running connection.
@@ -106,7 +139,7 @@ struct Channel {
     replica: Arc<Replica>,
     link: Arc<PeerLink>,
     remote_id: Option<u64>,
-    inflight: HashMap<u64, oneshot::Sender<Result<Data>>>,
+    inflight: HashMap<u64, Reply>,
     next_req: u64,
     last_sync: Option<Sync>,
     announced: u64,
@@ -213,7 +246,7 @@ impl Conn {
         for (_, ch) in self.channels.drain() {
             ch.replica.remove_peer(&ch.link);
             for (_, reply) in ch.inflight {
-                let _ = reply.send(Err(Error::closed("connection closed")));
+                reply.send(Err(Error::closed("connection closed")));
             }
         }
     }
@@ -317,7 +350,7 @@ impl Conn {
             self.by_dk.remove(ch.replica.discovery_key());
             ch.replica.remove_peer(&ch.link);
             for (_, reply) in ch.inflight {
-                let _ = reply.send(Err(Error::closed("channel closed")));
+                reply.send(Err(Error::closed("channel closed")));
             }
         }
     }
@@ -337,7 +370,7 @@ impl Conn {
                     .get_mut(&channel)
                     .filter(|c| c.remote_id.is_some())
                 else {
-                    let _ = reply.send(Err(Error::closed("channel closed")));
+                    reply.send(Err(Error::closed("channel closed")));
                     return Ok(());
                 };
                 req.id = ch.next_req;
@@ -525,13 +558,13 @@ impl Conn {
             Message::Cancel { .. } => {} // we answer at once; nothing to cancel
             Message::Data(d) => {
                 if let Some(reply) = ch.inflight.remove(&d.request) {
-                    let _ = reply.send(Ok(*d));
+                    reply.send(Ok(*d));
                 }
             }
             Message::NoData { request, .. } => {
                 if let Some(reply) = ch.inflight.remove(&request) {
                     let seq = 0;
-                    let _ = reply.send(Err(Error::NotAvailable { seq }));
+                    reply.send(Err(Error::NotAvailable { seq }));
                 }
             }
             Message::Range {

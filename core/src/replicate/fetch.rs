@@ -1,5 +1,5 @@
-//! Sparse fetching: one block on demand (deduplicated, timed out, retried on other peers) or
-//! a range with many requests in flight.
+//! Sparse fetching: one block on demand (deduplicated, timed out, retried on other peers).
+//! Ranges: `range.rs`.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use crate::wire::messages::Request;
 
 impl Replica {
     /// Nodes we lack on the path from block `seq` up to a node we hold (JS `missingNodes`).
-    fn missing_nodes(&self, seq: u64, length: u64) -> Result<u64> {
+    pub(super) fn missing_nodes(&self, seq: u64, length: u64) -> Result<u64> {
         let head = 2 * length;
         let mut cur = 2 * seq;
         if flat::right_span(cur) >= head {
@@ -122,40 +122,6 @@ impl Replica {
                 return None;
             }
         }
-    }
-
-    /// Downloads blocks `[start, end)` with up to `parallel` requests in flight.
-    pub async fn download_range(
-        self: &Arc<Self>,
-        start: u64,
-        end: u64,
-        parallel: usize,
-    ) -> Result<()> {
-        let mut set = tokio::task::JoinSet::new();
-        let mut next = start;
-        let mut first_err = None;
-        while next < end || !set.is_empty() {
-            while next < end && set.len() < parallel.max(1) {
-                if !self.store.has_block(next)? {
-                    let me = self.clone();
-                    let seq = next;
-                    set.spawn(async move { me.get(seq).await.map(|_| ()) });
-                }
-                next += 1;
-            }
-            match set.join_next().await {
-                Some(Ok(Ok(()))) | None => {}
-                Some(Ok(Err(e))) => {
-                    first_err.get_or_insert(e);
-                    next = end;
-                }
-                Some(Err(e)) => {
-                    first_err.get_or_insert(Error::closed(format!("download task failed: {e}")));
-                    next = end;
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
     }
 }
 

@@ -23,6 +23,7 @@
 mod connection;
 mod fetch;
 mod fork;
+mod range;
 mod replica;
 mod writer;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::connection::ConnCommand;
+use super::connection::{ConnCommand, Reply};
 use crate::crypto::KeyPair;
 use crate::error::{Error, Result};
 use crate::id::{DiscoveryKey, Key};
@@ -471,7 +471,7 @@ impl Replica {
             .send(ConnCommand::Request {
                 channel: peer.channel,
                 req,
-                reply: tx,
+                reply: Reply::Once(tx),
             })
             .await
             .map_err(|_| Error::closed("connection closed"))?;

@@ -1,0 +1,200 @@
+//! Downloading a range of blocks with many requests in flight.
+//!
+//! Requests go straight to the peers' connections with a [`Reply::Tagged`] answer queue, and
+//! this one task verifies and stores the answers as they come, many per wake-up. (A task, a
+//! oneshot and a peer choice per block cost more than verifying the block.) Whatever fails
+//! here — no answer in time, `noData`, a bad proof, no peer — goes through [`Replica::get`],
+//! which retries on other peers and reports the error.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::connection::{ConnCommand, Reply};
+use super::replica::{PeerLink, Replica};
+use crate::error::{Error, Result};
+use crate::wire::messages::{Data, Request};
+
+/// Requests of one range sent to peers and not answered yet, by block.
+type Waiting = HashMap<u64, Arc<PeerLink>>;
+
+impl Replica {
+    /// Downloads blocks `[start, end)` with up to `parallel` requests in flight.
+    pub async fn download_range(
+        self: &Arc<Self>,
+        start: u64,
+        end: u64,
+        parallel: usize,
+    ) -> Result<()> {
+        let parallel = parallel.max(1);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut waiting = Waiting::new();
+        let mut slow: JoinSet<Result<()>> = JoinSet::new();
+        let mut next = start;
+        let mut first_err: Option<Error> = None;
+        let mut turn = 0usize;
+        loop {
+            if first_err.is_none() && next < end && waiting.len() + slow.len() < parallel {
+                let peers = self.bulk_peers();
+                while next < end && waiting.len() + slow.len() < parallel {
+                    let seq = next;
+                    next += 1;
+                    if self.store.has_block(seq)? {
+                        continue;
+                    }
+                    let peer = pick(&peers, seq, &mut turn);
+                    let sent = match peer {
+                        Some(p) => self.send_tagged(p, seq, &tx).await?,
+                        None => false,
+                    };
+                    match (sent, peer) {
+                        (true, Some(p)) => {
+                            waiting.insert(seq, p.clone());
+                        }
+                        _ => self.get_slowly(&mut slow, seq),
+                    }
+                }
+            }
+            if waiting.is_empty() && slow.is_empty() {
+                break;
+            }
+            tokio::select! {
+                got = rx.recv(), if !waiting.is_empty() => {
+                    let Some(first) = got else { break };
+                    let mut answer = Some(first);
+                    // Take every answer already queued before waiting again.
+                    while let Some((seq, res)) = answer.take() {
+                        self.on_answer(&mut waiting, &mut slow, seq, res).await;
+                        answer = rx.try_recv().ok();
+                    }
+                }
+                done = slow.join_next(), if !slow.is_empty() => {
+                    let err = match done {
+                        Some(Ok(Ok(()))) | None => None,
+                        Some(Ok(Err(e))) => Some(e),
+                        Some(Err(e)) => Some(Error::closed(format!("download task failed: {e}"))),
+                    };
+                    if let Some(e) = err {
+                        first_err.get_or_insert(e);
+                        next = end;
+                    }
+                }
+                () = tokio::time::sleep(self.opts.request_timeout), if !waiting.is_empty() => {
+                    // Nothing came back for a whole timeout: ask those again the slow way.
+                    for (seq, peer) in waiting.drain() {
+                        strike(&peer);
+                        self.get_slowly(&mut slow, seq);
+                    }
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Peers on our fork, fewest strikes first (those are the ones [`pick`] uses).
+    fn bulk_peers(&self) -> Vec<(Arc<PeerLink>, u64)> {
+        let fork = self.fork();
+        let mut peers: Vec<(Arc<PeerLink>, u64, u32)> = self
+            .peers()
+            .into_iter()
+            .filter_map(|p| {
+                let r = p.remote();
+                let (f, len, strikes) = (r.fork, r.length, r.strikes);
+                drop(r);
+                (f == fork).then_some((p, len, strikes))
+            })
+            .collect();
+        let best = peers.iter().map(|p| p.2).min().unwrap_or(0);
+        peers.retain(|p| p.2 == best);
+        peers.into_iter().map(|(p, len, _)| (p, len)).collect()
+    }
+
+    /// Sends the request for block `seq` to `peer`, answered on `tx`. False if the
+    /// connection is gone.
+    async fn send_tagged(
+        &self,
+        peer: &Arc<PeerLink>,
+        seq: u64,
+        tx: &mpsc::UnboundedSender<(u64, Result<Data>)>,
+    ) -> Result<bool> {
+        let (fork, length, need_manifest) = {
+            let s = self.lock();
+            (
+                s.record.head.fork,
+                s.record.head.length,
+                s.verifier.is_none(),
+            )
+        };
+        let req = Request {
+            fork,
+            block: Some((seq, self.missing_nodes(seq, length)?)),
+            manifest: need_manifest && peer.remote().has_manifest,
+            ..Request::default()
+        };
+        let cmd = ConnCommand::Request {
+            channel: peer.channel,
+            req,
+            reply: Reply::Tagged {
+                tag: seq,
+                to: tx.clone(),
+            },
+        };
+        Ok(peer.conn.send(cmd).await.is_ok())
+    }
+
+    /// Block `seq` the slow way: [`Replica::get`], with its retries on other peers.
+    fn get_slowly(self: &Arc<Self>, slow: &mut JoinSet<Result<()>>, seq: u64) {
+        let me = self.clone();
+        slow.spawn(async move { me.get(seq).await.map(|_| ()) });
+    }
+
+    async fn on_answer(
+        self: &Arc<Self>,
+        waiting: &mut Waiting,
+        slow: &mut JoinSet<Result<()>>,
+        seq: u64,
+        res: Result<Data>,
+    ) {
+        // An answer after its timeout: the slow path has that block already.
+        let Some(peer) = waiting.remove(&seq) else {
+            return;
+        };
+        let ok = match res {
+            Ok(data) => self.apply(&peer, data).await.is_ok(),
+            Err(_) => false,
+        };
+        if ok {
+            let mut r = peer.remote();
+            if r.strikes > 0 {
+                r.strikes = 0;
+            }
+        } else {
+            strike(&peer);
+            self.get_slowly(slow, seq);
+        }
+    }
+}
+
+/// A peer that has block `seq`, taking turns among those that do.
+fn pick<'a>(
+    peers: &'a [(Arc<PeerLink>, u64)],
+    seq: u64,
+    turn: &mut usize,
+) -> Option<&'a Arc<PeerLink>> {
+    let n = peers.len();
+    for i in 0..n {
+        let (p, len) = peers.get((*turn + i) % n)?;
+        if *len > seq {
+            *turn = (*turn + i + 1) % n;
+            return Some(p);
+        }
+    }
+    None
+}
+
+fn strike(peer: &PeerLink) {
+    let mut r = peer.remote();
+    r.strikes = r.strikes.saturating_add(1);
+}
