@@ -1,223 +1,18 @@
-//! One core's part of the store: its staged pages and the reads and writes that go through
-//! them (see the module docs of `store` for the layout).
+//! One core's part of the store: reads go through its staged pages (`staged.rs`), writes
+//! are staged and handed to the write-behind thread (`behind.rs`). Layout: the module docs
+//! of `store`.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::page::{
-    check_node_page, node_in, BlockPage, NodePage, PageView, Slot, BLOCK_SLOTS, INLINE_MAX,
-    NODE_SLOTS,
-};
-use super::{key_of, key_tail, lock, CoreRecord};
+use super::behind::Behind;
+use super::page::{node_in, BlockPage, NodePage, PageView, Slot, NODE_SLOTS};
+use super::staged::{block_page_of, node_page_of, Staged};
+use super::{key_of, key_tail, lock, CoreRecord, Shared};
 use crate::error::{Error, Result};
 use crate::id::Key;
 use crate::merkle::{flat, Node};
-
-/// Staged pages of one core beyond this many are all written at once.
-const MAX_STAGED_PAGES: usize = 24;
-/// Staged inline block bytes beyond this are all written at once.
-const MAX_STAGED_BYTES: usize = 512 * 1024;
-
-/// Clean pages kept per core (of each kind) before the cache is emptied.
-const MAX_CLEAN_PAGES: usize = 64;
-
-/// One core's pages in memory: dirty ones (written here, not yet in sled) and clean copies
-/// of pages recently written or read (a sequential download reads the pages it just wrote:
-/// sled gets were a fifth of a reader's CPU). A dirty page is complete: it was loaded from
-/// sled before its first change, so reads look at dirty pages, then clean ones, then sled.
-/// Everything happens under the core's lock, so a clean copy is never older than sled.
-#[derive(Debug, Default)]
-pub(crate) struct Staged {
-    blocks: BTreeMap<u64, BlockPage>,
-    nodes: BTreeMap<u64, NodePage>,
-    bytes: usize,
-    /// `None`: known not to be in sled (reads ahead of a download ask for those).
-    clean_blocks: HashMap<u64, Option<sled::IVec>>,
-    clean_nodes: HashMap<u64, Option<sled::IVec>>,
-    /// Used since the flusher last looked (an idle core's clean pages are dropped).
-    touched: bool,
-}
-
-impl Staged {
-    /// Block page `page` as stored (a clean copy, or read from sled and kept).
-    fn stored_block_page(
-        &mut self,
-        tree: &sled::Tree,
-        id: u64,
-        page: u64,
-    ) -> Result<Option<sled::IVec>> {
-        self.touched = true;
-        if let Some(v) = self.clean_blocks.get(&page) {
-            return Ok(v.clone());
-        }
-        let v = tree.get(key_of(b'B', id, Some(page)))?;
-        keep_clean(&mut self.clean_blocks, page, v.clone());
-        Ok(v)
-    }
-
-    /// Node page `page` as stored (see [`Self::stored_block_page`]).
-    fn stored_node_page(
-        &mut self,
-        tree: &sled::Tree,
-        id: u64,
-        page: u64,
-    ) -> Result<Option<sled::IVec>> {
-        self.touched = true;
-        if let Some(v) = self.clean_nodes.get(&page) {
-            return Ok(v.clone());
-        }
-        let v = tree.get(key_of(b'N', id, Some(page)))?;
-        if let Some(v) = &v {
-            check_node_page(v)?;
-        }
-        keep_clean(&mut self.clean_nodes, page, v.clone());
-        Ok(v)
-    }
-
-    /// Called by the flusher every second: drops the clean pages of a core nobody used
-    /// since the last call.
-    pub(crate) fn age(&mut self) {
-        if !self.touched {
-            self.clean_blocks.clear();
-            self.clean_nodes.clear();
-        }
-        self.touched = false;
-    }
-
-    fn block_page(&mut self, tree: &sled::Tree, id: u64, page: u64) -> Result<&mut BlockPage> {
-        Ok(match self.blocks.entry(page) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                self.touched = true;
-                let stored = match self.clean_blocks.get(&page) {
-                    Some(v) => v.clone(),
-                    None => tree.get(key_of(b'B', id, Some(page)))?,
-                };
-                let p = match stored {
-                    Some(v) => BlockPage::decode(&v)?,
-                    None => BlockPage::default(),
-                };
-                self.bytes += p.inline_bytes();
-                e.insert(p)
-            }
-        })
-    }
-
-    fn node_page(&mut self, tree: &sled::Tree, id: u64, page: u64) -> Result<&mut NodePage> {
-        Ok(match self.nodes.entry(page) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                self.touched = true;
-                let stored = match self.clean_nodes.get(&page) {
-                    Some(v) => v.clone(),
-                    None => tree.get(key_of(b'N', id, Some(page)))?,
-                };
-                e.insert(match stored {
-                    Some(v) => NodePage::decode(&v)?,
-                    None => NodePage::default(),
-                })
-            }
-        })
-    }
-
-    /// Stages block `seq` (a large one is written under its own key now, before the page
-    /// that flags it).
-    pub(crate) fn put_block(
-        &mut self,
-        tree: &sled::Tree,
-        id: u64,
-        seq: u64,
-        value: Vec<u8>,
-    ) -> Result<()> {
-        let (page, slot) = block_page_of(seq);
-        let slot_value = if value.len() > INLINE_MAX {
-            tree.insert(key_of(b'b', id, Some(seq)), value)?;
-            Slot::External
-        } else {
-            self.bytes += value.len();
-            Slot::Inline(value)
-        };
-        let p = self.block_page(tree, id, page)?;
-        if let Some(s) = p.slots.get_mut(slot) {
-            *s = Some(slot_value);
-        }
-        Ok(())
-    }
-
-    /// Stages a tree node.
-    pub(crate) fn put_node(&mut self, tree: &sled::Tree, id: u64, n: &Node) -> Result<()> {
-        let (page, _) = node_page_of(n.index);
-        self.node_page(tree, id, page)?.set(n);
-        Ok(())
-    }
-
-    /// Writes every staged page to sled.
-    pub(crate) fn flush(&mut self, tree: &sled::Tree, id: u64) -> Result<()> {
-        for (p, page) in std::mem::take(&mut self.blocks) {
-            let v = sled::IVec::from(page.encode());
-            tree.insert(key_of(b'B', id, Some(p)), v.clone())?;
-            keep_clean(&mut self.clean_blocks, p, Some(v));
-        }
-        for (p, page) in std::mem::take(&mut self.nodes) {
-            let v = sled::IVec::from(page.as_bytes());
-            tree.insert(key_of(b'N', id, Some(p)), v.clone())?;
-            keep_clean(&mut self.clean_nodes, p, Some(v));
-        }
-        self.bytes = 0;
-        Ok(())
-    }
-
-    /// Writes the pages that are full: no later write will change them.
-    fn flush_full(&mut self, tree: &sled::Tree, id: u64) -> Result<()> {
-        let full: Vec<u64> = self
-            .blocks
-            .iter()
-            .filter(|(_, p)| p.is_full())
-            .map(|(k, _)| *k)
-            .collect();
-        for p in full {
-            if let Some(page) = self.blocks.remove(&p) {
-                self.bytes = self.bytes.saturating_sub(page.inline_bytes());
-                let v = sled::IVec::from(page.encode());
-                tree.insert(key_of(b'B', id, Some(p)), v.clone())?;
-                keep_clean(&mut self.clean_blocks, p, Some(v));
-            }
-        }
-        let full: Vec<u64> = self
-            .nodes
-            .iter()
-            .filter(|(_, p)| p.is_full())
-            .map(|(k, _)| *k)
-            .collect();
-        for p in full {
-            if let Some(page) = self.nodes.remove(&p) {
-                let v = sled::IVec::from(page.as_bytes());
-                tree.insert(key_of(b'N', id, Some(p)), v.clone())?;
-                keep_clean(&mut self.clean_nodes, p, Some(v));
-            }
-        }
-        Ok(())
-    }
-
-    /// Drops everything staged and cached.
-    pub(crate) fn clear(&mut self) {
-        self.blocks.clear();
-        self.nodes.clear();
-        self.bytes = 0;
-        self.clean_blocks.clear();
-        self.clean_nodes.clear();
-    }
-}
-
-/// Keeps a clean page, emptying the cache when it is full (sequential access moves on; a
-/// random one reloads what it needs).
-fn keep_clean(cache: &mut HashMap<u64, Option<sled::IVec>>, page: u64, v: Option<sled::IVec>) {
-    if cache.len() >= MAX_CLEAN_PAGES && !cache.contains_key(&page) {
-        cache.clear();
-    }
-    cache.insert(page, v);
-}
 
 /// One core's part of the store.
 #[derive(Clone, Debug)]
@@ -226,6 +21,8 @@ pub struct CoreStore {
     id: u64,
     key: Key,
     staged: Arc<Mutex<Staged>>,
+    /// Keeps the store (its flusher and write-behind thread) alive while this lives.
+    shared: Arc<Shared>,
 }
 
 /// A set of writes to one core, applied by [`CoreStore::apply`].
@@ -251,22 +48,25 @@ impl CoreBatch {
     }
 }
 
-fn block_page_of(seq: u64) -> (u64, usize) {
-    (seq / BLOCK_SLOTS, (seq % BLOCK_SLOTS) as usize)
-}
-
-fn node_page_of(index: u64) -> (u64, usize) {
-    (index / NODE_SLOTS, (index % NODE_SLOTS) as usize)
-}
-
 impl CoreStore {
-    pub(super) fn new(tree: sled::Tree, id: u64, key: Key, staged: Arc<Mutex<Staged>>) -> Self {
+    pub(super) fn new(
+        tree: sled::Tree,
+        id: u64,
+        key: Key,
+        staged: Arc<Mutex<Staged>>,
+        shared: Arc<Shared>,
+    ) -> Self {
         CoreStore {
             tree,
             id,
             key,
             staged,
+            shared,
         }
+    }
+
+    fn behind(&self) -> &Behind {
+        &self.shared.behind
     }
 
     /// The core key.
@@ -286,7 +86,7 @@ impl CoreStore {
     pub fn node(&self, index: u64) -> Result<Option<Node>> {
         let (page, _) = node_page_of(index);
         let mut st = lock(&self.staged);
-        if let Some(p) = st.nodes.get(&page) {
+        if let Some(p) = st.dirty_node(page) {
             return Ok(p.get(index));
         }
         Ok(st
@@ -298,7 +98,7 @@ impl CoreStore {
     fn slot(&self, seq: u64) -> Result<Option<Slot>> {
         let (page, slot) = block_page_of(seq);
         let mut st = lock(&self.staged);
-        if let Some(p) = st.blocks.get(&page) {
+        if let Some(p) = st.dirty_block(page) {
             return Ok(p.slots.get(slot).cloned().flatten());
         }
         let stored = st.stored_block_page(&self.tree, self.id, page)?;
@@ -327,7 +127,7 @@ impl CoreStore {
     pub fn has_block(&self, seq: u64) -> Result<bool> {
         let (page, slot) = block_page_of(seq);
         let mut st = lock(&self.staged);
-        if let Some(p) = st.blocks.get(&page) {
+        if let Some(p) = st.dirty_block(page) {
             return Ok(p.slots.get(slot).is_some_and(Option::is_some));
         }
         let stored = st.stored_block_page(&self.tree, self.id, page)?;
@@ -341,14 +141,10 @@ impl CoreStore {
     /// Number of blocks stored (scans every page: for tests and benchmarks).
     pub fn block_count(&self) -> Result<u64> {
         let st = lock(&self.staged);
-        let mut n: u64 = st
-            .blocks
-            .values()
-            .map(|p| p.slots.iter().filter(|s| s.is_some()).count() as u64)
-            .sum();
+        let mut n: u64 = st.dirty_block_counts().map(|(_, n)| n).sum();
         for kv in self.tree.scan_prefix(key_of(b'B', self.id, None)) {
             let (k, v) = kv?;
-            if !st.blocks.contains_key(&key_tail(&k)?) {
+            if st.dirty_block(key_tail(&k)?).is_none() {
                 n += u64::from(PageView::new(&v)?.count());
             }
         }
@@ -360,36 +156,49 @@ impl CoreStore {
         CoreBatch::default()
     }
 
-    /// Applies a batch. Blocks and nodes go to the stage; a head record is written after
-    /// every staged page, so a crash never leaves a head that points past missing data.
+    /// Applies a batch. Blocks and nodes are staged, and handed to the write-behind thread
+    /// as pages fill; a head record is written after every page staged before it is in
+    /// sled, so a crash never leaves a head that points past missing data.
     pub fn apply(&self, b: CoreBatch) -> Result<()> {
-        let mut st = lock(&self.staged);
-        for (seq, value) in b.blocks {
-            st.put_block(&self.tree, self.id, seq, value)?;
-        }
-        for n in &b.nodes {
-            st.put_node(&self.tree, self.id, n)?;
-        }
-        if let Some(r) = b.record {
-            st.flush(&self.tree, self.id)?;
-            self.tree.insert(key_of(b'h', self.id, None), r.encode())?;
-        } else {
-            st.flush_full(&self.tree, self.id)?;
-            if st.blocks.len() + st.nodes.len() > MAX_STAGED_PAGES || st.bytes > MAX_STAGED_BYTES {
-                st.flush(&self.tree, self.id)?;
+        {
+            let mut st = lock(&self.staged);
+            for (seq, value) in b.blocks {
+                st.put_block(&self.tree, self.id, seq, value)?;
             }
+            for n in &b.nodes {
+                st.put_node(&self.tree, self.id, n)?;
+            }
+            let writes = st.take(b.record.is_some());
+            self.behind().write(&self.staged, self.id, writes)?;
         }
-        Ok(())
+        match b.record {
+            Some(r) => {
+                self.behind().barrier()?;
+                self.tree.insert(key_of(b'h', self.id, None), r.encode())?;
+                Ok(())
+            }
+            None => self.behind().keep_up(),
+        }
+    }
+
+    /// Hands every dirty page to sled and waits until they are there.
+    pub(super) fn write_all(&self) -> Result<()> {
+        {
+            let mut st = lock(&self.staged);
+            let writes = st.take(true);
+            self.behind().write(&self.staged, self.id, writes)?;
+        }
+        self.behind().barrier()
     }
 
     /// Deletes every block from `seq` on and every node spanning them, and writes `record`
     /// and the (verified) nodes `keep` of the new tree, in one sled batch (used when the
     /// author truncates the core).
     pub fn truncate(&self, seq: u64, record: CoreRecord, keep: &[Node]) -> Result<()> {
-        let mut st = lock(&self.staged);
-        st.flush(&self.tree, self.id)?;
-        // The pages change below: no clean copy may outlive this.
-        st.clear();
+        self.write_all()?;
+        // The pages change below: no copy in memory may outlive this. (The fork guard keeps
+        // every other writer of this core out until we return.)
+        lock(&self.staged).clear();
         let mut batch = sled::Batch::default();
         let end = |kind| key_of(kind, self.id.wrapping_add(1), None);
         for k in self
@@ -524,6 +333,7 @@ mod tests {
         assert_eq!(c1.node(63).unwrap(), Some(node(63)));
         // The same answers once everything is in sled.
         s.shared.flush_staged().unwrap();
+        assert!(lock(&c1.staged).dirty_block(0).is_none());
         assert_eq!(c1.block_count().unwrap(), 40);
         assert_eq!(c1.block(33).unwrap().unwrap(), big);
         assert!(c1.has_block(39).unwrap() && !c1.has_block(40).unwrap());
@@ -569,8 +379,8 @@ mod tests {
         });
         c.apply(b).unwrap();
         assert!(
-            lock(&c.staged).blocks.is_empty(),
-            "nothing staged after a record"
+            lock(&c.staged).dirty_block(0).is_none(),
+            "nothing dirty after a record"
         );
         let v = s.tree().get(key_of(b'B', c.id, Some(0))).unwrap().unwrap();
         assert!(PageView::new(&v).unwrap().has(5));

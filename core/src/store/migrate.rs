@@ -4,9 +4,9 @@
 //! Restartable: pages are written before the old keys are removed, and staging a page
 //! merges what sled already holds.
 
-use super::core_store::Staged;
 use super::key_tail;
 use super::page::INLINE_MAX;
+use super::staged::Staged;
 use crate::error::{Error, Result};
 use crate::merkle::Node;
 
@@ -69,7 +69,7 @@ fn finish(
     done: &mut Vec<sled::IVec>,
 ) -> Result<()> {
     if let Some(id) = id {
-        st.flush(tree, id)?;
+        st.write_now(tree, id)?;
     }
     let mut batch = sled::Batch::default();
     for k in done.drain(..) {

@@ -16,18 +16,21 @@
 //!
 //! Format 1 (before pages: `'n'` per node and `'b'` per block) is migrated on open.
 //!
-//! Writes are staged per core in memory, a few pages at a time, and written to sled when a
-//! page fills, when the stage grows past a small budget, every second, on [`Store::flush`],
-//! and always before a head record (see [`CoreStore::apply`]). sled recovers a prefix of its
-//! log after a crash, so the head record never points past blocks and nodes that are missing;
+//! Writes are staged per core in memory (`staged.rs`) and handed to a write-behind thread
+//! (`behind.rs`) when a page fills, when the stage grows past a small budget, every second,
+//! on [`Store::flush`], and always before a head record, which is written only once the
+//! pages before it are in sled (see [`CoreStore::apply`]). sled recovers a prefix of its log
+//! after a crash, so the head record never points past blocks and nodes that are missing;
 //! staged pages lost in a crash hold only verified copies a reader fetches again.
 //! Only verified data is written here: callers pass the output of
 //! [`crate::merkle::verify_proof`] or of our own writer.
 
+mod behind;
 mod core_store;
 mod migrate;
 mod page;
 mod record;
+mod staged;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,7 +42,8 @@ pub use record::CoreRecord;
 
 use crate::error::{Error, Result};
 use crate::id::Key;
-use core_store::Staged;
+use behind::Behind;
+use staged::Staged;
 
 /// Current store format (the `'v'` key).
 const FORMAT: u8 = 2;
@@ -59,33 +63,32 @@ struct Shared {
     tree: sled::Tree,
     /// The staging area of every core opened so far, by core id.
     staged: Mutex<HashMap<u64, Arc<Mutex<Staged>>>>,
+    behind: Behind,
 }
 
 impl Shared {
-    /// Writes every core's staged pages to sled.
-    fn flush_staged(&self) -> Result<()> {
-        let all: Vec<(u64, Arc<Mutex<Staged>>)> = lock(&self.staged)
-            .iter()
-            .map(|(id, s)| (*id, s.clone()))
-            .collect();
-        for (id, s) in all {
-            lock(&s).flush(&self.tree, id)?;
-        }
-        Ok(())
-    }
-
-    /// The flusher's tick: writes staged pages and forgets idle cores' clean pages.
-    fn tick(&self) -> Result<()> {
+    /// Hands every core's dirty pages to the write-behind thread; `age`: also forget idle
+    /// cores' clean pages (the flusher's tick).
+    fn send_staged(&self, age: bool) -> Result<()> {
         let all: Vec<(u64, Arc<Mutex<Staged>>)> = lock(&self.staged)
             .iter()
             .map(|(id, s)| (*id, s.clone()))
             .collect();
         for (id, s) in all {
             let mut st = lock(&s);
-            st.flush(&self.tree, id)?;
-            st.age();
+            let writes = st.take(true);
+            self.behind.write(&s, id, writes)?;
+            if age {
+                st.age();
+            }
         }
         Ok(())
+    }
+
+    /// Writes every core's dirty pages to sled and waits until they are there.
+    fn flush_staged(&self) -> Result<()> {
+        self.send_staged(false)?;
+        self.behind.barrier()
     }
 }
 
@@ -94,6 +97,7 @@ impl Drop for Shared {
         if let Err(e) = self.flush_staged() {
             tracing::warn!("store: staged pages not written on close: {e}");
         }
+        self.behind.close();
     }
 }
 
@@ -133,9 +137,11 @@ impl Store {
                 tree.insert(b"v", &[FORMAT])?;
             }
         }
+        let behind = Behind::spawn(tree.clone())?;
         let shared = Arc::new(Shared {
             tree,
             staged: Mutex::new(HashMap::new()),
+            behind,
         });
         spawn_flusher(Arc::downgrade(&shared));
         Ok(Store { db, shared })
@@ -177,7 +183,13 @@ impl Store {
             }
         };
         let staged = lock(&self.shared.staged).entry(id).or_default().clone();
-        Ok(CoreStore::new(self.tree().clone(), id, *key, staged))
+        Ok(CoreStore::new(
+            self.tree().clone(),
+            id,
+            *key,
+            staged,
+            self.shared.clone(),
+        ))
     }
 
     /// Whether a core is known.
@@ -204,9 +216,12 @@ impl Store {
             return Ok(());
         };
         let id = decode_id(&v)?;
-        if let Some(s) = lock(&self.shared.staged).remove(&id) {
+        let staged = lock(&self.shared.staged).remove(&id);
+        if let Some(s) = staged {
             lock(&s).clear();
         }
+        // Pages of this core already on their way to sled land before the removal.
+        self.shared.behind.barrier()?;
         for prefix in [b'N', b'B', b'b'] {
             remove_prefix(self.tree(), &key_of(prefix, id, None))?;
         }
@@ -226,7 +241,7 @@ fn spawn_flusher(shared: Weak<Shared>) {
         .spawn(move || loop {
             std::thread::sleep(FLUSH_EVERY);
             let Some(s) = shared.upgrade() else { break };
-            if let Err(e) = s.tick() {
+            if let Err(e) = s.send_staged(true) {
                 tracing::warn!("store: writing staged pages failed: {e}");
             }
         });

@@ -44,17 +44,6 @@ pub(crate) struct BlockPage {
 }
 
 impl BlockPage {
-    /// Payload bytes held inline (for the staging budget).
-    pub(crate) fn inline_bytes(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|s| match s {
-                Some(Slot::Inline(b)) => b.len(),
-                _ => 0,
-            })
-            .sum()
-    }
-
     /// Whether every slot is present.
     pub(crate) fn is_full(&self) -> bool {
         self.slots.iter().all(Option::is_some)
