@@ -26,6 +26,11 @@ use crate::peers::PeerPool;
 use crate::state::{Follow, State};
 
 const CHUNK: u64 = 4096;
+/// Block requests in flight per range (a chunk and its prefetch: twice this per feed).
+/// JS hypercore servers spend more CPU per block the more requests wait on them (measured:
+/// 3.8 s per 100k blocks at 64 in flight, 4.9 s at 512, 7.6 s at 1024); ours is at 95% of
+/// its best from 128 on.
+const RANGE_PARALLEL: usize = 64;
 
 struct FeedTask {
     task: tokio::task::JoinHandle<()>,
@@ -329,15 +334,20 @@ impl Aggregator {
                 return Ok(());
             }
             let end = length.min(start + CHUNK);
+            // The prefetch of this chunk first: asking again for blocks it has in flight
+            // would have the peer serve them twice.
+            if let Some(p) = _prefetch.take() {
+                p.join().await;
+            }
             // Fetch first, without a permit: a slow or dead peer must not hold up other feeds.
-            replica.download_range(start, end, 256).await?;
+            replica.download_range(start, end, RANGE_PARALLEL).await?;
             // Fetch the next chunk while this one is indexed (blocks already held cost nothing).
             let next_end = length.min(end + CHUNK);
             if next_end > end {
                 let r = replica.clone();
-                _prefetch = Some(AbortOnDrop(tokio::spawn(async move {
-                    let _ = r.download_range(end, next_end, 256).await;
-                })));
+                _prefetch = Some(AbortOnDrop(Some(tokio::spawn(async move {
+                    let _ = r.download_range(end, next_end, RANGE_PARALLEL).await;
+                }))));
             }
             let _permit = self
                 .permits
@@ -453,11 +463,22 @@ impl FirstPass {
 }
 
 /// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Waits for the task to end.
+    async fn join(mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.await;
+        }
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
     }
 }
 
