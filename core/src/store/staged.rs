@@ -143,56 +143,18 @@ impl Staged {
     fn change_block(&mut self, tree: &sled::Tree, id: u64, page: u64) -> Result<&mut BlockPage> {
         let gen = self.next_gen();
         self.touched = true;
-        let d = match self.blocks.entry(page) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let stored = match self.clean_blocks.get(&page) {
-                    Some(v) => v.clone(),
-                    None => tree.get(key_of(b'B', id, Some(page)))?,
-                };
-                let page = match stored {
-                    Some(v) => BlockPage::decode(&v)?,
-                    None => BlockPage::default(),
-                };
-                e.insert(Dirty {
-                    page,
-                    gen,
-                    sent: false,
-                })
-            }
-        };
-        d.gen = gen;
-        d.sent = false;
         self.unsent.insert((b'B', page));
-        Ok(&mut d.page)
+        let stored = (tree, (b'B', id), &self.clean_blocks);
+        change(&mut self.blocks, page, gen, stored, BlockPage::decode)
     }
 
     /// Node page `page`, loaded if needed, marked changed.
     fn change_node(&mut self, tree: &sled::Tree, id: u64, page: u64) -> Result<&mut NodePage> {
         let gen = self.next_gen();
         self.touched = true;
-        let d = match self.nodes.entry(page) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let stored = match self.clean_nodes.get(&page) {
-                    Some(v) => v.clone(),
-                    None => tree.get(key_of(b'N', id, Some(page)))?,
-                };
-                let page = match stored {
-                    Some(v) => NodePage::decode(&v)?,
-                    None => NodePage::default(),
-                };
-                e.insert(Dirty {
-                    page,
-                    gen,
-                    sent: false,
-                })
-            }
-        };
-        d.gen = gen;
-        d.sent = false;
         self.unsent.insert((b'N', page));
-        Ok(&mut d.page)
+        let stored = (tree, (b'N', id), &self.clean_nodes);
+        change(&mut self.nodes, page, gen, stored, NodePage::decode)
     }
 
     /// Stages block `seq` (a large one is written under its own key now, before the page
@@ -320,6 +282,39 @@ impl Staged {
         self.clean_blocks.clear();
         self.clean_nodes.clear();
     }
+}
+
+/// Page `page` of `dirty`, stamped with `gen` as changed and unsent. A page not dirty yet is
+/// loaded first: from its clean copy, else from sled (`stored`: the tree, `(kind, core id)`
+/// and the clean copies).
+fn change<'a, P: Default>(
+    dirty: &'a mut BTreeMap<u64, Dirty<P>>,
+    page: u64,
+    gen: u64,
+    (tree, (kind, id), clean): (&sled::Tree, (u8, u64), &HashMap<u64, Option<sled::IVec>>),
+    decode: fn(&[u8]) -> Result<P>,
+) -> Result<&'a mut P> {
+    let d = match dirty.entry(page) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => {
+            let stored = match clean.get(&page) {
+                Some(v) => v.clone(),
+                None => tree.get(key_of(kind, id, Some(page)))?,
+            };
+            let page = match stored {
+                Some(v) => decode(&v)?,
+                None => P::default(),
+            };
+            e.insert(Dirty {
+                page,
+                gen,
+                sent: false,
+            })
+        }
+    };
+    d.gen = gen;
+    d.sent = false;
+    Ok(&mut d.page)
 }
 
 /// Keeps a clean page, emptying the cache when it is full (sequential access moves on; a
