@@ -20,13 +20,48 @@ use crate::wire::messages::{Data, Request};
 /// Requests of one range sent to peers and not answered yet, by block.
 type Waiting = HashMap<u64, Arc<PeerLink>>;
 
+/// Blocks of a range are dealt to the lanes in runs of this many (a block page), so that
+/// lanes mostly write different pages.
+const LANE_RUN: u64 = 16;
+
 impl Replica {
     /// Downloads blocks `[start, end)` with up to `parallel` requests in flight.
+    ///
+    /// Verifying and storing take more CPU than the peer needs to answer, so two lanes
+    /// (tasks, each with its share of the requests) do it side by side on a multi-core host.
     pub async fn download_range(
         self: &Arc<Self>,
         start: u64,
         end: u64,
         parallel: usize,
+    ) -> Result<()> {
+        let lanes = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 2) as u64;
+        if lanes == 1 || end.saturating_sub(start) < 2 * LANE_RUN {
+            return self.download_lane(start, end, parallel, 0, 1).await;
+        }
+        let per_lane = parallel.div_ceil(lanes as usize);
+        let other = {
+            let me = self.clone();
+            tokio::spawn(async move { me.download_lane(start, end, per_lane, 1, lanes).await })
+        };
+        let mine = self.download_lane(start, end, per_lane, 0, lanes).await;
+        let theirs = match other.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::closed(format!("download lane failed: {e}"))),
+        };
+        mine.and(theirs)
+    }
+
+    /// The blocks of `[start, end)` whose run of [`LANE_RUN`] falls to `lane` of `lanes`.
+    async fn download_lane(
+        self: &Arc<Self>,
+        start: u64,
+        end: u64,
+        parallel: usize,
+        lane: u64,
+        lanes: u64,
     ) -> Result<()> {
         let parallel = parallel.max(1);
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -41,7 +76,7 @@ impl Replica {
                 while next < end && waiting.len() + slow.len() < parallel {
                     let seq = next;
                     next += 1;
-                    if self.store.has_block(seq)? {
+                    if (seq / LANE_RUN) % lanes != lane || self.store.has_block(seq)? {
                         continue;
                     }
                     let peer = pick(&peers, seq, &mut turn);
