@@ -2,7 +2,7 @@
 //!
 //! HTTP errors are JSON: `{"error": {"code": "bad_request", "message": "..."}}`.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -14,6 +14,9 @@ pub enum Error {
     /// A request that cannot be served as asked (bad key, cursor, query, filter, body).
     #[error("{0}")]
     BadRequest(String),
+    /// A request body over `max_body_bytes`.
+    #[error("{0}")]
+    TooLarge(String),
     /// No such feed or entry.
     #[error("{0}")]
     NotFound(String),
@@ -60,6 +63,7 @@ impl Error {
             Error::Core(apiary_core::Error::InvalidKey { .. }) => {
                 (StatusCode::BAD_REQUEST, "bad_key")
             }
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -80,11 +84,13 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::error!("{self}");
         }
-        (
-            status,
-            Json(json!({"error": {"code": code, "message": self.to_string()}})),
-        )
-            .into_response()
+        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        if matches!(self, Error::TooLarge(_)) {
+            // The rest of the body was not read, so this connection cannot carry another
+            // request: say so, or a client reusing it sees it cut mid-request.
+            return (status, [(header::CONNECTION, "close")], body).into_response();
+        }
+        (status, body).into_response()
     }
 }
 

@@ -209,7 +209,7 @@ async fn add_feed(
     }
     let Json(b) = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::BadRequest("body too large".into())
+            Error::TooLarge(format!("body over {} bytes", s.agg.cfg.max_body_bytes))
         } else {
             Error::BadRequest(format!(
                 "body must be {{\"key\": string, \"peers\"?: [\"host:port\"]}}: {}",
