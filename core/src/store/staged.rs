@@ -97,12 +97,7 @@ impl Staged {
         page: u64,
     ) -> Result<Option<sled::IVec>> {
         self.touched = true;
-        if let Some(v) = self.clean_blocks.get(&page) {
-            return Ok(v.clone());
-        }
-        let v = tree.get(key_of(b'B', id, Some(page)))?;
-        keep_clean(&mut self.clean_blocks, page, v.clone());
-        Ok(v)
+        stored(&mut self.clean_blocks, tree, (b'B', id), page, |_| Ok(()))
     }
 
     /// Node page `page` as stored (see [`Self::stored_block_page`]).
@@ -113,15 +108,9 @@ impl Staged {
         page: u64,
     ) -> Result<Option<sled::IVec>> {
         self.touched = true;
-        if let Some(v) = self.clean_nodes.get(&page) {
-            return Ok(v.clone());
-        }
-        let v = tree.get(key_of(b'N', id, Some(page)))?;
-        if let Some(v) = &v {
-            check_node_page(v)?;
-        }
-        keep_clean(&mut self.clean_nodes, page, v.clone());
-        Ok(v)
+        stored(&mut self.clean_nodes, tree, (b'N', id), page, |v| {
+            check_node_page(v).map(|_| ())
+        })
     }
 
     /// Called by the flusher every second: drops the clean pages of a core nobody used
@@ -315,6 +304,26 @@ fn change<'a, P: Default>(
     d.gen = gen;
     d.sent = false;
     Ok(&mut d.page)
+}
+
+/// Page `page` of kind `kind` of core `id` as stored: its clean copy, or read from sled
+/// (checked by `check`) and kept as one.
+fn stored(
+    clean: &mut HashMap<u64, Option<sled::IVec>>,
+    tree: &sled::Tree,
+    (kind, id): (u8, u64),
+    page: u64,
+    check: fn(&[u8]) -> Result<()>,
+) -> Result<Option<sled::IVec>> {
+    if let Some(v) = clean.get(&page) {
+        return Ok(v.clone());
+    }
+    let v = tree.get(key_of(kind, id, Some(page)))?;
+    if let Some(v) = &v {
+        check(v)?;
+    }
+    keep_clean(clean, page, v.clone());
+    Ok(v)
 }
 
 /// Keeps a clean page, emptying the cache when it is full (sequential access moves on; a
