@@ -9,6 +9,19 @@ use std::future::Future;
 /// The error type of the benchmark binaries.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A `Replicator` over a fresh sled store in a temp dir named after `name`. Keep the dir
+/// alive as long as the replicator.
+pub fn temp_replicator(
+    name: &str,
+    opts: apiary_core::replicate::ReplicatorOptions,
+) -> Result<(tempfile::TempDir, apiary_core::replicate::Replicator), BoxError> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("apiary-bench-{name}-"))
+        .tempdir()?;
+    let store = apiary_core::store::Store::open(dir.path())?;
+    Ok((dir, apiary_core::replicate::Replicator::new(store, opts)))
+}
+
 /// Runs `run` on a multi-thread runtime (`threads` workers, or one per core), prints its JSON
 /// line (nothing for `Null`), and exits: 0, or 1 with `name: error` on stderr. Exiting at once
 /// means no wait for spawned connection tasks.

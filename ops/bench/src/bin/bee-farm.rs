@@ -23,8 +23,7 @@ use apiary_bench::data::{post, Prng};
 use apiary_bench::sys::{cpu_json, max_rss_mb, round};
 use apiary_core::bee::{BeeWriter, Op};
 use apiary_core::crypto::KeyPair;
-use apiary_core::replicate::{Replicator, ReplicatorOptions};
-use apiary_core::store::Store;
+use apiary_core::replicate::ReplicatorOptions;
 use clap::Parser;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -62,16 +61,13 @@ fn main() {
 }
 
 async fn run(args: &Args) -> Result<(), BoxError> {
-    let dir = tempfile::Builder::new()
-        .prefix("apiary-bench-beefarm-")
-        .tempdir()?;
-    let rep = Replicator::new(
-        Store::open(dir.path())?,
+    let (_dir, rep) = apiary_bench::temp_replicator(
+        "beefarm",
         ReplicatorOptions {
             announce_all: true,
             ..Default::default()
         },
-    );
+    )?;
     let batch = args.batch.max(1);
     let t0 = Instant::now();
     let mut keys = Vec::with_capacity(args.bees as usize);

@@ -24,8 +24,7 @@ use apiary_bench::data::{post, Prng};
 use apiary_bench::sys::{cpu_json, cpu_seconds, max_rss_mb, monotonic_ns, pct, round};
 use apiary_core::bee::{BeeWriter, Op};
 use apiary_core::crypto::KeyPair;
-use apiary_core::replicate::{Replicator, ReplicatorOptions};
-use apiary_core::store::Store;
+use apiary_core::replicate::ReplicatorOptions;
 use clap::Parser;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -57,16 +56,13 @@ fn main() {
 }
 
 async fn run(args: &Args) -> Result<(), BoxError> {
-    let dir = tempfile::Builder::new()
-        .prefix("apiary-bench-beewriter-")
-        .tempdir()?;
-    let rep = Replicator::new(
-        Store::open(dir.path())?,
+    let (_dir, rep) = apiary_bench::temp_replicator(
+        "beewriter",
         ReplicatorOptions {
             announce_all: true,
             ..Default::default()
         },
-    );
+    )?;
     let core = rep.create_core(KeyPair::generate(), false)?;
     let writer = Arc::new(BeeWriter::new(core.clone())?);
 

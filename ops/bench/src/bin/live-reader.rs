@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use apiary_bench::sys::{cpu_seconds, max_rss_mb, monotonic_ns, pct, round};
 use apiary_core::bee::Bee;
-use apiary_core::replicate::{Replicator, ReplicatorOptions};
-use apiary_core::store::Store;
+use apiary_core::replicate::ReplicatorOptions;
 use apiary_core::Key;
 use clap::Parser;
 use serde_json::json;
@@ -50,10 +49,7 @@ fn main() {
 }
 
 async fn run(args: &Args) -> Result<serde_json::Value, BoxError> {
-    let dir = tempfile::Builder::new()
-        .prefix("apiary-bench-rslive-")
-        .tempdir()?;
-    let rep = Replicator::new(Store::open(dir.path())?, ReplicatorOptions::default());
+    let (_dir, rep) = apiary_bench::temp_replicator("rslive", ReplicatorOptions::default())?;
     let core = rep.replica(Key::parse(&args.key)?)?;
     let conn = rep.connect(&format!("127.0.0.1:{}", args.port)).await?;
     conn.open(&core).await?;

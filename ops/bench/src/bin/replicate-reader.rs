@@ -18,8 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiary_core::bee::{Bee, HistoryOptions};
-use apiary_core::replicate::{Replica, Replicator, ReplicatorOptions};
-use apiary_core::store::Store;
+use apiary_core::replicate::{Replica, ReplicatorOptions};
 use apiary_core::Key;
 use clap::{Parser, ValueEnum};
 use serde_json::json;
@@ -85,12 +84,9 @@ fn main() {
 }
 
 async fn run(args: &Args) -> Result<serde_json::Value, BoxError> {
-    let dir = tempfile::Builder::new()
-        .prefix("apiary-bench-rsreader-")
-        .tempdir()?;
     let mut opts = ReplicatorOptions::default();
     opts.replica.auto_upgrade = !args.no_auto_upgrade;
-    let rep = Replicator::new(Store::open(dir.path())?, opts);
+    let (dir, rep) = apiary_bench::temp_replicator("rsreader", opts)?;
     let core = rep.replica(Key::parse(&args.key)?)?;
 
     let t_connect = Instant::now();
