@@ -8,6 +8,10 @@
 //! ```
 //! The `bees` sled tree maps a bee name to `{"key": hex, "compat": bool, "created": rfc3339}`.
 //! Secret keys are never logged or printed.
+//!
+//! One `Bees` may serve many callers at once (`serve`: replication, the page, control socket
+//! clients), so each bee has exactly one writer (appends to a core must not interleave) and
+//! creation is serialised (the name check and the record insert are one step).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +44,8 @@ pub struct Bees {
     rep: Replicator,
     meta: sled::Tree,
     writers: std::sync::Mutex<BTreeMap<String, Arc<BeeWriter>>>,
+    creating: tokio::sync::Mutex<()>,
+    created: tokio::sync::broadcast::Sender<(String, Key)>,
 }
 
 impl std::fmt::Debug for Bees {
@@ -88,6 +94,9 @@ fn read_secret(path: &Path) -> Result<KeyPair> {
     KeyPair::from_secret_key(&bytes)
         .map_err(|e| Error::BadInput(format!("{}: {e}", path.display())))
 }
+
+/// Creations a slow [`Bees::subscribe_created`] receiver may be behind before it lags.
+const CREATED_BACKLOG: usize = 64;
 
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
@@ -142,7 +151,17 @@ impl Bees {
             rep,
             meta,
             writers: Default::default(),
+            creating: Default::default(),
+            created: tokio::sync::broadcast::channel(CREATED_BACKLOG).0,
         })
+    }
+
+    /// Tells of every bee created from now on, as `(name, key)`, whoever created it (a CLI
+    /// command through the control socket, the page): for parts of `serve` that must act on
+    /// new bees, such as announcing them. Only creations after the call are seen; a receiver
+    /// more than 64 creations behind gets `RecvError::Lagged` and should re-read [`Bees::list`].
+    pub fn subscribe_created(&self) -> tokio::sync::broadcast::Receiver<(String, Key)> {
+        self.created.subscribe()
     }
 
     /// The replicator all bees are registered with.
@@ -180,8 +199,11 @@ impl Bees {
     }
 
     /// Creates a bee: a fresh key pair, a manifest-v1 core (or compat), and its header block.
+    /// The core is registered with the replicator at once (so connected peers are offered it)
+    /// and [`Bees::subscribe_created`] receivers are told.
     pub async fn create(&self, name: &str, compat: bool) -> Result<(Key, Arc<BeeWriter>)> {
         check_name(name)?;
+        let _one_at_a_time = self.creating.lock().await;
         if self
             .meta
             .contains_key(name.as_bytes())
@@ -196,7 +218,8 @@ impl Bees {
         write_secret(&secret, &kp)?;
         let core = self.rep.create_core(kp, compat)?;
         let w = Arc::new(BeeWriter::new(core.clone())?);
-        // The header makes the bee recognisable to readers before its first entry.
+        // The header makes the bee recognisable to readers before its first entry. Nobody
+        // else can write yet: `writer()` needs the record, inserted below.
         w.batch(Vec::new()).await?;
         let info = BeeInfo {
             key: core.key().to_hex(),
@@ -208,10 +231,16 @@ impl Bees {
             .insert(name.as_bytes(), json)
             .map_err(apiary_core::Error::from)?;
         self.rep.store().flush().await?;
-        self.writers
+        // A `writer()` call since the record went in may have cached a writer: use that one.
+        let w = self
+            .writers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), w.clone());
+            .entry(name.to_owned())
+            .or_insert(w)
+            .clone();
+        // No receiver is not an error: nothing in this process wants to know.
+        let _ = self.created.send((name.to_owned(), *core.key()));
         Ok((*core.key(), w))
     }
 
@@ -234,11 +263,14 @@ impl Bees {
             )));
         }
         let w = Arc::new(BeeWriter::new(core)?);
-        self.writers
+        // Two callers may have raced here: both get the first writer cached.
+        Ok(self
+            .writers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), w.clone());
-        Ok(w)
+            .entry(name.to_owned())
+            .or_insert(w)
+            .clone())
     }
 
     /// Opens every bee (so that `serve` shares them all).

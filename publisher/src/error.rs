@@ -12,11 +12,13 @@ pub enum Error {
     /// A bee or entry that does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// Another process (usually `apiary-publisher serve`) holds the data directory.
+    /// Another process holds the data directory and no `serve` answers on its control socket
+    /// (a `serve` that answers runs the command instead).
     #[error(
-        "the data directory {} is in use by another apiary-publisher (is `serve` running?); \
-         stop it, or add entries through its local page",
-        .0.display()
+        "the data directory {} is in use by another apiary-publisher, and no `serve` answers \
+         on its control socket {}; wait for the other command to finish, or stop it",
+        .0.display(),
+        crate::control::socket_path(.0).display()
     )]
     Busy(PathBuf),
     /// Our own files hold something we did not write.
@@ -39,6 +41,18 @@ pub enum Error {
     /// The protocol layer failed.
     #[error(transparent)]
     Core(#[from] apiary_core::Error),
+    /// The control socket between the CLI and a running `serve` failed (not the command).
+    #[error("control socket: {0}")]
+    Control(String),
+    /// The error a running `serve` reported for a command it ran for us: printed as it is,
+    /// with the exit code its `code` maps to, so the CLI fails as it would have locally.
+    #[error("{message}")]
+    Relayed {
+        /// One of the codes of [`Error::code`].
+        code: String,
+        /// The message, as `serve` formatted it.
+        message: String,
+    },
 }
 
 impl Error {
@@ -49,12 +63,34 @@ impl Error {
         }
     }
 
+    /// A short name of the kind, for the control socket's error replies.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::BadInput(_) => "bad_input",
+            Error::NotFound(_) => "not_found",
+            Error::Busy(_) => "busy",
+            Error::Corrupt(_) => "corrupt",
+            Error::Io { .. } => "io",
+            Error::Config(_) => "config",
+            Error::Remote(_) => "remote",
+            Error::Core(_) => "core",
+            Error::Control(_) => "control",
+            Error::Relayed { code, .. } => code,
+        }
+    }
+
     /// Process exit code: 2 for bad input, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::BadInput(_) | Error::NotFound(_) | Error::Config(_) => 2,
-            _ => 1,
-        }
+        exit_code_of(self.code())
+    }
+}
+
+/// The exit code of an error code: 2 for the user's mistakes (including a malformed control
+/// request), 1 for everything else. One table, so relayed errors exit as local ones do.
+fn exit_code_of(code: &str) -> i32 {
+    match code {
+        "bad_input" | "not_found" | "config" | "bad_request" | "too_long" => 2,
+        _ => 1,
     }
 }
 

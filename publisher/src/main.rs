@@ -1,7 +1,9 @@
 //! `apiary-publisher`: keep your own Hyperbees and serve them to the Hypercore network.
 
 mod bees;
+mod commands;
 mod config;
+mod control;
 mod entries;
 mod error;
 mod io;
@@ -10,13 +12,12 @@ mod register;
 mod serve;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use apiary_core::bee::RangeOptions;
 use clap::{Parser, Subcommand};
-use serde_json::json;
 
-use crate::bees::Bees;
+use crate::bees::{BeeInfo, Bees};
+use crate::commands::{BeeCommand, Terminal};
 use crate::config::FileConfig;
 use crate::error::{Error, Result};
 
@@ -36,81 +37,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a bee and print its key.
-    Init {
-        /// Name of the bee.
-        #[arg(default_value = "default")]
-        name: String,
-        /// Make an old-style (compat) core whose key is its public key.
-        #[arg(long)]
-        compat: bool,
-    },
-    /// List bees with their length and version.
-    Bees,
-    /// Put a JSON value under a key.
-    Put {
-        /// Bee name.
-        name: String,
-        /// Key (UTF-8).
-        key: String,
-        /// Value (JSON text).
-        json: String,
-    },
-    /// Print the value under a key.
-    Get {
-        /// Bee name.
-        name: String,
-        /// Key.
-        key: String,
-    },
-    /// Delete a key.
-    Del {
-        /// Bee name.
-        name: String,
-        /// Key.
-        key: String,
-    },
-    /// List entries as JSON lines.
-    List {
-        /// Bee name.
-        name: String,
-        /// Only keys starting with this.
-        #[arg(long)]
-        prefix: Option<String>,
-        /// Newest key first.
-        #[arg(long)]
-        reverse: bool,
-        /// At most this many.
-        #[arg(long)]
-        limit: Option<usize>,
-    },
-    /// Write a post: {"type":"post","text","createdAt","tags"} under a time-sortable key.
-    Post {
-        /// Bee name.
-        name: String,
-        /// The text.
-        text: String,
-        /// A tag (repeatable).
-        #[arg(long = "tag", value_name = "T")]
-        tags: Vec<String>,
-    },
-    /// Import a JSONL file of {"key": …, "value": …} lines (all or nothing).
-    Import {
-        /// Bee name.
-        name: String,
-        /// The file.
-        file: PathBuf,
-        /// Entries per written batch.
-        #[arg(long, default_value_t = 1000)]
-        batch: usize,
-    },
-    /// Export every entry as JSONL (to a file or stdout).
-    Export {
-        /// Bee name.
-        name: String,
-        /// Output file (default: stdout).
-        file: Option<PathBuf>,
-    },
+    #[command(flatten)]
+    Bee(BeeCommand),
     /// Keep all bees online: listen for readers, dial aggregators, serve the local page.
     Serve(serve::ServeArgs),
     /// Register a bee with an aggregator's HTTP API.
@@ -175,8 +103,9 @@ async fn run(cli: Cli, file: FileConfig) -> Result<()> {
             token,
             address,
         } => {
-            let bees = Bees::open(&dir)?;
-            let info = bees.info(&name)?;
+            let info = dispatch(&dir, BeeCommand::Info { name: name.clone() }).await?;
+            let info: BeeInfo = serde_json::from_value(info)
+                .map_err(|e| Error::Control(format!("the record of bee {name}: {e}")))?;
             let reply =
                 register::register(&aggregator, &info.key, token.as_deref(), address.as_deref())
                     .await?;
@@ -184,108 +113,26 @@ async fn run(cli: Cli, file: FileConfig) -> Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve::serve(&dir, &file, args).await,
-        cmd => {
-            let bees = Bees::open(&dir)?;
-            let r = local(&bees, cmd).await;
+        Command::Bee(cmd) => dispatch(&dir, cmd).await.map(drop),
+    }
+}
+
+/// Runs a bee command in this process, or, when a `serve` holds the data directory, through
+/// that `serve` (same code, same output); "in use" only when no `serve` answers.
+async fn dispatch(dir: &Path, mut cmd: BeeCommand) -> Result<serde_json::Value> {
+    cmd.absolutize()?;
+    let mut term = Terminal::default();
+    match Bees::open(dir) {
+        Ok(bees) => {
+            let r = commands::run_here(&bees, cmd, &mut term).await;
             bees.flush().await?;
             r
         }
+        Err(Error::Busy(busy)) => {
+            let r = control::call(dir, &cmd, |e| term.show(e)).await;
+            term.flush();
+            r?.ok_or(Error::Busy(busy))
+        }
+        Err(e) => Err(e),
     }
-}
-
-async fn local(bees: &Bees, cmd: Command) -> Result<()> {
-    match cmd {
-        Command::Init { name, compat } => {
-            let (key, _) = bees.create(&name, compat).await?;
-            out(key.to_url());
-            out(format!("hex: {}", key.to_hex()));
-        }
-        Command::Bees => {
-            for (name, info) in bees.list()? {
-                let w = bees.writer(&name)?;
-                let core = w.bee().core();
-                out(json!({
-                    "name": name,
-                    "key": core.key().to_url(),
-                    "hex": info.key,
-                    "length": core.length(),
-                    "version": w.bee().version(),
-                }));
-            }
-        }
-        Command::Put { name, key, json } => {
-            entries::check_key(&key)?;
-            let value = entries::encode_json_text(&json)?;
-            let w = bees.writer(&name)?;
-            let seq = w.put(key.as_bytes(), &value).await?;
-            out(json!({"key": key, "seq": seq}));
-        }
-        Command::Get { name, key } => {
-            let w = bees.writer(&name)?;
-            match w.bee().snapshot().get(key.as_bytes()).await? {
-                Some(e) => out(entries::decode_value(e.value.as_deref())),
-                None => return Err(Error::NotFound(format!("no entry {key:?} in {name}"))),
-            }
-        }
-        Command::Del { name, key } => {
-            let w = bees.writer(&name)?;
-            match w.del(key.as_bytes()).await? {
-                Some(seq) => out(json!({"deleted": key, "seq": seq})),
-                None => return Err(Error::NotFound(format!("no entry {key:?} in {name}"))),
-            }
-        }
-        Command::List {
-            name,
-            prefix,
-            reverse,
-            limit,
-        } => {
-            let w = bees.writer(&name)?;
-            for e in io::list(w.bee(), prefix.as_deref(), reverse, limit).await? {
-                out(e);
-            }
-        }
-        Command::Post { name, text, tags } => {
-            let (key, value) = entries::new_post(&text, &tags)?;
-            let w = bees.writer(&name)?;
-            let seq = w
-                .put(key.as_bytes(), &entries::encode_value(&value)?)
-                .await?;
-            out(json!({"key": key, "seq": seq, "value": value}));
-        }
-        Command::Import { name, file, batch } => {
-            let w = bees.writer(&name)?;
-            let n = io::import(&w, &file, batch.max(1)).await?;
-            out(json!({"imported": n, "length": w.bee().core().length()}));
-        }
-        Command::Export { name, file } => {
-            let w = bees.writer(&name)?;
-            let n = io::export(w.bee(), file.as_deref()).await?;
-            eprintln!("exported {n} entries");
-        }
-        Command::Serve(_) | Command::Register { .. } => {}
-    }
-    Ok(())
-}
-
-/// Range options for "keys starting with `prefix`".
-pub fn prefix_range(prefix: Option<&str>, reverse: bool, limit: Option<usize>) -> RangeOptions {
-    let mut o = RangeOptions {
-        reverse,
-        limit,
-        ..Default::default()
-    };
-    if let Some(p) = prefix.filter(|p| !p.is_empty()) {
-        o.gte = Some(p.as_bytes().to_vec());
-        // The first key after every key that starts with `p`.
-        let mut end = p.as_bytes().to_vec();
-        while let Some(last) = end.pop() {
-            if last < 0xff {
-                end.push(last + 1);
-                o.lt = Some(end);
-                break;
-            }
-        }
-    }
-    o
 }

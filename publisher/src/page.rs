@@ -8,7 +8,8 @@
 //! DELETE /api/bees/{name}/entries/{key}                            → {deleted, seq}
 //! POST   /api/bees/{name}/posts          {text, tags?}             → {key, seq, value}
 //! ```
-//! Errors are `{"error": message}` with 400, 404 or 500.
+//! Errors are `{"error": message}` with 400, 404 or 500. The handlers call the functions of
+//! `commands`, as the CLI does, so both write and fail alike.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,8 +23,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::bees::Bees;
-use crate::entries;
 use crate::error::{Error, Result};
+use crate::{commands, entries};
 
 struct ApiError(Error);
 
@@ -77,18 +78,7 @@ pub async fn serve(
 }
 
 async fn list_bees(State(bees): State<Arc<Bees>>) -> ApiResult<Json<Value>> {
-    let mut out = Vec::new();
-    for (name, info) in bees.list()? {
-        let w = bees.writer(&name)?;
-        out.push(json!({
-            "name": name,
-            "key": w.bee().core().key().to_url(),
-            "hex": info.key,
-            "length": w.bee().core().length(),
-            "version": w.bee().version(),
-        }));
-    }
-    Ok(Json(Value::Array(out)))
+    Ok(Json(Value::Array(commands::bee_rows(&bees)?)))
 }
 
 #[derive(Deserialize)]
@@ -129,20 +119,14 @@ async fn put_entry(
     })?;
     entries::check_key(&b.key)?;
     let value = entries::encode_value(&b.value)?;
-    let w = bees.writer(&name)?;
-    let seq = w.put(b.key.as_bytes(), &value).await?;
-    Ok(Json(json!({"key": b.key, "seq": seq})))
+    Ok(Json(commands::put(&bees, &name, &b.key, &value).await?))
 }
 
 async fn del_entry(
     State(bees): State<Arc<Bees>>,
     Path((name, key)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let w = bees.writer(&name)?;
-    match w.del(key.as_bytes()).await? {
-        Some(seq) => Ok(Json(json!({"deleted": key, "seq": seq}))),
-        None => Err(Error::NotFound(format!("no entry {key:?}")).into()),
-    }
+    Ok(Json(commands::del(&bees, &name, &key).await?))
 }
 
 #[derive(Deserialize)]
@@ -162,12 +146,7 @@ async fn add_post(
             "body must be {{\"text\": string, \"tags\": [..]}}: {e}"
         ))
     })?;
-    let (key, value) = entries::new_post(&b.text, &b.tags)?;
-    let w = bees.writer(&name)?;
-    let seq = w
-        .put(key.as_bytes(), &entries::encode_value(&value)?)
-        .await?;
-    Ok(Json(json!({"key": key, "seq": seq, "value": value})))
+    Ok(Json(commands::post(&bees, &name, &b.text, &b.tags).await?))
 }
 
 const PAGE: &str = r#"<!doctype html>

@@ -1,6 +1,7 @@
 //! `serve`: keeps every bee online. Listens for readers, dials aggregators and stays connected
-//! (reconnecting with backoff), serves the local page, prints who is connected, and shuts down
-//! cleanly on Ctrl-C.
+//! (reconnecting with backoff), serves the local page, runs the other commands for the CLI
+//! over its control socket (it holds the data directory, so they cannot open it), prints who
+//! is connected and which bees are created, and shuts down cleanly on Ctrl-C or SIGTERM.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -12,7 +13,7 @@ use apiary_core::replicate::Replicator;
 use crate::bees::Bees;
 use crate::config::{self, FileConfig};
 use crate::error::Result;
-use crate::page;
+use crate::{control, page};
 
 /// Flags of `serve`.
 #[derive(Debug, clap::Args)]
@@ -31,9 +32,18 @@ pub struct ServeArgs {
     aggregators: Vec<String>,
 }
 
-/// Runs until Ctrl-C.
+/// Runs until Ctrl-C or SIGTERM.
 pub async fn serve(dir: &Path, file: &FileConfig, args: ServeArgs) -> Result<()> {
     let bees = Arc::new(Bees::open(dir)?);
+    // Right after taking the data directory, so that a CLI finding it busy finds us too.
+    let control = match control::listen(bees.clone(), dir).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("warning: no control socket ({e}); other commands cannot run meanwhile");
+            None
+        }
+    };
+    let created = tokio::spawn(print_created(bees.subscribe_created()));
     let open = bees.open_all()?;
     let rep = bees.replicator().clone();
     let listen = args
@@ -44,6 +54,9 @@ pub async fn serve(dir: &Path, file: &FileConfig, args: ServeArgs) -> Result<()>
     println!("serving {} bee(s) for replication on {addr}", open.len());
     for (name, w) in &open {
         println!("  {name}  {}", w.bee().core().key().to_url());
+    }
+    if let Some(c) = &control {
+        println!("commands run here through {}", c.path().display());
     }
     let page_task = if args.no_page {
         None
@@ -68,8 +81,12 @@ pub async fn serve(dir: &Path, file: &FileConfig, args: ServeArgs) -> Result<()>
         .collect();
     let watcher = tokio::spawn(print_connections(rep.clone()));
 
-    let _ = tokio::signal::ctrl_c().await;
+    stop_signal().await;
     println!("shutting down");
+    if let Some(c) = control {
+        c.close();
+    }
+    created.abort();
     listener.abort();
     watcher.abort();
     for d in dialers {
@@ -83,6 +100,34 @@ pub async fn serve(dir: &Path, file: &FileConfig, args: ServeArgs) -> Result<()>
     }
     bees.flush().await?;
     Ok(())
+}
+
+/// Waits for Ctrl-C, or SIGTERM (what service managers send).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Prints the bees created while serving (they are shared at once: `Bees::create` registers
+/// them with the replicator).
+async fn print_created(mut rx: tokio::sync::broadcast::Receiver<(String, apiary_core::Key)>) {
+    loop {
+        match rx.recv().await {
+            Ok((name, key)) => println!("new bee: {name}  {}", key.to_url()),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Dials an aggregator and keeps the connection up: 1 s backoff doubling to 60 s, reset after a
