@@ -1,7 +1,11 @@
 //! The real `apiary-publisher` binary: init → post → list → serve, read back over TCP by JS
-//! hyperbee and by our reader; import; bad input; the local page in headless Chromium.
+//! hyperbee and by our reader; import; bad input; the local page in headless Chromium; every
+//! command while `serve` runs (through its control socket), printing what it prints locally,
+//! with readers (our own, the real aggregator) seeing the results live.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apiary_core::bee::Bee;
@@ -10,6 +14,12 @@ use apiary_core::store::Store;
 use apiary_core::Key;
 use apiary_tests::{bin_path, free_port, init_tracing, run_bin, wait_listening, JsPeer};
 use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixStream;
+
+// Every command while `serve` runs, through its control socket.
+#[path = "publisher_cli/serving.rs"]
+mod serving;
 
 struct Pub {
     bin: std::path::PathBuf,
@@ -41,6 +51,28 @@ impl Pub {
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
             .find(|v| v["name"] == json!(name));
         line.unwrap()["length"].as_u64().unwrap()
+    }
+    /// `serve` on `listen` without the page, `extra` flags added; waits for its control
+    /// socket and collects its stdout.
+    async fn serve_ctl(&self, listen: &str, extra: &[&str]) -> Served {
+        let mut child = tokio::process::Command::new(&self.bin)
+            .args(["--data-dir", &self.dir.path().to_string_lossy(), "serve"])
+            .args(["--listen", listen, "--no-page"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let l = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out.next_line().await {
+                l.lock().unwrap().push(line);
+            }
+        });
+        wait_control(self.dir.path()).await;
+        Served { child, lines }
     }
     fn serve(&self, listen: &str, page: &str) -> tokio::process::Child {
         tokio::process::Command::new(&self.bin)
@@ -139,10 +171,13 @@ async fn init_post_list_serve_then_js_and_rust_read_it() {
             v["value"]
         );
     }
-    // While serve runs, the CLI says clearly that the data dir is busy.
-    let (code, _, err) = p.run(&["put", "social", "k", "1"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("in use"), "{err}");
+    // While serve runs, the CLI goes through it, and the connected reader sees the entry.
+    wait_control(p.dir.path()).await;
+    let put: Value = serde_json::from_str(&p.ok(&["put", "social", "k", "1"])).unwrap();
+    assert_eq!(put["seq"], 4);
+    assert_eq!(wait_length(&bee, 5).await, 5);
+    let e = bee.snapshot().get(b"k").await.unwrap().unwrap();
+    assert_eq!(e.value.as_deref(), Some(&b"1"[..]));
     child.kill().await.unwrap();
 }
 
@@ -321,4 +356,67 @@ async fn kill_9_during_import_leaves_the_last_good_length() {
     assert_eq!(all["entries"].as_array().unwrap().len() as u64, len);
     js.close().await;
     srv.kill().await.unwrap();
+}
+
+/// A running `serve` and the lines it printed.
+struct Served {
+    child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Served {
+    async fn wait_line(&self, pred: impl Fn(&str) -> bool) -> String {
+        for _ in 0..400 {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("serve never printed it: {:?}", self.lines.lock().unwrap());
+    }
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+    /// Ctrl-C, and waits for the clean exit.
+    async fn interrupt(mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        let st = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let st = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(st.success(), "serve exits cleanly: {st:?}");
+    }
+}
+
+/// Where `serve` puts its control socket.
+fn socket_of(dir: &Path) -> PathBuf {
+    dir.join("run").join("serve.sock")
+}
+
+/// Waits until a `serve` answers on the control socket of `dir`.
+async fn wait_control(dir: &Path) {
+    for _ in 0..400 {
+        if UnixStream::connect(socket_of(dir)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no control socket in {}", dir.display());
+}
+
+/// Updates a remote bee until it has `len` blocks (or 15 s pass); the length reached.
+async fn wait_length(bee: &Bee, len: u64) -> u64 {
+    let t = std::time::Instant::now();
+    loop {
+        let got = bee.core().update(Duration::from_secs(2)).await.unwrap_or(0);
+        if got >= len || t.elapsed() > Duration::from_secs(15) {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
