@@ -24,7 +24,7 @@ use crate::id::DiscoveryKey;
 use crate::merkle::{generate_proof, ProofRequest};
 use crate::wire::messages::{self, ChannelHandshake, Data, Message, Request, Sync};
 use crate::wire::mux::{self, Batch, MuxMessage};
-use crate::wire::{FramedSession, SessionInfo};
+use crate::wire::{FramedSession, Incoming, SessionInfo};
 
 /// The protomux protocol name of hypercore replication.
 pub const PROTOCOL: &str = "hypercore/alpha";
@@ -211,7 +211,7 @@ pub(crate) fn spawn(
 impl Conn {
     async fn run(
         &mut self,
-        incoming: &mut mpsc::Receiver<Result<Vec<u8>>>,
+        incoming: &mut Incoming,
         mut cmds: mpsc::Receiver<ConnCommand>,
     ) -> Result<()> {
         let mut gc = tokio::time::interval(Duration::from_secs(1));
@@ -324,6 +324,7 @@ impl Conn {
             channel: id,
             remote: Mutex::new(RemoteState::default()),
             label: self.info.remote_label.clone(),
+            origin: self.info.origin,
             remote_public_key: self.info.remote_public_key,
         });
         self.channels.insert(

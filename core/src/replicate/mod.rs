@@ -150,6 +150,11 @@ impl Replicator {
         Ok(replica)
     }
 
+    /// The core held under a discovery key (what a DHT topic or a remote open names).
+    pub fn find(&self, dk: &DiscoveryKey) -> Option<Arc<Replica>> {
+        self.inner.registry.get(dk)
+    }
+
     /// Every core held.
     pub fn replicas(&self) -> Vec<Arc<Replica>> {
         self.inner.registry.all()

@@ -84,6 +84,8 @@ pub struct PeerLink {
     pub(crate) remote: Mutex<RemoteState>,
     /// The remote end (an address), for logs and status.
     pub label: String,
+    /// How the session with it was made.
+    pub origin: crate::wire::Origin,
     /// The remote's Noise public key.
     pub remote_public_key: [u8; 32],
 }

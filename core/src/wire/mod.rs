@@ -11,4 +11,4 @@ pub mod noise;
 pub mod secretstream;
 pub mod stream;
 
-pub use stream::{secret_stream, FramedSession, SessionInfo};
+pub use stream::{secret_stream, FramedSession, Incoming, Origin, SessionInfo};

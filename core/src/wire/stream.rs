@@ -29,6 +29,35 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// An empty message goes out after this much silence, as JS does (`setKeepAlive(5000)`).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
+/// How a session came to be: which carrier made it, and who dialed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// We dialed a known address over TCP.
+    Dialed,
+    /// A peer dialed our TCP listener.
+    Accepted,
+    /// Hyperswarm found it on the DHT (either side may have dialed).
+    Dht,
+}
+
+impl Origin {
+    /// The name status pages show: `direct`, `dial-in` or `dht`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Dialed => "direct",
+            Origin::Accepted => "dial-in",
+            Origin::Dht => "dht",
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Who the session is with, and the secrets that bind replication to it.
 #[derive(Clone)]
 pub struct SessionInfo {
@@ -42,6 +71,8 @@ pub struct SessionInfo {
     pub local_public_key: [u8; 32],
     /// A printable name of the remote end (an address), for logs.
     pub remote_label: String,
+    /// Which carrier made the session.
+    pub origin: Origin,
 }
 
 impl std::fmt::Debug for SessionInfo {
@@ -49,6 +80,7 @@ impl std::fmt::Debug for SessionInfo {
         f.debug_struct("SessionInfo")
             .field("is_initiator", &self.is_initiator)
             .field("remote", &self.remote_label)
+            .field("origin", &self.origin)
             .field("remote_public_key", &hex::encode(self.remote_public_key))
             .finish()
     }
@@ -60,9 +92,65 @@ pub struct FramedSession {
     /// Peer and handshake facts.
     pub info: SessionInfo,
     /// Incoming messages; an `Err` is the last item when the stream broke.
-    pub incoming: mpsc::Receiver<Result<Vec<u8>>>,
+    pub incoming: Incoming,
     /// Outgoing messages; dropping every sender closes our side.
     pub outgoing: mpsc::Sender<Vec<u8>>,
+}
+
+/// Called with the size of each message as the session's reader takes it.
+pub type TakenFn = Box<dyn Fn(usize) + Send + Sync>;
+
+/// The incoming side of a session. A carrier with its own flow control (the DHT bridge
+/// grants the remote credit only for what replication has consumed, which bounds its queue)
+/// learns of each message taken through a callback; for TCP the bounded channel is the flow
+/// control.
+pub struct Incoming {
+    rx: Rx,
+    taken: Option<TakenFn>,
+}
+
+enum Rx {
+    Bounded(mpsc::Receiver<Result<Vec<u8>>>),
+    Credit(mpsc::UnboundedReceiver<Result<Vec<u8>>>),
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("credit", &self.taken.is_some())
+            .finish()
+    }
+}
+
+impl Incoming {
+    /// Messages from a bounded channel (its capacity is the flow control).
+    pub fn new(rx: mpsc::Receiver<Result<Vec<u8>>>) -> Self {
+        Incoming {
+            rx: Rx::Bounded(rx),
+            taken: None,
+        }
+    }
+
+    /// Messages from a queue that the sender keeps bounded by credit; `taken` is told the
+    /// length of each message as it is received, so the sender can grant more.
+    pub fn with_credit(rx: mpsc::UnboundedReceiver<Result<Vec<u8>>>, taken: TakenFn) -> Self {
+        Incoming {
+            rx: Rx::Credit(rx),
+            taken: Some(taken),
+        }
+    }
+
+    /// The next message; `None` once the stream ended cleanly.
+    pub async fn recv(&mut self) -> Option<Result<Vec<u8>>> {
+        let m = match &mut self.rx {
+            Rx::Bounded(rx) => rx.recv().await,
+            Rx::Credit(rx) => rx.recv().await,
+        };
+        if let (Some(Ok(msg)), Some(f)) = (&m, &self.taken) {
+            f(msg.len());
+        }
+        m
+    }
 }
 
 fn stream_id(hash: &[u8; 64], initiator: bool) -> [u8; 32] {
@@ -158,8 +246,13 @@ where
             remote_public_key: res.remote_public_key,
             local_public_key,
             remote_label,
+            origin: if is_initiator {
+                Origin::Dialed
+            } else {
+                Origin::Accepted
+            },
         },
-        incoming: in_rx,
+        incoming: Incoming::new(in_rx),
         outgoing: out_tx,
     })
 }
