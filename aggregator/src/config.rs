@@ -64,6 +64,12 @@ pub struct Config {
     pub max_concurrent_ingest: usize,
     /// Bees to follow at start (merged with the persisted follows).
     pub follow: Vec<FollowConfig>,
+    /// Discover the peers of followed bees on the hyperswarm DHT.
+    pub dht: bool,
+    /// DHT bootstrap nodes (`host:port`); empty = hyperswarm's public list.
+    pub bootstrap: Vec<String>,
+    /// Where the DHT bridge is installed (default: the user's cache directory).
+    pub bridge_dir: Option<PathBuf>,
     /// Log filter.
     pub log: String,
 }
@@ -97,6 +103,9 @@ impl Default for Config {
             index_memory_mb: 64,
             max_concurrent_ingest: 32,
             follow: Vec::new(),
+            dht: true,
+            bootstrap: Vec::new(),
+            bridge_dir: None,
             log: "info,tantivy=warn".into(),
         }
     }
@@ -139,6 +148,9 @@ impl Config {
                 "admin_token must be at least 16 characters".into(),
             ));
         }
+        for b in &self.bootstrap {
+            check_host_port("bootstrap", b)?;
+        }
         if self.index_memory_mb < 15 {
             return Err(Error::Config("index_memory_mb must be at least 15".into()));
         }
@@ -170,6 +182,21 @@ fn parse_addr(what: &str, s: &str) -> Result<SocketAddr> {
     })
 }
 
+/// A `host:port` (a name or an address, and a port from 1 to 65535).
+pub fn check_host_port(what: &str, s: &str) -> Result<()> {
+    let ok = s.len() <= 255
+        && s.rsplit_once(':').is_some_and(|(h, port)| {
+            !h.is_empty()
+                && !h.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|n| n > 0)
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("{what} {s:?} is not host:port")))
+    }
+}
+
 /// Parses `KEY[@HOST:PORT]` of `--follow`.
 pub fn parse_follow_flag(s: &str) -> Result<FollowConfig> {
     // hyper://KEY@host:port: the key part never contains '@'.
@@ -195,6 +222,13 @@ mod tests {
         let c: Config = toml::from_str(text).unwrap();
         c.validate().unwrap();
         assert!(toml::from_str::<Config>("nonsense = 1").is_err());
+        assert!(toml::from_str::<Config>("bootstrap = [\"nope\"]")
+            .unwrap()
+            .validate()
+            .is_err());
+        let c: Config =
+            toml::from_str("bootstrap = [\"127.0.0.1:49737\", \"node.example:1\"]").unwrap();
+        c.validate().unwrap();
         assert!(toml::from_str::<Config>("backfill = \"some\"")
             .unwrap()
             .validate()

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use crate::config::{Backfill, Config};
+use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use crate::index::{EntryDoc, Index, IndexOp};
 use crate::ingest;
@@ -55,6 +56,8 @@ pub struct Aggregator {
     /// The search index.
     pub index: Arc<Index>,
     pool: Arc<PeerPool>,
+    /// Peers found by key on the DHT.
+    pub discovery: Discovery,
     feeds: Mutex<HashMap<Key, FeedTask>>,
     permits: Arc<Semaphore>,
     backfill: Backfill,
@@ -104,11 +107,19 @@ impl Aggregator {
             cfg.index_memory_mb,
             Duration::from_millis(cfg.commit_interval_ms),
         )?;
-        let rep = Replicator::new(store, ReplicatorOptions::default());
+        // One identity for TCP and the DHT, stable across restarts.
+        let seed = state.identity_seed()?;
+        let rep = Replicator::with_identity(
+            store,
+            apiary_core::crypto::KeyPair::from_seed(&seed),
+            ReplicatorOptions::default(),
+        );
+        let discovery = Discovery::start(&cfg, seed, rep.clone());
         let backfill = cfg.backfill()?;
         let agg = Arc::new(Aggregator {
             permits: Arc::new(Semaphore::new(cfg.max_concurrent_ingest.max(1))),
             pool: PeerPool::new(rep.clone()),
+            discovery,
             cfg,
             rep,
             state,
@@ -168,6 +179,13 @@ impl Aggregator {
         if feeds.contains_key(&key) {
             return Ok(());
         }
+        self.discovery.join(&key);
+        // A peer already connected (a publisher that dialed in, a DHT peer found for another
+        // bee) may hold this one too: ask it now rather than on its next connection.
+        for c in self.rep.connections() {
+            let r = replica.clone();
+            tokio::spawn(async move { c.open(&r).await });
+        }
         let me = self.clone();
         let r = replica.clone();
         let task = tokio::spawn(async move { me.run_feed(r).await });
@@ -187,6 +205,7 @@ impl Aggregator {
             t.task.abort();
         }
         self.pool.unwant(key);
+        self.discovery.leave(key);
         self.rep.remove(key).await;
         self.index
             .submit_and_wait(vec![IndexOp::Purge { feed: key.to_z32() }])
@@ -215,26 +234,38 @@ impl Aggregator {
         let z = key.to_z32();
         let cp = self.index.checkpoint(&z);
         let c = self.state.counters(key);
-        let (length, fork, remote, blocks, bytes, connected) = match &replica {
+        let (length, fork, remote, blocks, bytes, links) = match &replica {
             Some(r) => (
                 r.length(),
                 r.fork(),
                 r.remote_length(),
                 r.stats.blocks.load(Ordering::Relaxed),
                 r.stats.bytes.load(Ordering::Relaxed),
-                r.peers()
-                    .iter()
-                    .map(|p| p.label.clone())
-                    .collect::<Vec<_>>(),
+                r.peers(),
             ),
             None => (0, 0, 0, 0, 0, Vec::new()),
         };
-        let known: Vec<Value> = self
+        let connected: Vec<String> = links.iter().map(|p| p.label.clone()).collect();
+        // Known addresses first (connected or not), then every other peer serving the feed,
+        // each with how it was found.
+        let mut peers: Vec<Value> = self
             .pool
             .peers_of(key)
             .into_iter()
-            .map(|(a, up)| json!({"address": a, "connected": up}))
+            .map(|(a, up)| json!({"address": a, "via": "direct", "connected": up}))
             .collect();
+        for l in &links {
+            let known = l.origin == apiary_core::wire::Origin::Dialed
+                && peers.iter().any(|p| p["address"] == l.label.as_str());
+            if !known {
+                peers.push(json!({
+                    "address": l.label,
+                    "via": l.origin.as_str(),
+                    "connected": true,
+                    "publicKey": hex::encode(l.remote_public_key),
+                }));
+            }
+        }
         Ok(Some(json!({
             "key": z,
             "hex": key.to_hex(),
@@ -245,7 +276,7 @@ impl Aggregator {
             "fork": fork,
             "indexedVersion": cp.version,
             "lag": remote.max(length).saturating_sub(cp.version.max(1)),
-            "peers": known,
+            "peers": peers,
             "connectedPeers": connected,
             "blocksDownloaded": blocks,
             "bytesDownloaded": bytes,

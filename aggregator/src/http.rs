@@ -159,11 +159,16 @@ fn parse_key(s: &str) -> Result<Key> {
 }
 
 async fn healthz(State(s): State<Http>) -> Json<Value> {
-    Json(json!({"ok": true, "feeds": s.agg.followed().map(|f| f.len()).unwrap_or(0)}))
+    Json(json!({
+        "ok": true,
+        "feeds": s.agg.followed().map(|f| f.len()).unwrap_or(0),
+        "dht": s.agg.discovery.state(),
+    }))
 }
 
 async fn metrics(State(s): State<Http>) -> impl IntoResponse {
     let a = &s.agg;
+    let dht = a.discovery.stats().await;
     let feeds = a.followed().map(|f| f.len()).unwrap_or(0);
     let (mut blocks, mut bytes) = (0u64, 0u64);
     for r in a.replicator().replicas() {
@@ -183,6 +188,27 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
         a.metrics.ingest_errors.load(Ordering::Relaxed),
         a.replicator().connections().len(),
     );
+    let mut body = body;
+    if let Some(d) = dht {
+        let b = d.bridge.unwrap_or_default();
+        let n = |k: &str| b[k].as_u64().unwrap_or(0);
+        body.push_str(&format!(
+            "# HELP apiary_dht_up Whether the DHT bridge runs (1) or not (0).\n# TYPE apiary_dht_up gauge\napiary_dht_up {}\n\
+             # HELP apiary_dht_topics Discovery keys joined on the DHT.\n# TYPE apiary_dht_topics gauge\napiary_dht_topics {}\n\
+             # HELP apiary_dht_lookups_total DHT lookups made by the current bridge.\n# TYPE apiary_dht_lookups_total counter\napiary_dht_lookups_total {}\n\
+             # HELP apiary_dht_connections_total Connections hyperswarm handed over since start.\n# TYPE apiary_dht_connections_total counter\napiary_dht_connections_total {}\n\
+             # HELP apiary_dht_connections DHT connections open now.\n# TYPE apiary_dht_connections gauge\napiary_dht_connections {}\n\
+             # HELP apiary_dht_bridge_restarts_total Times the DHT bridge was restarted.\n# TYPE apiary_dht_bridge_restarts_total counter\napiary_dht_bridge_restarts_total {}\n\
+             # HELP apiary_dht_bridge_rss_bytes Resident memory of the DHT bridge.\n# TYPE apiary_dht_bridge_rss_bytes gauge\napiary_dht_bridge_rss_bytes {}\n",
+            u8::from(d.state == apiary_swarm::State::Running),
+            d.topics,
+            n("lookups"),
+            d.sessions,
+            n("open"),
+            d.restarts,
+            n("rss"),
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

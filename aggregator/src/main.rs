@@ -1,6 +1,7 @@
 //! `apiary-aggregator`: follow Hyperbees and serve them as one searchable feed over HTTP.
 
 mod config;
+mod discovery;
 mod error;
 mod follow;
 mod http;
@@ -39,6 +40,12 @@ struct Cli {
     /// Follow a bee, optionally with a peer serving it (repeatable).
     #[arg(long = "follow", value_name = "KEY[@HOST:PORT]")]
     follow: Vec<String>,
+    /// A DHT bootstrap node (repeatable; replaces the public list), e.g. for a private DHT.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    bootstrap: Vec<String>,
+    /// Do not use the DHT: follow only through known addresses and dial-in.
+    #[arg(long)]
+    no_dht: bool,
 }
 
 fn main() {
@@ -86,6 +93,12 @@ fn build_config(cli: &Cli) -> Result<Config> {
     for f in &cli.follow {
         cfg.follow.push(config::parse_follow_flag(f)?);
     }
+    if !cli.bootstrap.is_empty() {
+        cfg.bootstrap = cli.bootstrap.clone();
+    }
+    if cli.no_dht {
+        cfg.dht = false;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -109,11 +122,23 @@ async fn run(cfg: Config) -> Result<()> {
         "  data: {}   feeds followed: {feeds}",
         cfg.data_dir.display()
     );
+    if cfg.dht {
+        let boot = if cfg.bootstrap.is_empty() {
+            "the public bootstrap nodes".to_owned()
+        } else {
+            cfg.bootstrap.join(", ")
+        };
+        println!("  DHT: bees are looked up by key on hyperswarm ({boot})");
+    } else {
+        println!("  DHT: off (dht = false)");
+    }
     if feeds == 0 {
         println!();
-        println!("Next: follow a bee (its key, and where a publisher serves it):");
         println!(
-            "  curl -X POST http://{http_addr}/v1/feeds -H 'content-type: application/json' \\\n       -d '{{\"key\": \"hyper://KEY\", \"peers\": [\"HOST:7702\"]}}'"
+            "Next: follow a bee by its key (found on the DHT; add \"peers\" for known addresses):"
+        );
+        println!(
+            "  curl -X POST http://{http_addr}/v1/feeds -H 'content-type: application/json' \\\n       -d '{{\"key\": \"hyper://KEY\"}}'"
         );
         println!("  or restart with --follow KEY@HOST:PORT, or let a publisher dial in:");
         println!(
@@ -128,6 +153,7 @@ async fn run(cfg: Config) -> Result<()> {
     if let Some((_, t)) = listen {
         t.abort();
     }
+    agg.discovery.shutdown().await;
     for c in agg.replicator().connections() {
         c.close();
     }

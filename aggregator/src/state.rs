@@ -4,6 +4,7 @@
 //! ```text
 //! tree "follows":     core key (32) → {"peers": [..], "addedAt": rfc3339}
 //! tree "feed_status": core key (32) → {"skippedTooLarge", "skippedNotJson", "errors", "lastError"}
+//! tree "identity":    "seed" → 32 bytes, the seed of our Noise and DHT key pair
 //! ```
 
 use apiary_core::Key;
@@ -42,6 +43,7 @@ pub struct Counters {
 pub struct State {
     follows: sled::Tree,
     status: sled::Tree,
+    identity: sled::Tree,
 }
 
 impl State {
@@ -50,7 +52,23 @@ impl State {
         Ok(State {
             follows: db.open_tree("follows")?,
             status: db.open_tree("feed_status")?,
+            identity: db.open_tree("identity")?,
         })
+    }
+
+    /// The seed of our key pair, made on first use: peers on the DHT see the same identity
+    /// across restarts.
+    pub fn identity_seed(&self) -> Result<[u8; 32]> {
+        if let Some(v) = self.identity.get("seed")? {
+            if let Ok(seed) = <[u8; 32]>::try_from(v.as_ref()) {
+                return Ok(seed);
+            }
+            tracing::warn!("the stored identity seed is malformed; making a new one");
+        }
+        let seed = apiary_core::crypto::KeyPair::generate().seed();
+        self.identity.insert("seed", &seed[..])?;
+        self.identity.flush()?;
+        Ok(seed)
     }
 
     /// Every follow.

@@ -19,6 +19,7 @@ const { once } = require('events')
 const Corestore = require('corestore')
 const Hypercore = require('hypercore')
 const Hyperbee = require('hyperbee')
+const Hyperswarm = require('hyperswarm')
 
 // Keep stdout clean: anything a library might console.log goes to stderr.
 console.log = console.info = console.debug = console.error
@@ -40,7 +41,9 @@ const state = {
   servers: [],
   sockets: [],
   connections: 0, // total sockets accepted by `serve` or opened by `connect`
-  lives: [] // live history streams
+  lives: [], // live history streams
+  swarm: null, // Hyperswarm (the `swarm` command)
+  swarmConnections: 0
 }
 
 function send(obj) {
@@ -290,7 +293,7 @@ const commands = {
   // Extra: pull the latest remote length (no-op result for local writers).
   async update(req) {
     const b = getBee(req.name)
-    if (state.streams.length > 0) await b.core.update({ wait: true })
+    if (state.streams.length > 0 || state.swarm) await b.core.update({ wait: true })
     return writeResult(b)
   },
 
@@ -337,9 +340,61 @@ const commands = {
     return {}
   },
 
+  // A Hyperswarm on the given bootstrap nodes, replicating the whole store on every
+  // connection, as hyper apps do (`swarm.on('connection', c => store.replicate(c))`).
+  // With "garbage": true it writes junk on every connection instead (a hostile peer).
+  async swarm(req) {
+    const store = needStore()
+    if (state.swarm) throw new Error('swarm exists')
+    if (!Array.isArray(req.bootstrap)) throw new Error('swarm needs bootstrap (never the public list)')
+    state.swarm = new Hyperswarm({ bootstrap: req.bootstrap })
+    state.swarm.on('connection', (conn) => {
+      state.swarmConnections++
+      conn.on('error', (err) => log('swarm connection error:', err && err.message))
+      if (req.garbage) {
+        conn.write(Buffer.from('this is not protomux'))
+        conn.write(Buffer.alloc(5000, 0xff))
+        return
+      }
+      const s = store.replicate(conn)
+      s.on('error', (err) => log('swarm replication error:', err && err.message))
+    })
+    return { publicKey: hex(state.swarm.keyPair.publicKey) }
+  },
+
+  // Announce a bee on the swarm (server and client, the hyperswarm default).
+  async announce(req) {
+    const b = getBee(req.name)
+    if (!state.swarm) throw new Error('no swarm')
+    await state.swarm.join(b.core.discoveryKey).flushed()
+    return { discoveryKey: hex(b.core.discoveryKey) }
+  },
+
+  // Join a topic given in hex (e.g. the discovery key of a bee someone else holds).
+  async joinTopic(req) {
+    if (!state.swarm) throw new Error('no swarm')
+    await state.swarm.join(Buffer.from(req.topic, 'hex')).flushed()
+    return {}
+  },
+
+  // Find the peers of an opened bee by its discovery key and wait for its remote length.
+  async discover(req) {
+    const b = getBee(req.name)
+    if (!state.swarm) throw new Error('no swarm')
+    state.swarm.join(b.core.discoveryKey)
+    await state.swarm.flush()
+    await b.core.update({ wait: true })
+    return writeResult(b)
+  },
+
   // Extra: connection bookkeeping.
   async stats() {
-    return { connections: state.connections, open: state.sockets.length, bees: [...state.bees.keys()] }
+    return {
+      connections: state.connections,
+      open: state.sockets.length,
+      swarmConnections: state.swarmConnections,
+      bees: [...state.bees.keys()]
+    }
   },
 
   async close() {
@@ -353,6 +408,7 @@ function shutdown() {
   if (shutdownPromise) return shutdownPromise
   shutdownPromise = (async () => {
     for (const s of state.lives) s.destroy()
+    if (state.swarm) await state.swarm.destroy().catch((e) => log('swarm destroy:', e.message))
     for (const server of state.servers) server.close()
     for (const s of state.streams.slice()) s.destroy()
     for (const sock of state.sockets.slice()) sock.destroy()

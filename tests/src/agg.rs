@@ -25,14 +25,20 @@ pub struct AggProc {
 }
 
 impl AggProc {
-    /// Writes a config (`extra` TOML lines appended) and starts the binary.
+    /// Writes a config (`extra` TOML lines appended) and starts the binary. The DHT is off
+    /// unless `extra` sets `dht` (tests never reach the public DHT).
     pub async fn start(dir: PathBuf, extra: &str) -> AggProc {
         std::fs::create_dir_all(&dir).unwrap();
         let http_port = free_port();
         let listen = format!("127.0.0.1:{}", free_port());
         let config = dir.join("aggregator.toml");
+        let dht = if extra.lines().any(|l| l.trim_start().starts_with("dht")) {
+            ""
+        } else {
+            "dht = false\n"
+        };
         let text = format!(
-            "data_dir = {:?}\nhttp = \"127.0.0.1:{http_port}\"\nlisten = \"{listen}\"\nrate_limit_per_second = 10000\nrate_limit_burst = 10000\nlog = \"warn\"\n{extra}\n",
+            "data_dir = {:?}\nhttp = \"127.0.0.1:{http_port}\"\nlisten = \"{listen}\"\nrate_limit_per_second = 10000\nrate_limit_burst = 10000\nlog = \"warn\"\n{dht}{extra}\n",
             dir.join("data")
         );
         std::fs::write(&config, text).unwrap();
@@ -46,6 +52,16 @@ impl AggProc {
         };
         a.restart().await;
         a
+    }
+
+    /// Starts it with the DHT on, bootstrapping from `dht` only.
+    pub async fn start_dht(dir: PathBuf, dht: &crate::dht::TestDht, extra: &str) -> AggProc {
+        Self::start(dir, &format!("dht = true\n{}\n{extra}", dht.toml())).await
+    }
+
+    /// The process id (to find its children, e.g. the DHT bridge).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
     }
 
     /// (Re)starts the process on the same config and data.

@@ -8,6 +8,7 @@
 
 pub mod agg;
 pub mod bee_compare;
+pub mod dht;
 pub mod evil;
 
 use std::path::{Path, PathBuf};
@@ -43,7 +44,10 @@ pub fn ensure_js() {
     }
     let dir = js_dir();
     let marker = dir.join("node_modules").join(".package-lock.json");
-    if !marker.exists() || !dir.join("node_modules/hyperbee").exists() {
+    let complete = ["hyperbee", "hyperswarm", "hyperdht"]
+        .iter()
+        .all(|p| dir.join("node_modules").join(p).exists());
+    if !marker.exists() || !complete {
         eprintln!("installing JS test peers: npm ci in {}", dir.display());
         let status = std::process::Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])

@@ -1,0 +1,110 @@
+//! Discovery by key alone: every followed bee's discovery key is joined on the hyperswarm DHT
+//! as a client (apiary-swarm runs the official hyperswarm in a child process), and every
+//! connection hyperswarm makes replicates like a TCP one. The channels opened on a DHT
+//! connection are those of the followed bees the remote was found under; the remote may open
+//! more itself (a publisher announces all its bees), and a follow added later is opened on
+//! every live connection by the follow code.
+
+use apiary_core::replicate::{Connection, Replicator};
+use apiary_core::{DiscoveryKey, Key};
+use apiary_swarm::{DhtSession, JoinMode, State, Swarm, SwarmOptions, SwarmStats};
+
+use crate::config::Config;
+
+/// The DHT side of the aggregator (absent when `dht = false`).
+#[derive(Debug)]
+pub struct Discovery {
+    swarm: Option<Swarm>,
+}
+
+impl Discovery {
+    /// Starts the swarm (installing its bridge on first use) unless the config turns it off.
+    pub fn start(cfg: &Config, seed: [u8; 32], rep: Replicator) -> Discovery {
+        if !cfg.dht {
+            return Discovery { swarm: None };
+        }
+        let cache = cfg
+            .bridge_dir
+            .clone()
+            .unwrap_or_else(|| apiary_swarm::install::default_cache_dir(&cfg.data_dir));
+        let mut opts = SwarmOptions::new(seed, cache);
+        if !cfg.bootstrap.is_empty() {
+            opts = opts.with_bootstrap(cfg.bootstrap.clone());
+        }
+        let (swarm, mut rx) = Swarm::start(opts);
+        tokio::spawn(async move {
+            while let Some(s) = rx.recv().await {
+                replicate(&rep, s);
+            }
+        });
+        Discovery { swarm: Some(swarm) }
+    }
+
+    /// Looks the bee up on the DHT from now on (also after bridge restarts).
+    pub fn join(&self, key: &Key) {
+        if let Some(s) = &self.swarm {
+            s.join(key.discovery_key(), JoinMode::CLIENT);
+        }
+    }
+
+    /// Stops looking the bee up.
+    pub fn leave(&self, key: &Key) {
+        if let Some(s) = &self.swarm {
+            s.leave(&key.discovery_key());
+        }
+    }
+
+    /// A snapshot, or `None` when the DHT is off.
+    pub async fn stats(&self) -> Option<SwarmStats> {
+        match &self.swarm {
+            Some(s) => Some(s.stats().await),
+            None => None,
+        }
+    }
+
+    /// `off`, `starting`, `running`, `restarting`, `unavailable: …` or `stopped`.
+    pub fn state(&self) -> String {
+        match self.swarm.as_ref().map(Swarm::state) {
+            None => "off".into(),
+            Some(State::Starting) => "starting".into(),
+            Some(State::Running) => "running".into(),
+            Some(State::Restarting) => "restarting".into(),
+            Some(State::Unavailable(why)) => format!("unavailable: {why}"),
+            Some(_) => "stopped".into(),
+        }
+    }
+
+    /// Leaves the DHT.
+    pub async fn shutdown(&self) {
+        if let Some(s) = &self.swarm {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Replicates over a DHT session: channels for the followed bees it was found under now,
+/// and for those it is found under later.
+fn replicate(rep: &Replicator, s: DhtSession) {
+    let DhtSession {
+        session,
+        topics,
+        mut more_topics,
+        ..
+    } = s;
+    let conn = rep.attach(session);
+    let rep = rep.clone();
+    tokio::spawn(async move {
+        for t in &topics {
+            open(&rep, &conn, t).await;
+        }
+        while let Some(t) = more_topics.recv().await {
+            open(&rep, &conn, &t).await;
+        }
+    });
+}
+
+async fn open(rep: &Replicator, conn: &Connection, topic: &DiscoveryKey) {
+    if let Some(r) = rep.find(topic) {
+        let _ = conn.open(&r).await;
+    }
+}
