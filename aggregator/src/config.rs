@@ -149,7 +149,7 @@ impl Config {
             ));
         }
         for b in &self.bootstrap {
-            check_host_port("bootstrap", b)?;
+            apiary_swarm::check_bootstrap(b).map_err(Error::Config)?;
         }
         if self.index_memory_mb < 15 {
             return Err(Error::Config("index_memory_mb must be at least 15".into()));
@@ -180,21 +180,6 @@ fn parse_addr(what: &str, s: &str) -> Result<SocketAddr> {
             "{what} = {s:?} is not an address like 127.0.0.1:8080"
         ))
     })
-}
-
-/// A `host:port` (a name or an address, and a port from 1 to 65535).
-pub fn check_host_port(what: &str, s: &str) -> Result<()> {
-    let ok = s.len() <= 255
-        && s.rsplit_once(':').is_some_and(|(h, port)| {
-            !h.is_empty()
-                && !h.contains(char::is_whitespace)
-                && port.parse::<u16>().is_ok_and(|n| n > 0)
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!("{what} {s:?} is not host:port")))
-    }
 }
 
 /// Parses `KEY[@HOST:PORT]` of `--follow`.

@@ -4,10 +4,19 @@
 //! connection are those of the followed bees the remote was found under; the remote may open
 //! more itself (a publisher announces all its bees), and a follow added later is opened on
 //! every live connection by the follow code.
+//!
+//! hyperswarm looks a topic up again only every ~10 minutes; a bee whose author comes online
+//! after the follow would wait that long. So bees with no peer are looked up again after
+//! 15 s, then at doubling intervals up to 10 minutes, and from the start once they lose all
+//! peers.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use apiary_core::replicate::{Connection, Replicator};
 use apiary_core::{DiscoveryKey, Key};
 use apiary_swarm::{DhtSession, JoinMode, State, Swarm, SwarmOptions, SwarmStats};
+use tokio::time::Instant;
 
 use crate::config::Config;
 
@@ -32,11 +41,13 @@ impl Discovery {
             opts = opts.with_bootstrap(cfg.bootstrap.clone());
         }
         let (swarm, mut rx) = Swarm::start(opts);
+        let r = rep.clone();
         tokio::spawn(async move {
             while let Some(s) = rx.recv().await {
-                replicate(&rep, s);
+                replicate(&r, s);
             }
         });
+        tokio::spawn(refresh_peerless(swarm.clone(), rep));
         Discovery { swarm: Some(swarm) }
     }
 
@@ -79,6 +90,37 @@ impl Discovery {
         if let Some(s) = &self.swarm {
             s.shutdown().await;
         }
+    }
+}
+
+/// Looks up again, with backoff, the bees that have no peer.
+async fn refresh_peerless(swarm: Swarm, rep: Replicator) {
+    const FIRST: Duration = Duration::from_secs(15);
+    const MAX: Duration = Duration::from_secs(600);
+    let mut next: HashMap<DiscoveryKey, (Instant, Duration)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if matches!(swarm.state(), State::Stopped | State::Unavailable(_)) {
+            return;
+        }
+        let now = Instant::now();
+        let mut seen = HashSet::new();
+        for r in rep.replicas() {
+            let dk = *r.discovery_key();
+            seen.insert(dk);
+            if !r.peers().is_empty() {
+                next.remove(&dk);
+                continue;
+            }
+            let (at, every) = next.entry(dk).or_insert((now + FIRST, FIRST));
+            if now >= *at {
+                swarm.refresh(&dk);
+                *every = (*every * 2).min(MAX);
+                *at = now + *every;
+            }
+        }
+        next.retain(|dk, _| seen.contains(dk));
     }
 }
 

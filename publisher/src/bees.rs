@@ -42,6 +42,8 @@ pub struct BeeInfo {
 pub struct Bees {
     dir: PathBuf,
     rep: Replicator,
+    /// Seed of the Noise identity, which is also the DHT identity.
+    identity_seed: [u8; 32],
     meta: sled::Tree,
     writers: std::sync::Mutex<BTreeMap<String, Arc<BeeWriter>>>,
     creating: tokio::sync::Mutex<()>,
@@ -138,6 +140,7 @@ impl Bees {
             write_secret(&identity_path, &kp)?;
             kp
         };
+        let identity_seed = identity.seed();
         let rep = Replicator::with_identity(
             store,
             identity,
@@ -149,6 +152,7 @@ impl Bees {
         Ok(Bees {
             dir: dir.to_path_buf(),
             rep,
+            identity_seed,
             meta,
             writers: Default::default(),
             creating: Default::default(),
@@ -162,6 +166,12 @@ impl Bees {
     /// more than 64 creations behind gets `RecvError::Lagged` and should re-read [`Bees::list`].
     pub fn subscribe_created(&self) -> tokio::sync::broadcast::Receiver<(String, Key)> {
         self.created.subscribe()
+    }
+
+    /// The seed of this publisher's key pair: its Noise identity and, on the DHT, the key
+    /// readers can find it by. Stable across restarts.
+    pub fn identity_seed(&self) -> [u8; 32] {
+        self.identity_seed
     }
 
     /// The replicator all bees are registered with.

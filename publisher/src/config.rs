@@ -28,6 +28,13 @@ pub struct FileConfig {
     pub aggregators: Vec<String>,
     /// Log filter (e.g. "info", "apiary_core=debug").
     pub log: Option<String>,
+    /// Announce bees on the hyperswarm DHT while serving (default true).
+    pub dht: Option<bool>,
+    /// DHT bootstrap nodes (`host:port`); empty = hyperswarm's public list.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Where the DHT bridge is installed (default: the user's cache directory).
+    pub bridge_dir: Option<PathBuf>,
 }
 
 impl FileConfig {

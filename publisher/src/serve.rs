@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_core::replicate::Replicator;
+use apiary_swarm::{JoinMode, Swarm, SwarmOptions};
 
 use crate::bees::Bees;
 use crate::config::{self, FileConfig};
@@ -30,6 +31,12 @@ pub struct ServeArgs {
     /// An aggregator's replication address to dial and stay connected to (repeatable).
     #[arg(long = "aggregator", value_name = "HOST:PORT")]
     aggregators: Vec<String>,
+    /// A DHT bootstrap node (repeatable; replaces the public list), e.g. for a private DHT.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    bootstrap: Vec<String>,
+    /// Do not announce bees on the DHT (readers then need this address or a dial-out).
+    #[arg(long)]
+    no_dht: bool,
 }
 
 /// Runs until Ctrl-C or SIGTERM.
@@ -44,6 +51,18 @@ pub async fn serve(dir: &Path, file: &FileConfig, args: ServeArgs) -> Result<()>
         }
     };
     let created = tokio::spawn(print_created(bees.subscribe_created()));
+    let swarm = if args.no_dht || file.dht == Some(false) {
+        None
+    } else {
+        let mut boot = file.bootstrap.clone();
+        if !args.bootstrap.is_empty() {
+            boot = args.bootstrap.clone();
+        }
+        for b in &boot {
+            apiary_swarm::check_bootstrap(b).map_err(crate::error::Error::Config)?;
+        }
+        Some(announce(&bees, boot, file.bridge_dir.clone(), dir))
+    };
     let open = bees.open_all()?;
     let rep = bees.replicator().clone();
     let listen = args
@@ -57,6 +76,12 @@ pub async fn serve(dir: &Path, file: &FileConfig, args: ServeArgs) -> Result<()>
     }
     if let Some(c) = &control {
         println!("commands run here through {}", c.path().display());
+    }
+    if let Some((s, _)) = &swarm {
+        println!(
+            "announcing every bee on the DHT as {}",
+            hex::encode(s.public_key())
+        );
     }
     let page_task = if args.no_page {
         None
@@ -83,6 +108,10 @@ pub async fn serve(dir: &Path, file: &FileConfig, args: ServeArgs) -> Result<()>
 
     stop_signal().await;
     println!("shutting down");
+    if let Some((s, task)) = swarm {
+        task.abort();
+        s.shutdown().await;
+    }
     if let Some(c) = control {
         c.close();
     }
@@ -100,6 +129,69 @@ pub async fn serve(dir: &Path, file: &FileConfig, args: ServeArgs) -> Result<()>
     }
     bees.flush().await?;
     Ok(())
+}
+
+/// Announces every bee on the DHT (server mode, under the publisher's own identity), bees
+/// created while serving too, and replicates with every peer that finds one. The swarm keeps
+/// its topics across bridge restarts.
+fn announce(
+    bees: &Arc<Bees>,
+    bootstrap: Vec<String>,
+    bridge_dir: Option<std::path::PathBuf>,
+    data_dir: &Path,
+) -> (Swarm, tokio::task::JoinHandle<()>) {
+    let cache = bridge_dir.unwrap_or_else(|| apiary_swarm::install::default_cache_dir(data_dir));
+    let mut opts = SwarmOptions::new(bees.identity_seed(), cache);
+    if !bootstrap.is_empty() {
+        opts = opts.with_bootstrap(bootstrap);
+    }
+    let (swarm, mut sessions) = Swarm::start(opts);
+    let mut created = bees.subscribe_created();
+    let mut named = Vec::new();
+    if let Ok(list) = bees.list() {
+        for (name, info) in list {
+            if let Ok(key) = apiary_core::Key::parse(&info.key) {
+                named.push((name, key));
+            }
+        }
+    }
+    for (name, key) in named {
+        join(&swarm, name, key);
+    }
+    let rep = bees.replicator().clone();
+    let s = swarm.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                // announce_all: the replicator opens a channel for every bee on it.
+                Some(d) = sessions.recv() => {
+                    rep.attach(d.session);
+                }
+                c = created.recv() => match c {
+                    Ok((name, key)) => join(&s, name, key),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        for r in rep.replicas() {
+                            s.join(*r.discovery_key(), JoinMode::SERVER);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                else => return,
+            }
+        }
+    });
+    (swarm, task)
+}
+
+/// Announces one bee, and says so once the announce reached the DHT.
+fn join(swarm: &Swarm, name: String, key: apiary_core::Key) {
+    let dk = key.discovery_key();
+    swarm.join(dk, JoinMode::SERVER);
+    let s = swarm.clone();
+    tokio::spawn(async move {
+        s.flushed(&dk).await;
+        println!("announced on the DHT: {name}  {}", key.to_url());
+    });
 }
 
 /// Waits for Ctrl-C, or SIGTERM (what service managers send).

@@ -187,6 +187,12 @@ function command(cmd) {
       )
       return
     }
+    case 'refresh': {
+      // Look the topic up again now (hyperswarm's own refresh is every ~10 minutes).
+      const d = swarm.status(fromHex(cmd.topic, 32))
+      if (d) d.refresh().catch((e) => log('warn: refresh:', (e && e.message) || e))
+      return
+    }
     case 'leave':
       swarm.leave(fromHex(cmd.topic, 32)).catch((e) => log('warn: leave:', e.message))
       return

@@ -11,7 +11,8 @@
 //! - `joined {topic}`: the announce/lookup of a join reached the DHT;
 //! - `stats {id, …counters}`: the answer to our `stats`.
 //!
-//! Ours (`op`): `init {seed, bootstrap}`, `join {topic, server, client}`, `leave {topic}`,
+//! Ours (`op`): `init {seed, bootstrap}`, `join {topic, server, client}`, `refresh {topic}`
+//! (look it up again now), `leave {topic}`,
 //! `joinPeer {key}`, `leavePeer {key}`, `ack {conn, bytes}`, `close {conn}`, `stats {id}`,
 //! `shutdown`.
 
@@ -213,7 +214,12 @@ impl Reader {
                 tracing::info!(host = %v["host"], port = %v["port"], firewalled = %v["firewalled"], "DHT bootstrapped");
                 self.shared.set_bootstrapped(v);
             }
-            ("joined", _) => tracing::debug!(topic = %v["topic"], "DHT announce/lookup flushed"),
+            ("joined", _) => {
+                tracing::debug!(topic = %v["topic"], "DHT announce/lookup flushed");
+                if let Some(t) = topic_of(&v["topic"]) {
+                    self.shared.set_flushed(t);
+                }
+            }
             ("stats", _) => self.shared.answer_stats(v),
             (ev, _) => tracing::debug!(ev, "unknown event from the DHT bridge"),
         }

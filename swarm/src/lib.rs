@@ -94,6 +94,22 @@ impl SwarmOptions {
     }
 }
 
+/// Checks a bootstrap node given as `host:port` (a name or an address, a port from 1 to
+/// 65535); the error says what is wrong, for a config or flag message.
+pub fn check_bootstrap(node: &str) -> std::result::Result<(), String> {
+    let ok = node.len() <= 255
+        && node.rsplit_once(':').is_some_and(|(h, port)| {
+            !h.is_empty()
+                && !h.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|n| n > 0)
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("bootstrap node {node:?} is not host:port"))
+    }
+}
+
 /// Which side of a topic to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JoinMode {
@@ -169,12 +185,16 @@ struct Live {
     stats_waiting: HashMap<u64, oneshot::Sender<Value>>,
     next_stats: u64,
     bootstrapped: Option<Value>,
+    /// Topics whose first announce/lookup by the current child reached the DHT.
+    flushed: std::collections::HashSet<DiscoveryKey>,
 }
 
 /// State shared by the handle and the supervisor.
 #[derive(Debug)]
 pub(crate) struct Shared {
     live: Mutex<Live>,
+    /// Bumped when `flushed` grows, to wake [`Swarm::flushed`].
+    flushes: watch::Sender<u64>,
     stats: Counters,
     public_key: [u8; 32],
     shutdown: watch::Sender<bool>,
@@ -212,6 +232,13 @@ impl Shared {
         l.link = None;
         l.pid = None;
         l.stats_waiting.clear();
+        l.flushed.clear();
+    }
+
+    fn set_flushed(&self, topic: DiscoveryKey) {
+        if self.live().flushed.insert(topic) {
+            self.flushes.send_modify(|n| *n += 1);
+        }
     }
 
     fn set_state(&self, s: State) {
@@ -256,7 +283,9 @@ impl Swarm {
                 stats_waiting: HashMap::new(),
                 next_stats: 1,
                 bootstrapped: None,
+                flushed: Default::default(),
             }),
+            flushes: watch::channel(0).0,
             stats: Counters::default(),
             public_key: KeyPair::from_seed(&opts.seed).public_key(),
             shutdown: watch::channel(false).0,
@@ -276,6 +305,29 @@ impl Swarm {
         l.topics.insert(topic, mode);
         if let Some(link) = &l.link {
             let _ = link.send(bridge::control_frame(&join_cmd(&topic, mode)));
+        }
+    }
+
+    /// Looks a joined topic up again now, e.g. for a bee with no peer yet (hyperswarm's own
+    /// refresh comes every ~10 minutes).
+    pub fn refresh(&self, topic: &DiscoveryKey) {
+        if self.shared.live().topics.contains_key(topic) {
+            self.shared
+                .send(json!({"op": "refresh", "topic": hex::encode(topic.as_bytes())}));
+        }
+    }
+
+    /// Resolves once the running child's first announce (or lookup) of `topic` reached the
+    /// DHT: from then on a peer looking the topic up finds us.
+    pub async fn flushed(&self, topic: &DiscoveryKey) {
+        let mut rx = self.shared.flushes.subscribe();
+        loop {
+            if self.shared.live().flushed.contains(topic) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
         }
     }
 

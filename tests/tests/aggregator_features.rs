@@ -37,6 +37,7 @@ impl Publisher {
             "--data-dir".to_owned(),
             self.dir.clone(),
             "serve".into(),
+            "--no-dht".into(),
             "--listen".into(),
             listen.clone(),
         ];

@@ -57,7 +57,7 @@ impl Pub {
     async fn serve_ctl(&self, listen: &str, extra: &[&str]) -> Served {
         let mut child = tokio::process::Command::new(&self.bin)
             .args(["--data-dir", &self.dir.path().to_string_lossy(), "serve"])
-            .args(["--listen", listen, "--no-page"])
+            .args(["--listen", listen, "--no-page", "--no-dht"])
             .args(extra)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -80,6 +80,7 @@ impl Pub {
                 "--data-dir",
                 &self.dir.path().to_string_lossy(),
                 "serve",
+                "--no-dht",
                 "--listen",
                 listen,
                 "--page",
