@@ -198,6 +198,19 @@ async fn publisher_dials_in_and_is_indexed() {
             r#"{"title":"behind a NAT"}"#,
         ],
     );
+    let (_, out, _) = run_bin(&p, &["--data-dir", &pd, "init", "journal"]);
+    let journal = out.lines().next().unwrap().to_owned();
+    run_bin(
+        &p,
+        &[
+            "--data-dir",
+            &pd,
+            "put",
+            "journal",
+            "j1",
+            r#"{"text":"dear diary"}"#,
+        ],
+    );
     let agg = AggProc::start(dir.join("agg"), "").await;
     let (s, _) = agg.follow(&key, None).await;
     assert_eq!(s, 201);
@@ -218,6 +231,23 @@ async fn publisher_dials_in_and_is_indexed() {
         .spawn()
         .unwrap();
     agg.wait_for("/v1/search?q=nat", Duration::from_secs(15), |v| {
+        v["entries"].as_array().unwrap().len() == 1
+    })
+    .await;
+    let (st, _) = agg
+        .wait_for(
+            &format!("/v1/feeds/{}", key.trim_start_matches("hyper://")),
+            Duration::from_secs(5),
+            |v| v["peers"].as_array().is_some_and(|p| !p.is_empty()),
+        )
+        .await;
+    assert_eq!(st["peers"][0]["via"], "dial-in", "{st}");
+
+    // A bee of the same publisher followed only now, while its connection is already up
+    // (as a new user does: serve --aggregator first, then POST /v1/feeds): read at once.
+    let (s, _) = agg.follow(&journal, None).await;
+    assert_eq!(s, 201);
+    agg.wait_for("/v1/search?q=diary", Duration::from_secs(15), |v| {
         v["entries"].as_array().unwrap().len() == 1
     })
     .await;
