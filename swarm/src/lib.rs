@@ -64,6 +64,9 @@ pub struct SwarmOptions {
     pub node: String,
     /// The `npm` command.
     pub npm: String,
+    /// Run this bridge script instead of the installed one (development, and tests that
+    /// play a hostile bridge). Nothing is installed then.
+    pub script: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SwarmOptions {
@@ -84,7 +87,14 @@ impl SwarmOptions {
             cache_dir,
             node: "node".into(),
             npm: "npm".into(),
+            script: None,
         }
+    }
+
+    /// Runs `script` as the bridge (see [`SwarmOptions::script`]).
+    pub fn with_script(mut self, script: PathBuf) -> Self {
+        self.script = Some(script);
+        self
     }
 
     /// Uses these bootstrap nodes (`host:port`) instead of the public list.
@@ -459,6 +469,9 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 async fn prepare(opts: &SwarmOptions) -> Result<PathBuf> {
+    if let Some(s) = &opts.script {
+        return Ok(s.clone());
+    }
     install::check_node(&opts.node, &opts.npm).await?;
     install::ensure_installed(&opts.cache_dir, &opts.npm).await
 }
