@@ -91,3 +91,20 @@ pub fn addr(what: &str, s: &str) -> Result<SocketAddr> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let c: FileConfig = toml::from_str(include_str!("../../config/publisher.toml")).unwrap();
+        assert_eq!(c.dht, Some(true));
+        assert!(c.bootstrap.is_empty());
+        assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+        let c: FileConfig = toml::from_str("bootstrap = [\"10.0.0.1:49737\"]\ndht = false").unwrap();
+        assert_eq!(c.dht, Some(false));
+        assert_eq!(c.bootstrap, ["10.0.0.1:49737"]);
+    }
+}
