@@ -6,7 +6,8 @@
 //          not protomux), conn 3 (echoes every message), a connection with a malformed key,
 //          and a malformed control object. A message "truncate" on conn 3 makes it write half
 //          a frame and exit.
-//   run 2 (EVIL_STATE file exists): announces conn 9, which echoes.
+//   run 2 (EVIL_STATE file exists): announces conn 9, which echoes; "close-me" on it makes
+//          the bridge report it closed as a duplicate.
 const fs = require('fs')
 const crypto = require('crypto')
 
@@ -79,6 +80,11 @@ function onControl(cmd) {
 }
 
 function onData(conn, msg) {
+  if (msg.toString() === 'close-me') {
+    // What hyperswarm does to the loser of two connections to one remote.
+    control({ ev: 'closed', conn, error: 'Duplicate connection' })
+    return
+  }
   if (msg.toString() === 'truncate') {
     const h = Buffer.alloc(5)
     h.writeUInt32LE(100, 0)

@@ -22,12 +22,19 @@ pub struct AggProc {
     pub dir: PathBuf,
     /// HTTP client.
     pub http: reqwest::Client,
+    /// Environment variables set for the process (on top of ours).
+    pub env: Vec<(String, String)>,
 }
 
 impl AggProc {
     /// Writes a config (`extra` TOML lines appended) and starts the binary. The DHT is off
     /// unless `extra` sets `dht` (tests never reach the public DHT).
     pub async fn start(dir: PathBuf, extra: &str) -> AggProc {
+        Self::start_env(dir, extra, Vec::new()).await
+    }
+
+    /// As [`AggProc::start`], with environment variables for the process.
+    pub async fn start_env(dir: PathBuf, extra: &str, env: Vec<(String, String)>) -> AggProc {
         std::fs::create_dir_all(&dir).unwrap();
         let http_port = free_port();
         let listen = format!("127.0.0.1:{}", free_port());
@@ -49,6 +56,7 @@ impl AggProc {
             config,
             dir,
             http: reqwest::Client::new(),
+            env,
         };
         a.restart().await;
         a
@@ -70,6 +78,7 @@ impl AggProc {
         let child = tokio::process::Command::new(bin)
             .arg("--config")
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()

@@ -76,6 +76,15 @@ async fn a_bridge_breaking_the_protocol_ends_only_the_sessions_it_broke() {
     s9.session.outgoing.send(b"again".to_vec()).await.unwrap();
     assert_eq!(s9.session.incoming.recv().await.unwrap().unwrap(), b"again");
     assert_eq!(swarm.stats().await.restarts, 1);
+    // hyperswarm closing a duplicate connection ends the matching session, with the reason.
+    s9.session
+        .outgoing
+        .send(b"close-me".to_vec())
+        .await
+        .unwrap();
+    let r = s9.session.incoming.recv().await.expect("an item");
+    let err = r.expect_err("closed").to_string();
+    assert!(err.contains("Duplicate connection"), "{err}");
     swarm.shutdown().await;
 }
 
@@ -144,4 +153,48 @@ async fn a_garbage_peer_on_the_dht_holds_up_no_honest_one() {
     let (_, h) = agg.get("/healthz").await;
     assert_eq!(h["ok"], true);
     evil.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_node_the_aggregator_says_so_and_runs_without_the_dht() {
+    init_tracing();
+    let mut js = JsPeer::start().await;
+    let created = js
+        .call(json!({"cmd": "create", "name": "b", "compat": false}))
+        .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    js.call(json!({"cmd": "put", "name": "b", "key": "k", "value": {"text": "no node needed"}}))
+        .await;
+    let port = js.serve().await;
+    let (_keep, dir) = temp_dir();
+    // No node and no npm on PATH: the bridge cannot be installed or run.
+    let agg = AggProc::start_env(
+        dir.join("agg"),
+        "dht = true\nbootstrap = [\"127.0.0.1:9\"]",
+        vec![("PATH".into(), "/nonexistent".into())],
+    )
+    .await;
+    let (h, _) = agg
+        .wait_for("/healthz", Duration::from_secs(30), |v| {
+            v["dht"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("unavailable"))
+        })
+        .await;
+    assert!(
+        h["dht"].as_str().unwrap().contains("Node.js"),
+        "the reason names what is missing: {h}"
+    );
+    // Direct peers still work.
+    assert_eq!(
+        agg.follow(&key, Some(&format!("127.0.0.1:{port}"))).await.0,
+        201
+    );
+    agg.wait_for(
+        &format!("/v1/search?q=needed&feed={key}"),
+        Duration::from_secs(30),
+        |v| v["entries"].as_array().is_some_and(|e| e.len() == 1),
+    )
+    .await;
+    js.close().await;
 }
