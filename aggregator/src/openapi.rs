@@ -46,7 +46,7 @@ pub fn document() -> Value {
                 {"name": "key", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "Entry", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Entry"}}}}, "400": err, "404": err}}},
             "/v1/stream": {"get": {"summary": "Server-sent events `entry` as entries become searchable (filters: feed, type, tag)", "parameters": filters(), "responses": {"200": {"description": "text/event-stream"}}}},
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+            "/healthz": {"get": {"summary": "Liveness, with the number of feeds and the DHT state", "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain"}}}}
         },
         "components": {
@@ -59,10 +59,27 @@ pub fn document() -> Value {
                     "type": {"type": ["string", "null"]}, "tags": {"type": "array", "items": {"type": "string"}}, "value": {}, "source": {"type": "string"}, "score": {"type": "number"}}},
                 "Page": {"type": "object", "properties": {"entries": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}}, "cursor": {"type": ["string", "null"]}}},
                 "FeedStatus": {"type": "object", "properties": {
-                    "key": {"type": "string"}, "hex": {"type": "string"}, "url": {"type": "string"}, "followedAt": {"type": "string"},
-                    "length": {"type": "integer"}, "remoteLength": {"type": "integer"}, "fork": {"type": "integer"}, "indexedVersion": {"type": "integer"}, "lag": {"type": "integer"},
-                    "peers": {"type": "array"}, "connectedPeers": {"type": "array"}, "blocksDownloaded": {"type": "integer"}, "bytesDownloaded": {"type": "integer"},
-                    "skipped": {"type": "object"}, "errors": {"type": "integer"}, "lastError": {"type": ["string", "null"]}}}
+                    "key": {"type": "string", "description": "z-base-32"}, "hex": {"type": "string"}, "url": {"type": "string"}, "followedAt": {"type": "string"},
+                    "length": {"type": "integer", "description": "Blocks known locally (verified)."},
+                    "remoteLength": {"type": "integer", "description": "The longest length a peer announced (at least `length`)."},
+                    "fork": {"type": "integer"},
+                    "indexedVersion": {"type": "integer", "description": "Bee version whose entries are searchable."},
+                    "lag": {"type": "integer", "description": "Versions not indexed yet: remoteLength - max(indexedVersion, 1), at least 0."},
+                    "peers": {"type": "array", "description": "Known addresses first (via `direct`, connected or not), then every other connected peer serving the feed.",
+                              "items": {"$ref": "#/components/schemas/FeedPeer"}},
+                    "connectedPeers": {"type": "array", "items": {"type": "string"}, "description": "Labels (addresses) of the connected peers."},
+                    "blocksDownloaded": {"type": "integer"}, "bytesDownloaded": {"type": "integer"},
+                    "skipped": {"type": "object", "description": "Values not indexed.", "properties": {"tooLarge": {"type": "integer"}, "notJson": {"type": "integer"}}},
+                    "errors": {"type": "integer"}, "lastError": {"type": ["string", "null"]}}},
+                "FeedPeer": {"type": "object", "required": ["address", "via", "connected"], "properties": {
+                    "address": {"type": "string", "description": "host:port, or the label of the session"},
+                    "via": {"type": "string", "enum": ["direct", "dial-in", "dht"], "description": "How it was found: a known address we dial, a peer that dialed us, the DHT."},
+                    "connected": {"type": "boolean"},
+                    "publicKey": {"type": "string", "description": "Hex Noise public key of the peer (connected peers other than known addresses)."}}},
+                "Health": {"type": "object", "required": ["ok", "feeds", "dht"], "properties": {
+                    "ok": {"type": "boolean"}, "feeds": {"type": "integer", "description": "Feeds followed."},
+                    "dht": {"type": "string", "description": "`off`, `starting`, `running`, `restarting`, `unavailable: <why>` or `stopped`.",
+                            "anyOf": [{"enum": ["off", "starting", "running", "restarting", "stopped"]}, {"pattern": "^unavailable: "}]}}}
             }
         }
     })

@@ -3,10 +3,17 @@
 // Chromium (Debian package `chromium`; set CHROMIUM to another binary if needed).
 //   node browser.js publisher URL          add a movie through the form, expect it listed
 //   node browser.js aggregator URL WORD    search for WORD with the search box, expect hits
+//   node browser.js feeds URL KEY ADDRESS  open the Feeds view; once the row of feed KEY
+//       (z-base-32) is up to date with its peer ADDRESS connected, print one JSON line
+//       {stage: "indexed", ...what the row shows} and wait for a line on stdin (the caller
+//       appends to the bee meanwhile); then wait, without reloading, for a longer length
+//       shown, leave the view and count the /v1/feeds polls in both states.
 // Prints one JSON line {ok, ...} and exits 0 on success, 1 on failure.
+const readline = require('readline')
+const { once } = require('events')
 const { chromium } = require('playwright-core')
 
-const [scenario, url, word] = process.argv.slice(2)
+const [scenario, url, word, address] = process.argv.slice(2)
 
 async function publisher (page) {
   await page.goto(url)
@@ -31,6 +38,88 @@ async function aggregator (page) {
   return { hits, matched: text.toLowerCase().includes(word.toLowerCase()) }
 }
 
+// What the Feeds view shows of feed `key` (null without its row).
+function feedRow (key) {
+  const row = [...document.querySelectorAll('#feeds-list .feed')].find((r) => r.dataset.key === key)
+  if (!row) return null
+  const text = (sel) => { const e = row.querySelector(sel); return e ? e.textContent : null }
+  const bar = row.querySelector('progress')
+  return {
+    state: row.dataset.state,
+    stateText: text('.state'),
+    keyText: text('.key'),
+    keyTitle: row.querySelector('.key').title,
+    length: Number(text('.v-length')),
+    remote: Number(text('.v-remote')),
+    indexed: Number(text('.v-indexed')),
+    lag: Number(text('.v-lag')),
+    pct: text('.pct'),
+    bar: bar ? { value: bar.value, max: bar.max } : null,
+    problemsShown: !row.querySelector('.problems').hidden,
+    peers: [...row.querySelectorAll('.peer[data-via]')].map((p) => ({
+      via: p.querySelector('.via').textContent,
+      address: p.querySelector('.addr').textContent,
+      connected: p.dataset.connected === 'true',
+      connText: p.querySelector('.conn').textContent
+    })),
+    dht: document.getElementById('dht').textContent,
+    count: document.getElementById('feeds-count').textContent,
+    // Network text parsed as HTML would show up as elements or run a handler.
+    injected: document.querySelectorAll('#feeds-view img, #feeds-view script').length > 0 || window.__xss !== undefined
+  }
+}
+
+// Waits until the row of `key` is up to date, shows a length over `above` and its peer
+// `address` as direct and connected; on a timeout the error carries the last row.
+async function waitUpToDate (page, key, above, what, timeout) {
+  try {
+    await page.waitForFunction(([key, address, above]) => {
+      const row = [...document.querySelectorAll('#feeds-list .feed')].find((r) => r.dataset.key === key)
+      return row && row.dataset.state === 'up-to-date' &&
+        Number(row.querySelector('.v-length').textContent) > above &&
+        [...row.querySelectorAll('.peer[data-via]')].some((p) => p.querySelector('.addr').textContent === address &&
+          p.dataset.via === 'direct' && p.dataset.connected === 'true')
+    }, [key, address, above], { timeout, polling: 100 })
+  } catch (e) {
+    throw new Error(`${what}: ${e.message.split('\n')[0]}; row: ${JSON.stringify(await page.evaluate(feedRow, key))}`)
+  }
+  return page.evaluate(feedRow, key)
+}
+
+async function feeds (page) {
+  const key = word
+  const polls = []
+  page.on('request', (r) => { if (new URL(r.url()).pathname === '/v1/feeds') polls.push(Date.now()) })
+  const stdin = readline.createInterface({ input: process.stdin, terminal: false })
+  const go = once(stdin, 'line')
+  await page.goto(url)
+  await page.click('#tab-feeds')
+  const first = await waitUpToDate(page, key, -1, 'never up to date with its peer connected', 30000)
+  // Marks on the page and on the row: a reload or a rebuilt row would lose them.
+  await page.evaluate((key) => {
+    window.__probe = 'same page'
+    ;[...document.querySelectorAll('#feeds-list .feed')].find((r) => r.dataset.key === key).__probe = true
+  }, key)
+  console.log(JSON.stringify({ stage: 'indexed', ...first }))
+  await go
+  stdin.close()
+  const grown = await waitUpToDate(page, key, first.length, 'the length shown never grew', 20000)
+  const same = await page.evaluate((key) => ({
+    samePage: window.__probe === 'same page',
+    sameRow: [...document.querySelectorAll('#feeds-list .feed')].find((r) => r.dataset.key === key).__probe === true
+  }), key)
+  const shownAt = Date.now()
+  await page.waitForTimeout(3000)
+  const pollsWhileShown = polls.filter((p) => p > shownAt).length
+  await page.click('#tab-entries')
+  await page.waitForTimeout(300) // a poll already under way may still land
+  const hiddenAt = Date.now()
+  await page.waitForTimeout(2500)
+  const pollsWhileHidden = polls.filter((p) => p > hiddenAt).length
+  const feedsHidden = await page.locator('#feeds-view').isHidden()
+  return { first, grown, ...same, pollsWhileShown, pollsWhileHidden, feedsHidden }
+}
+
 async function main () {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -39,7 +128,9 @@ async function main () {
   })
   try {
     const page = await browser.newPage()
-    const res = scenario === 'publisher' ? await publisher(page) : await aggregator(page)
+    const scenarios = { publisher, aggregator, feeds }
+    if (!scenarios[scenario]) throw new Error('unknown scenario: ' + scenario)
+    const res = await scenarios[scenario](page)
     console.log(JSON.stringify({ ok: true, ...res }))
   } finally {
     await browser.close()
