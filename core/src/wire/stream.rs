@@ -12,8 +12,10 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::noise::Handshake;
 use super::secretstream::{Pull, Push, ABYTES, HEADERBYTES};
@@ -28,6 +30,15 @@ pub const MAX_MESSAGE: usize = MAX_FRAME - ABYTES;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// An empty message goes out after this much silence, as JS does (`setKeepAlive(5000)`).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// A session that sends nothing, not even a keep-alive (JS and we send one every 5 s), for
+/// this long is dead or stalled, and is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of received messages a session may hold before replication takes them; the socket
+/// is not read meanwhile, so a peer that floats us messages is slowed by TCP instead.
+pub const INCOMING_BUDGET: usize = 4 << 20;
+/// Outgoing messages queued per session. Replication sends batches of at most 1 MiB, so this
+/// bounds what a peer that never reads can make us hold.
+const OUTGOING_QUEUE: usize = 16;
 
 /// How a session came to be: which carrier made it, and who dialed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,18 +170,38 @@ fn stream_id(hash: &[u8; 64], initiator: bool) -> [u8; 32] {
     crypto::hash_keyed(hash, &[&n])
 }
 
+/// Reads one uint24le-framed payload into `buf`; `Ok(false)` at a clean end. The buffer grows
+/// as bytes arrive (a claimed 16 MiB costs nothing until it is sent), and each read must make
+/// progress within [`IDLE_TIMEOUT`].
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<bool> {
+    const STEP: usize = 64 * 1024;
     let mut len = [0u8; 3];
-    match r.read_exact(&mut len).await {
+    match idle(r.read_exact(&mut len)).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(e.into()),
     }
     let n = usize::from(len[0]) | usize::from(len[1]) << 8 | usize::from(len[2]) << 16;
     buf.clear();
-    buf.resize(n, 0);
-    r.read_exact(buf).await?;
+    while buf.len() < n {
+        let at = buf.len();
+        let step = (n - at).min(STEP.max(at));
+        buf.resize(at + step, 0);
+        idle(r.read_exact(buf.get_mut(at..).unwrap_or_default())).await?;
+    }
     Ok(true)
+}
+
+/// An I/O step that must finish within [`IDLE_TIMEOUT`].
+async fn idle<T>(
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(IDLE_TIMEOUT, f).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no data for {} s", IDLE_TIMEOUT.as_secs()),
+        ))
+    })
 }
 
 fn frame_into(out: &mut Vec<u8>, payload: &[u8]) {
@@ -235,9 +266,15 @@ where
             what: "Noise handshake".into(),
         })??;
 
-    let (in_tx, in_rx) = mpsc::channel(256);
-    let (out_tx, out_rx) = mpsc::channel(256);
-    tokio::spawn(read_loop(rd, pull, in_tx));
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
+    let budget = Arc::new(Semaphore::new(INCOMING_BUDGET));
+    let give_back = budget.clone();
+    let incoming = Incoming::with_credit(
+        in_rx,
+        Box::new(move |n| give_back.add_permits(n.clamp(1, INCOMING_BUDGET))),
+    );
+    tokio::spawn(read_loop(rd, pull, in_tx, budget));
     tokio::spawn(write_loop(wr, push, out_rx));
     Ok(FramedSession {
         info: SessionInfo {
@@ -252,7 +289,7 @@ where
                 Origin::Accepted
             },
         },
-        incoming: Incoming::new(in_rx),
+        incoming,
         outgoing: out_tx,
     })
 }
@@ -260,7 +297,8 @@ where
 async fn read_loop<R: AsyncRead + Unpin>(
     mut rd: R,
     mut pull: Pull,
-    tx: mpsc::Sender<Result<Vec<u8>>>,
+    tx: mpsc::UnboundedSender<Result<Vec<u8>>>,
+    budget: Arc<Semaphore>,
 ) {
     let mut buf = Vec::new();
     loop {
@@ -274,7 +312,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Err(e) => Err(e),
         };
         let stop = item.is_err();
-        if tx.send(item).await.is_err() || stop {
+        if let Ok(m) = &item {
+            // Wait (not reading the socket) until replication has taken enough of what we
+            // hold; the session's reader gives the permits back as it takes each message.
+            let need = u32::try_from(m.len().clamp(1, INCOMING_BUDGET)).unwrap_or(u32::MAX);
+            match budget.acquire_many(need).await {
+                Ok(p) => p.forget(),
+                Err(_) => return,
+            }
+        }
+        if tx.send(item).is_err() || stop {
             return;
         }
     }
@@ -346,6 +393,53 @@ mod tests {
         }
         drop(c);
         server.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claimed_frame_grows_with_its_bytes_and_a_silent_peer_times_out() {
+        let (mut tx, mut rx) = tokio::io::duplex(1 << 20);
+        // Claims 16 MiB - 1, sends 10 bytes, then nothing.
+        tx.write_all(&[0xff, 0xff, 0xff]).await.unwrap();
+        tx.write_all(&[7u8; 10]).await.unwrap();
+        let mut buf = Vec::new();
+        let r = read_frame(&mut rx, &mut buf).await;
+        let e = r.expect_err("a silent peer times out");
+        assert!(e.to_string().contains("no data"), "{e}");
+        assert!(buf.capacity() <= 64 * 1024, "reserved {} bytes", buf.capacity());
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_does_not_take_messages_stops_reading_the_socket() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(secret_stream(a, false, KeyPair::generate(), "a".into()));
+        let c = secret_stream(b, true, KeyPair::generate(), "b".into())
+            .await
+            .unwrap();
+        let mut s = server.await.unwrap().unwrap();
+        // 40 MiB offered while nobody takes anything: far beyond what may be held.
+        let msg = vec![1u8; 1 << 20];
+        let mut sent = 0;
+        let push = async {
+            for _ in 0..40 {
+                c.outgoing.send(msg.clone()).await.unwrap();
+                sent += 1;
+            }
+        };
+        let all = tokio::time::timeout(Duration::from_millis(1500), push).await;
+        assert!(all.is_err(), "the sender is held back, not buffered");
+        assert!(sent < 40, "sent {sent}");
+        // Taking the messages lets everything through, in order and whole.
+        let pusher = tokio::spawn(async move {
+            for _ in sent..40 {
+                c.outgoing.send(vec![2u8; 1 << 20]).await.unwrap();
+            }
+            c
+        });
+        for i in 0..40 {
+            let m = s.incoming.recv().await.unwrap().unwrap();
+            assert_eq!(m.len(), 1 << 20, "message {i}");
+        }
+        drop(pusher.await.unwrap());
     }
 
     #[tokio::test]
