@@ -513,14 +513,55 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A peer address must look like `host:port`.
+/// A peer address must be `host:port`: a DNS name, an IPv4 address or a bracketed IPv6
+/// address, and a port from 1 to 65535 (anything else would be dialed forever in vain).
 pub fn check_peer(p: &str) -> Result<()> {
     let ok = p.len() <= 255
-        && p.rsplit_once(':')
-            .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0));
+        && p.rsplit_once(':').is_some_and(|(h, port)| {
+            let host_ok = match h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+                None => {
+                    !h.is_empty()
+                        && h.split('.').all(|label| {
+                            !label.is_empty()
+                                && label.len() <= 63
+                                && !label.starts_with('-')
+                                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        })
+                }
+            };
+            host_ok && port.parse::<u16>().is_ok_and(|n| n > 0)
+        });
     if ok {
         Ok(())
     } else {
         Err(Error::BadRequest(format!("peer {p:?} is not host:port")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::check_peer;
+
+    #[test]
+    fn peers_are_host_and_port() {
+        for ok in ["127.0.0.1:7702", "pub.example.org:1", "[::1]:7702", "localhost:65535"] {
+            assert!(check_peer(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "host",
+            ":7702",
+            "host:0",
+            "host:70000",
+            "<img src=x onerror=1>:9",
+            "a b:1",
+            "[nope]:1",
+            "-bad.example:1",
+            "a..b:1",
+        ] {
+            assert!(check_peer(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// A peer address that is valid `host:port` but HTML if a page ever parsed it as such.
+/// Markup as a peer address: the API refuses it (only host:port is accepted).
 const EVIL_PEER: &str = "<img src=x onerror=window.__xss=1>:9";
+/// A well-formed address that never answers (the .invalid TLD never resolves).
+const DEAD_PEER: &str = "nobody.invalid:9";
 
 /// The next JSON line of the browser driver; panics on a failure line or a timeout.
 async fn browser_line(
@@ -65,7 +68,15 @@ async fn feeds_view_shows_peers_and_progress_live_in_headless_chromium() {
     let (s, v) = agg
         .post(
             "/v1/feeds",
-            &json!({"key": hex_key, "peers": [addr, EVIL_PEER]}),
+            &json!({"key": hex_key, "peers": [EVIL_PEER]}),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400, "markup is no peer address: {v}");
+    let (s, v) = agg
+        .post(
+            "/v1/feeds",
+            &json!({"key": hex_key, "peers": [addr, DEAD_PEER]}),
             None,
         )
         .await;
@@ -88,7 +99,7 @@ async fn feeds_view_shows_peers_and_progress_live_in_headless_chromium() {
     assert!(
         peers
             .iter()
-            .any(|p| p["address"] == EVIL_PEER && p["connected"] == false),
+            .any(|p| p["address"] == DEAD_PEER && p["connected"] == false),
         "{st}"
     );
     let (_, health) = agg.get("/healthz").await;
@@ -152,7 +163,7 @@ async fn feeds_view_shows_peers_and_progress_live_in_headless_chromium() {
     );
     assert!(first["keyTitle"].as_str().unwrap().contains(&z), "{first}");
     assert!(has_peer(&first, &addr, true), "{first}");
-    assert!(has_peer(&first, EVIL_PEER, false), "{first}");
+    assert!(has_peer(&first, DEAD_PEER, false), "{first}");
     assert_eq!(first["injected"], false, "{first}");
 
     // A put on the JS side: the view shows it without a reload.
