@@ -546,7 +546,12 @@ mod tests {
 
     #[test]
     fn peers_are_host_and_port() {
-        for ok in ["127.0.0.1:7702", "pub.example.org:1", "[::1]:7702", "localhost:65535"] {
+        for ok in [
+            "127.0.0.1:7702",
+            "pub.example.org:1",
+            "[::1]:7702",
+            "localhost:65535",
+        ] {
             assert!(check_peer(ok).is_ok(), "{ok}");
         }
         for bad in [
