@@ -64,6 +64,21 @@ pub struct Config {
     pub max_concurrent_ingest: usize,
     /// Bees to follow at start (merged with the persisted follows).
     pub follow: Vec<FollowConfig>,
+    /// Open HTTP connections in total.
+    pub http_max_connections: usize,
+    /// Open HTTP connections per client IP.
+    pub http_max_connections_per_ip: usize,
+    /// Open replication connections in total.
+    pub replication_max_connections: usize,
+    /// Open replication connections per client IP.
+    pub replication_max_connections_per_ip: usize,
+    /// File descriptors kept back for the index and the store (connection caps are fitted
+    /// into the rest of the open file limit).
+    pub fd_reserve: u64,
+    /// The request head must arrive within this; also closes idle keep-alive connections.
+    pub http_header_timeout_ms: u64,
+    /// A response write with no progress for this long ends the connection.
+    pub http_write_timeout_ms: u64,
     /// Discover the peers of followed bees on the hyperswarm DHT.
     pub dht: bool,
     /// DHT bootstrap nodes (`host:port`); empty = hyperswarm's public list.
@@ -103,6 +118,13 @@ impl Default for Config {
             index_memory_mb: 64,
             max_concurrent_ingest: 32,
             follow: Vec::new(),
+            http_max_connections: 4096,
+            http_max_connections_per_ip: 64,
+            replication_max_connections: 1024,
+            replication_max_connections_per_ip: 16,
+            fd_reserve: 256,
+            http_header_timeout_ms: 10_000,
+            http_write_timeout_ms: 30_000,
             dht: true,
             bootstrap: Vec::new(),
             bridge_dir: None,
@@ -151,6 +173,16 @@ impl Config {
         for b in &self.bootstrap {
             apiary_swarm::check_bootstrap(b).map_err(Error::Config)?;
         }
+        if self.http_max_connections == 0
+            || self.http_max_connections_per_ip == 0
+            || self.replication_max_connections == 0
+            || self.replication_max_connections_per_ip == 0
+        {
+            return Err(Error::Config("connection caps must be at least 1".into()));
+        }
+        if self.http_header_timeout_ms == 0 || self.http_write_timeout_ms == 0 {
+            return Err(Error::Config("HTTP timeouts must be at least 1 ms".into()));
+        }
         if self.index_memory_mb < 15 {
             return Err(Error::Config("index_memory_mb must be at least 15".into()));
         }
@@ -172,6 +204,11 @@ impl Config {
             ))),
         }
     }
+}
+
+/// The replication address.
+pub fn parse_listen(s: &str) -> Result<SocketAddr> {
+    parse_addr("listen", s)
 }
 
 fn parse_addr(what: &str, s: &str) -> Result<SocketAddr> {

@@ -64,6 +64,11 @@ pub struct Aggregator {
     last_seen: Mutex<i64>,
     /// Counters.
     pub metrics: Metrics,
+    /// The open file limit and the gates of our listeners (for /metrics), once serving.
+    net: Mutex<(
+        Option<apiary_net::fdlimit::FdLimit>,
+        Vec<Arc<apiary_net::gate::Gate>>,
+    )>,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -128,6 +133,7 @@ impl Aggregator {
             backfill,
             last_seen: Mutex::new(0),
             metrics: Metrics::default(),
+            net: Mutex::new((None, Vec::new())),
         });
         for f in agg.cfg.follow.clone() {
             let key = Key::parse(&f.key)?;
@@ -137,6 +143,25 @@ impl Aggregator {
             agg.start(key, &f.peers)?;
         }
         Ok(agg)
+    }
+
+    /// Records the open file limit and the listeners' gates, for /metrics.
+    pub fn set_net(
+        &self,
+        fd: apiary_net::fdlimit::FdLimit,
+        gates: Vec<Arc<apiary_net::gate::Gate>>,
+    ) {
+        *self.net.lock().unwrap_or_else(|p| p.into_inner()) = (Some(fd), gates);
+    }
+
+    /// The open file limit and the listeners' gates.
+    pub fn net(
+        &self,
+    ) -> (
+        Option<apiary_net::fdlimit::FdLimit>,
+        Vec<Arc<apiary_net::gate::Gate>>,
+    ) {
+        self.net.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The replicator (for listening).

@@ -88,19 +88,17 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
         .with_state(state)
 }
 
-/// Serves the router on `addr` until the task is aborted.
-pub async fn serve(
+/// Serves the router on `listener` (caps and timeouts: apiary-net) until the task is aborted.
+pub fn serve(
     agg: Arc<Aggregator>,
-    addr: SocketAddr,
+    listener: apiary_net::listen::GatedListener,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router(agg).into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("http server stopped: {e}");
-        }
-    });
+    let timeouts = apiary_net::http::HttpTimeouts {
+        header: Duration::from_millis(agg.cfg.http_header_timeout_ms),
+        write: Duration::from_millis(agg.cfg.http_write_timeout_ms),
+    };
+    let task = apiary_net::http::serve(listener, router(agg), timeouts);
     Ok((bound, task))
 }
 
@@ -189,6 +187,33 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
         a.replicator().connections().len(),
     );
     let mut body = body;
+    let (fd, gates) = a.net();
+    if let Some(fd) = fd {
+        body.push_str(&format!(
+            "# HELP apiary_open_files_limit The open file limit (RLIMIT_NOFILE).\n# TYPE apiary_open_files_limit gauge\napiary_open_files_limit{{kind=\"soft\"}} {}\napiary_open_files_limit{{kind=\"hard\"}} {}\n",
+            fd.soft, fd.hard
+        ));
+    }
+    if !gates.is_empty() {
+        body.push_str("# HELP apiary_listener_connections Connections open per listener.\n# TYPE apiary_listener_connections gauge\n");
+        for g in &gates {
+            body.push_str(&format!(
+                "apiary_listener_connections{{listener=\"{}\"}} {}\n",
+                g.name(),
+                g.stats().open
+            ));
+        }
+        body.push_str("# HELP apiary_connections_refused_total Connections closed at once because a cap was reached.\n# TYPE apiary_connections_refused_total counter\n");
+        for g in &gates {
+            let st = g.stats();
+            body.push_str(&format!(
+                "apiary_connections_refused_total{{listener=\"{0}\",reason=\"per_ip\"}} {1}\napiary_connections_refused_total{{listener=\"{0}\",reason=\"total\"}} {2}\n",
+                g.name(),
+                st.refused_per_ip,
+                st.refused_total
+            ));
+        }
+    }
     if let Some(d) = dht {
         let b = d.bridge.unwrap_or_default();
         let n = |k: &str| b[k].as_u64().unwrap_or(0);
@@ -415,8 +440,45 @@ async fn stream(
     let events = BroadcastStream::new(rx).filter_map(move |item| match item {
         Ok(e) if fl.matches(&e) => Some(Ok(Event::default().event("entry").data(e.to_string()))),
         Ok(_) => None,
-        // A slow client missed some entries: tell it, so it can re-read /v1/feed.
-        Err(_) => Some(Ok(Event::default().event("lagged").data("{}"))),
+        Err(_) => Some(Err(())),
     });
+    // A subscriber that fell behind the buffer is told so (it can re-read /v1/feed) and
+    // dropped: nothing is buffered for it.
+    let events = UntilLagged {
+        inner: Box::pin(events),
+        done: false,
+    };
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Ends a stream of events after its first "lagged" one.
+struct UntilLagged<S> {
+    inner: std::pin::Pin<Box<S>>,
+    done: bool,
+}
+
+impl<S> tokio_stream::Stream for UntilLagged<S>
+where
+    S: tokio_stream::Stream<Item = std::result::Result<Event, ()>>,
+{
+    type Item = std::result::Result<Event, Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(e))) => Poll::Ready(Some(Ok(e))),
+            Poll::Ready(Some(Err(()))) => {
+                self.done = true;
+                Poll::Ready(Some(Ok(Event::default().event("lagged").data("{}"))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }

@@ -14,6 +14,8 @@ mod state;
 
 use std::path::PathBuf;
 
+use apiary_net::gate::{Gate, Limits};
+use apiary_net::listen::GatedListener;
 use clap::Parser;
 
 use crate::config::Config;
@@ -104,13 +106,55 @@ fn build_config(cli: &Cli) -> Result<Config> {
 }
 
 async fn run(cfg: Config) -> Result<()> {
+    // Descriptors: raise the soft limit, then fit the connection caps into it with a reserve
+    // for the index and the store, so no flood of connections can starve a commit.
+    let fd = apiary_net::fdlimit::raise();
+    let caps = apiary_net::fdlimit::fit(
+        fd.soft,
+        cfg.fd_reserve,
+        &[cfg.http_max_connections, cfg.replication_max_connections],
+    );
+    let (http_cap, repl_cap) = (
+        caps.first().copied().unwrap_or(1),
+        caps.get(1).copied().unwrap_or(1),
+    );
+    if (http_cap, repl_cap) != (cfg.http_max_connections, cfg.replication_max_connections) {
+        tracing::warn!(
+            http_cap,
+            repl_cap,
+            soft = fd.soft,
+            "connection caps lowered to fit the open file limit"
+        );
+    }
+    let http_gate = Gate::new(
+        "http",
+        Limits {
+            total: http_cap,
+            per_ip: cfg.http_max_connections_per_ip.min(http_cap),
+        },
+    );
+    let repl_gate = Gate::new(
+        "replication",
+        Limits {
+            total: repl_cap,
+            per_ip: cfg.replication_max_connections_per_ip.min(repl_cap),
+        },
+    );
     let agg = follow::Aggregator::open(cfg.clone()).await?;
+    agg.set_net(fd, vec![http_gate.clone(), repl_gate.clone()]);
     let listen = if cfg.listen.is_empty() {
         None
     } else {
-        Some(agg.replicator().listen(&cfg.listen).await?)
+        let addr = config::parse_listen(&cfg.listen)?;
+        let l = GatedListener::new(apiary_net::listen::bind(addr)?, repl_gate);
+        let a = l.local_addr()?;
+        Some((
+            a,
+            apiary_net::replication::serve(l, agg.replicator().clone()),
+        ))
     };
-    let (http_addr, http_task) = http::serve(agg.clone(), cfg.http_addr()?).await?;
+    let http_listener = GatedListener::new(apiary_net::listen::bind(cfg.http_addr()?)?, http_gate);
+    let (http_addr, http_task) = http::serve(agg.clone(), http_listener)?;
     let feeds = agg.followed()?.len();
     println!("apiary-aggregator is running");
     println!("  browse page and HTTP API: http://{http_addr}/   (OpenAPI: http://{http_addr}/v1/openapi.json)");

@@ -24,6 +24,8 @@ pub struct AggProc {
     pub http: reqwest::Client,
     /// Environment variables set for the process (on top of ours).
     pub env: Vec<(String, String)>,
+    /// A command the binary runs under (e.g. `prlimit --nofile=256:256`), if any.
+    pub prefix: Vec<String>,
 }
 
 impl AggProc {
@@ -35,6 +37,21 @@ impl AggProc {
 
     /// As [`AggProc::start`], with environment variables for the process.
     pub async fn start_env(dir: PathBuf, extra: &str, env: Vec<(String, String)>) -> AggProc {
+        Self::start_full(dir, extra, env, Vec::new()).await
+    }
+
+    /// Writes the config and starts the binary under `prefix` (a command such as `prlimit`).
+    pub async fn start_under(dir: PathBuf, extra: &str, prefix: &[&str]) -> AggProc {
+        let prefix = prefix.iter().map(|s| s.to_string()).collect();
+        Self::start_full(dir, extra, Vec::new(), prefix).await
+    }
+
+    async fn start_full(
+        dir: PathBuf,
+        extra: &str,
+        env: Vec<(String, String)>,
+        prefix: Vec<String>,
+    ) -> AggProc {
         std::fs::create_dir_all(&dir).unwrap();
         let http_port = free_port();
         let listen = format!("127.0.0.1:{}", free_port());
@@ -57,6 +74,7 @@ impl AggProc {
             dir,
             http: reqwest::Client::new(),
             env,
+            prefix,
         };
         a.restart().await;
         a
@@ -75,7 +93,15 @@ impl AggProc {
     /// (Re)starts the process on the same config and data.
     pub async fn restart(&mut self) {
         let bin = bin_path("apiary-aggregator", "apiary-aggregator");
-        let child = tokio::process::Command::new(bin)
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = tokio::process::Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => tokio::process::Command::new(bin),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

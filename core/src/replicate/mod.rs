@@ -213,8 +213,17 @@ impl Replicator {
         Ok(self.attach(session))
     }
 
-    /// Listens on `addr` and replicates with everyone who connects (as Noise responder).
-    /// Returns the bound address; the accept loop runs until the task is aborted.
+    /// Runs the Noise handshake as responder on an accepted socket and starts replicating.
+    /// (Binaries accept through `apiary-net`'s gated listener and call this.)
+    pub async fn accept(&self, sock: TcpStream, label: String) -> Result<Connection> {
+        let _ = sock.set_nodelay(true);
+        let session = secret_stream(sock, false, self.inner.identity.clone(), label).await?;
+        Ok(self.attach(session))
+    }
+
+    /// Listens on `addr` and replicates with everyone who connects (as Noise responder), with
+    /// no caps: for tests and tools. Returns the bound address; the accept loop runs until
+    /// the task is aborted.
     pub async fn listen(&self, addr: &str) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
@@ -229,16 +238,10 @@ impl Replicator {
                         continue;
                     }
                 };
-                let _ = sock.set_nodelay(true);
                 let me = me.clone();
                 tokio::spawn(async move {
-                    match secret_stream(sock, false, me.inner.identity.clone(), peer.to_string())
-                        .await
-                    {
-                        Ok(session) => {
-                            me.attach(session);
-                        }
-                        Err(e) => tracing::info!(%peer, "handshake failed: {e}"),
+                    if let Err(e) = me.accept(sock, peer.to_string()).await {
+                        tracing::info!(%peer, "handshake failed: {e}");
                     }
                 });
             }

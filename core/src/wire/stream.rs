@@ -193,15 +193,15 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Resul
 }
 
 /// An I/O step that must finish within [`IDLE_TIMEOUT`].
-async fn idle<T>(
-    f: impl std::future::Future<Output = std::io::Result<T>>,
-) -> std::io::Result<T> {
-    tokio::time::timeout(IDLE_TIMEOUT, f).await.unwrap_or_else(|_| {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no data for {} s", IDLE_TIMEOUT.as_secs()),
-        ))
-    })
+async fn idle<T>(f: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    tokio::time::timeout(IDLE_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no data for {} s", IDLE_TIMEOUT.as_secs()),
+            ))
+        })
 }
 
 fn frame_into(out: &mut Vec<u8>, payload: &[u8]) {
@@ -405,7 +405,11 @@ mod tests {
         let r = read_frame(&mut rx, &mut buf).await;
         let e = r.expect_err("a silent peer times out");
         assert!(e.to_string().contains("no data"), "{e}");
-        assert!(buf.capacity() <= 64 * 1024, "reserved {} bytes", buf.capacity());
+        assert!(
+            buf.capacity() <= 64 * 1024,
+            "reserved {} bytes",
+            buf.capacity()
+        );
     }
 
     #[tokio::test]
