@@ -103,7 +103,8 @@ mod tests {
         assert_eq!(c.dht, Some(true));
         assert!(c.bootstrap.is_empty());
         assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
-        let c: FileConfig = toml::from_str("bootstrap = [\"10.0.0.1:49737\"]\ndht = false").unwrap();
+        let c: FileConfig =
+            toml::from_str("bootstrap = [\"10.0.0.1:49737\"]\ndht = false").unwrap();
         assert_eq!(c.dht, Some(false));
         assert_eq!(c.bootstrap, ["10.0.0.1:49737"]);
     }

@@ -63,17 +63,22 @@ pub async fn serve(
         .route("/api/bees/{name}/posts", post(add_post))
         .layer(DefaultBodyLimit::max(entries::MAX_VALUE + 64 * 1024))
         .with_state(bees);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    // A page for one person: a few connections per address, with the same header and
+    // stalled-write timeouts as the aggregator's API.
+    let gate = apiary_net::gate::Gate::new(
+        "page",
+        apiary_net::gate::Limits {
+            total: 256,
+            per_ip: 32,
+        },
+    );
+    let listener = apiary_net::listen::bind(addr)
         .map_err(|e| Error::io(std::path::Path::new(&addr.to_string()), e))?;
+    let listener = apiary_net::listen::GatedListener::new(listener, gate);
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io(std::path::Path::new("page"), e))?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("local page stopped: {e}");
-        }
-    });
+    let task = apiary_net::http::serve(listener, app, apiary_net::http::HttpTimeouts::default());
     Ok((bound, task))
 }
 

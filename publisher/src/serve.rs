@@ -69,7 +69,28 @@ pub async fn serve(dir: &Path, file: &FileConfig, args: ServeArgs) -> Result<()>
         .listen
         .or_else(|| file.listen.clone())
         .unwrap_or_else(|| config::DEFAULT_LISTEN.into());
-    let (addr, listener) = rep.listen(&listen).await?;
+    // Readers and aggregators connect here: caps per address and in total (apiary-net), in
+    // a file limit raised to its hard limit.
+    let fd = apiary_net::fdlimit::raise();
+    let cap = apiary_net::fdlimit::fit(fd.soft, 128, &[1024])
+        .first()
+        .copied()
+        .unwrap_or(8);
+    let gate = apiary_net::gate::Gate::new(
+        "replication",
+        apiary_net::gate::Limits {
+            total: cap,
+            per_ip: 16.min(cap),
+        },
+    );
+    let bind_addr = config::addr("listen address", &listen)?;
+    let tcp = apiary_net::listen::bind(bind_addr)
+        .map_err(|e| crate::error::Error::io(std::path::Path::new(&listen), e))?;
+    let tcp = apiary_net::listen::GatedListener::new(tcp, gate);
+    let addr = tcp
+        .local_addr()
+        .map_err(|e| crate::error::Error::io(std::path::Path::new(&listen), e))?;
+    let listener = apiary_net::replication::serve(tcp, rep.clone());
     println!("serving {} bee(s) for replication on {addr}", open.len());
     for (name, w) in &open {
         println!("  {name}  {}", w.bee().core().key().to_url());
