@@ -88,6 +88,19 @@ if (require.main === module && process.argv[2] === '--lines') {
   process.stdout.write(chunks.join(''))
 }
 
+// `node js/data.js --jsonl [n] [seed]`: the posts as `apiary-publisher import` lines,
+// `{"key": …, "value": {…}}` (run-dht.sh imports the 100k posts into a publisher bee this way).
+if (require.main === module && process.argv[2] === '--jsonl') {
+  const n = Number(process.argv[3] || 100000)
+  const rand = prng(Number(process.argv[4] || 1))
+  const chunks = []
+  for (let i = 0; i < n; i++) {
+    chunks.push(JSON.stringify(post(i, rand)) + '\n')
+    if (chunks.length >= 4096) process.stdout.write(chunks.splice(0).join(''))
+  }
+  process.stdout.write(chunks.join(''))
+}
+
 // `node js/data.js --check [n]`: same posts as the reference generator?
 if (require.main === module && process.argv[2] === '--check') {
   const path = require('path')

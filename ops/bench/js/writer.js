@@ -1,12 +1,15 @@
 // Writer of the replication benchmark: builds the reference bee and serves it over TCP.
 //
-//   node js/writer.js [--n 100000] [--batch 1000] [--seed 1]
+//   node js/writer.js [--n 100000] [--batch 1000] [--seed 1] [--bootstrap HOST:PORT]
 //
 // Builds Corestore + Hyperbee (name 'posts', keyEncoding utf-8, valueEncoding json) with n posts
 // of the reference dataset, put in batches of `batch` (one flush each), exactly as the
 // reference writer does. Then serves `store.replicate(false)` on 127.0.0.1:<random port> and
 // prints one JSON line:
 //   {"key": hex, "port": P, "length": blocks, "byteLength": bytes, "buildSeconds": s, ...}
+// With --bootstrap (a private DHT, run-dht.sh) it also announces the core on hyperswarm
+// (server only, the core's discovery key as topic, store.replicate on every connection) and
+// prints the line once the announce is flushed to the DHT, with `announceMs`.
 // After that it answers lines on stdin, one JSON line each on stdout:
 //   "cpu"  -> {"user": s, "system": s, "maxRssMB": MB}   (process.cpuUsage() since start)
 //   "live INTERVAL_MS COUNT" -> puts COUNT more posts, one every INTERVAL_MS on a fixed schedule
@@ -28,7 +31,7 @@ const Corestore = dep('corestore')
 const Hyperbee = dep('hyperbee')
 
 const out = quietStdout()
-const opts = args({ n: 100000, batch: 1000, seed: 1 })
+const opts = args({ n: 100000, batch: 1000, seed: 1, bootstrap: '' })
 
 async function main () {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'apiary-bench-writer-'))
@@ -68,10 +71,25 @@ async function main () {
   })
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
 
+  let swarm = null
+  let announceMs = null
+  if (opts.bootstrap) {
+    const Hyperswarm = dep('hyperswarm')
+    const tA = performance.now()
+    swarm = new Hyperswarm({ bootstrap: opts.bootstrap.split(',') })
+    swarm.on('connection', (conn) => {
+      const stream = store.replicate(conn)
+      stream.on('error', () => {})
+    })
+    await swarm.join(core.discoveryKey, { server: true, client: false }).flushed()
+    announceMs = round(performance.now() - tA, 1)
+  }
+
   let closing = null
   const close = () => {
     if (closing) return closing
     closing = (async () => {
+      if (swarm) await swarm.destroy()
       for (const s of sockets) s.destroy()
       await new Promise((resolve) => server.close(resolve))
       await bee.close()
@@ -91,7 +109,8 @@ async function main () {
     putsPerSec: Math.round(opts.n / buildSeconds),
     buildCpuSeconds: round((buildCpu.user + buildCpu.system) / 1e6),
     cpu: cpu(),
-    maxRssMB: maxRssMB()
+    maxRssMB: maxRssMB(),
+    announceMs
   }))
 
   let livePosts = 0

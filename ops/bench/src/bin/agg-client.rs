@@ -27,6 +27,12 @@
 //!       N concurrent connections, each sending the next URL of FILE (round robin over the
 //!       list) as soon as its previous response is read, for S seconds: requests/s, latency
 //!       percentiles, status counts.
+//!   agg-client first   --http URL --keys FILE [--poll-ms 5] [--peer ADDR] [--started-unix-ms T]
+//!       For each key of FILE, one after the other: POST /v1/feeds {key} (the key alone: the
+//!       aggregator finds the bee on the DHT), then GET /v1/feed?feed=KEY&limit=1 every
+//!       `--poll-ms` until it holds an entry: the time from just before the POST to that
+//!       response, per key, and how the feed's peers were found (`via`). With
+//!       `--started-unix-ms` (when the aggregator process was started), also the time from then.
 //!   agg-client print-queries --n 1000     # the query set, one a line (checked against JS)
 
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +70,8 @@ enum Cmd {
     Queries(QueriesArgs),
     /// Concurrent load: requests/s.
     Load(LoadArgs),
+    /// Follow keys one at a time: time from POST to the first entry served by /v1/feed.
+    First(FirstArgs),
     /// Prints the reference query set, one query a line.
     PrintQueries {
         /// Queries.
@@ -83,9 +91,10 @@ struct IngestArgs {
     /// Core keys to follow, one a line.
     #[arg(long)]
     keys: PathBuf,
-    /// Peer address (host:port) serving them.
+    /// Peer address (host:port) serving them; without it the POST has the key alone and the
+    /// aggregator looks the bee up on the DHT.
     #[arg(long)]
-    peer: String,
+    peer: Option<String>,
     /// Entries expected in the index when done (apiary_entries_indexed).
     #[arg(long)]
     entries: u64,
@@ -163,6 +172,31 @@ struct QueriesArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct FirstArgs {
+    /// Base URL of the aggregator's HTTP API.
+    #[arg(long)]
+    http: String,
+    /// Core keys to follow, one a line, in this order.
+    #[arg(long)]
+    keys: PathBuf,
+    /// A peer address to give with each key (default: none, the DHT finds it).
+    #[arg(long)]
+    peer: Option<String>,
+    /// Poll interval of /v1/feed.
+    #[arg(long, default_value_t = 5)]
+    poll_ms: u64,
+    /// Pause between two keys.
+    #[arg(long, default_value_t = 200)]
+    pause_ms: u64,
+    /// Give up on a key after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// When the aggregator process was started (Unix time in ms), for a cold-start figure.
+    #[arg(long)]
+    started_unix_ms: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
 struct LoadArgs {
     /// URLs, one a line.
     #[arg(long)]
@@ -186,6 +220,7 @@ fn main() {
             Cmd::Live(a) => live(a).await,
             Cmd::Queries(a) => queries(a).await,
             Cmd::Load(a) => load(a).await,
+            Cmd::First(a) => first(a).await,
             Cmd::PrintQueries { n, seed } => {
                 for q in reference_queries(n, seed) {
                     println!("{q}");
@@ -259,6 +294,14 @@ async fn metric(c: &Client, base: &str, name: &str) -> Res<u64> {
         .ok_or_else(|| format!("no {name} in /metrics").into())
 }
 
+/// The body of `POST /v1/feeds`: the key, and the peer when there is one.
+fn follow_body(key: &str, peer: Option<&str>) -> Value {
+    match peer {
+        Some(p) => json!({"key": key, "peers": [p]}),
+        None => json!({"key": key}),
+    }
+}
+
 /// (length, indexedVersion, errors) of one feed.
 async fn feed_status(c: &Client, base: &str, key: &str) -> Res<(u64, u64, u64)> {
     let v: Value = c
@@ -301,7 +344,7 @@ async fn ingest(a: IngestArgs) -> Res<Value> {
                 let t = Instant::now();
                 let r = c
                     .post(format!("{base}/v1/feeds"))
-                    .json(&json!({"key": key, "peers": [peer]}))
+                    .json(&follow_body(key, peer.as_deref()))
                     .send()
                     .await;
                 let code = match r {
@@ -909,6 +952,88 @@ async fn first_cursor(c: &Client, u: Url) -> Option<String> {
     get_json(c, &u).await.body["cursor"]
         .as_str()
         .map(str::to_owned)
+}
+
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .unwrap_or(0.0)
+}
+
+async fn first(a: FirstArgs) -> Res<Value> {
+    let keys = read_keys(&a.keys)?;
+    let base = a.http.trim_end_matches('/').to_owned();
+    let c = client(2)?;
+    let mut rows = Vec::new();
+    let mut found_ms = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(a.pause_ms)).await;
+        }
+        let at_unix = unix_ms();
+        let t = Instant::now();
+        let status = c
+            .post(format!("{base}/v1/feeds"))
+            .json(&follow_body(key, a.peer.as_deref()))
+            .send()
+            .await?
+            .status()
+            .as_u16();
+        let post_ms = t.elapsed().as_secs_f64() * 1e3;
+        let url = Url::parse_with_params(
+            &format!("{base}/v1/feed"),
+            &[("feed", key.as_str()), ("limit", "1")],
+        )?;
+        let deadline = t + Duration::from_secs(a.timeout);
+        let mut polls = 0u64;
+        let ms = loop {
+            polls += 1;
+            let r = c.get(url.clone()).send().await;
+            if let Ok(r) = r {
+                if let Ok(v) = r.json::<Value>().await {
+                    if v["entries"].as_array().is_some_and(|e| !e.is_empty()) {
+                        break Some(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(a.poll_ms)).await;
+        };
+        let status_v: Value = match c.get(format!("{base}/v1/feeds/{key}")).send().await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        let via: Vec<Value> = status_v["peers"]
+            .as_array()
+            .map(|ps| ps.iter().map(|p| p["via"].clone()).collect())
+            .unwrap_or_default();
+        if let Some(ms) = ms {
+            found_ms.push(ms);
+        }
+        rows.push(json!({
+            "key": key,
+            "postStatus": status,
+            "postMs": round(post_ms, 2),
+            "ms": ms.map(|x| round(x, 2)),
+            "sinceStartMs": a.started_unix_ms.map(|s| round(at_unix - s as f64 + ms.unwrap_or(f64::NAN), 1)),
+            "polls": polls,
+            "via": via,
+            "length": status_v["length"],
+        }));
+    }
+    let rest = found_ms.get(1..).map(<[f64]>::to_vec).unwrap_or_default();
+    Ok(json!({
+        "keys": keys.len(),
+        "found": found_ms.len(),
+        "pollMs": a.poll_ms,
+        "all": summary(found_ms.clone()),
+        "firstKeyMs": found_ms.first().map(|x| round(*x, 2)),
+        "restKeys": summary(rest),
+        "rows": rows,
+    }))
 }
 
 async fn load(a: LoadArgs) -> Res<Value> {
