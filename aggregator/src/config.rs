@@ -72,6 +72,8 @@ pub struct Config {
     pub replication_max_connections: usize,
     /// Open replication connections per client IP.
     pub replication_max_connections_per_ip: usize,
+    /// Ingest pauses while the data directory has less free space than this (MB).
+    pub min_free_disk_mb: u64,
     /// File descriptors kept back for the index and the store (connection caps are fitted
     /// into the rest of the open file limit).
     pub fd_reserve: u64,
@@ -123,6 +125,7 @@ impl Default for Config {
             replication_max_connections: 1024,
             replication_max_connections_per_ip: 16,
             fd_reserve: 256,
+            min_free_disk_mb: 256,
             http_header_timeout_ms: 10_000,
             http_write_timeout_ms: 30_000,
             dht: true,

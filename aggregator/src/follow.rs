@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Backfill, Config};
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
+use crate::health::Health;
 use crate::index::{EntryDoc, Index, IndexOp};
 use crate::ingest;
 use crate::peers::PeerPool;
@@ -55,6 +56,8 @@ pub struct Aggregator {
     state: State,
     /// The search index.
     pub index: Arc<Index>,
+    /// Whether ingest can write (reads are served regardless).
+    pub health: Arc<Health>,
     pool: Arc<PeerPool>,
     /// Peers found by key on the DHT.
     pub discovery: Discovery,
@@ -107,10 +110,12 @@ impl Aggregator {
             })?;
         let store = Store::from_db(db.clone())?;
         let state = State::open(&db)?;
+        let health = Arc::new(Health::default());
         let index = Index::open(
             &cfg.data_dir.join("index"),
             cfg.index_memory_mb,
             Duration::from_millis(cfg.commit_interval_ms),
+            health.clone(),
         )?;
         // One identity for TCP and the DHT, stable across restarts.
         let seed = state.identity_seed()?;
@@ -129,6 +134,7 @@ impl Aggregator {
             rep,
             state,
             index,
+            health,
             feeds: Mutex::new(HashMap::new()),
             backfill,
             last_seen: Mutex::new(0),
@@ -142,6 +148,11 @@ impl Aggregator {
         for (key, f) in agg.state.follows()? {
             agg.start(key, &f.peers)?;
         }
+        tokio::spawn(watch_disk_and_store(
+            Arc::downgrade(&agg),
+            agg.cfg.data_dir.clone(),
+            agg.cfg.min_free_disk_mb,
+        ));
         Ok(agg)
     }
 
@@ -322,17 +333,34 @@ impl Aggregator {
 
     async fn run_feed(self: Arc<Self>, replica: Arc<Replica>) {
         let key = *replica.key();
+        let feed = key.to_z32();
         let mut backoff = Duration::from_millis(500);
         let bee = Bee::with_cache(replica.clone(), 64);
-        // What we have sent to the index (committed or about to be).
-        let mut cp = self.index.checkpoint(&key.to_z32());
+        // What we have sent to the index (committed or about to be), in `epoch`.
+        let mut cp = self.index.checkpoint(&feed);
+        let mut epoch = self.health.epoch();
         let mut head = replica.subscribe();
         loop {
+            // Nothing is fetched or indexed while the write path is degraded.
+            while self.health.is_degraded() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if self.health.epoch() != epoch {
+                // Ops not committed were dropped: start again from what is committed.
+                epoch = self.health.epoch();
+                cp = self.index.checkpoint(&feed);
+                tracing::info!(%feed, version = cp.version, "re-reading from the committed checkpoint");
+            }
             head.borrow_and_update();
-            match self.ingest_until_caught_up(&replica, &bee, &mut cp).await {
+            match self
+                .ingest_until_caught_up(&replica, &bee, &mut cp, epoch)
+                .await
+            {
                 Ok(()) => {
                     backoff = Duration::from_millis(500);
-                    if replica.length() <= cp.version.max(1) && replica.fork() == cp.fork {
+                    let caught_up =
+                        replica.length() <= cp.version.max(1) && replica.fork() == cp.fork;
+                    if caught_up && self.health.epoch() == epoch {
                         // Caught up: wait for a new length (or check again now and then).
                         let _ = tokio::time::timeout(Duration::from_secs(30), head.changed()).await;
                     }
@@ -352,6 +380,7 @@ impl Aggregator {
         replica: &Arc<Replica>,
         bee: &Bee,
         cp: &mut crate::index::Checkpoint,
+        epoch: u64,
     ) -> Result<()> {
         let key = *replica.key();
         let feed = key.to_z32();
@@ -364,6 +393,9 @@ impl Aggregator {
         // this pass are the only ones a put may replace or a del remove.
         let mut fresh = FirstPass::new(cp.version == 0);
         loop {
+            if self.health.is_degraded() || self.health.epoch() != epoch {
+                return Ok(()); // the caller pauses, or goes back to the committed checkpoint
+            }
             let length = replica.length();
             let fork = replica.fork();
             if length == 0 {
@@ -474,7 +506,7 @@ impl Aggregator {
             self.metrics
                 .entries_ingested
                 .fetch_add(end - start, Ordering::Relaxed);
-            self.index.submit(ops, end == length).await?;
+            self.index.submit(ops, end == length, epoch).await?;
             if skipped_large + skipped_json > 0 {
                 self.state.update_counters(&key, |c| {
                     c.skipped_too_large += skipped_large;
@@ -482,6 +514,44 @@ impl Aggregator {
                 })?;
             }
             *cp = crate::index::Checkpoint { version: end, fork };
+        }
+    }
+}
+
+/// Every 2 s: pauses ingest while the data directory has less than `min_free_mb` free (the
+/// block store cannot recover from a failed write without a restart, so it must not reach
+/// one), and ends the process, after a grace period for reads, when the store did fail.
+async fn watch_disk_and_store(
+    agg: std::sync::Weak<Aggregator>,
+    dir: std::path::PathBuf,
+    min_free_mb: u64,
+) {
+    const GRACE: Duration = Duration::from_secs(30);
+    let mut store_failed_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Some(agg) = agg.upgrade() else { return };
+        let free_mb = fs4::available_space(&dir).ok().map(|b| b / (1024 * 1024));
+        agg.health.set(
+            "disk",
+            free_mb.filter(|f| *f < min_free_mb).map(|f| {
+                format!(
+                    "{f} MB free in {} (min_free_disk_mb = {min_free_mb}): ingest paused",
+                    dir.display()
+                )
+            }),
+        );
+        if let Some(e) = agg.rep.store().write_error() {
+            let at = *store_failed_at.get_or_insert_with(tokio::time::Instant::now);
+            agg.health.set(
+                "store",
+                Some(format!("the block store failed to write ({e}); it needs a restart, which happens in {} s", GRACE.as_secs())),
+            );
+            if at.elapsed() >= GRACE {
+                tracing::error!("the block store failed to write ({e}): exiting so that a restart reopens it; ingest resumes from the committed checkpoints");
+                eprintln!("fatal: the block store failed to write ({e}); restart to reopen it");
+                std::process::exit(75); // EX_TEMPFAIL: a restart fixes it
+            }
         }
     }
 }

@@ -67,6 +67,7 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(crate::page::PAGE) }))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route(
             "/v1/openapi.json",
@@ -109,7 +110,8 @@ async fn guard(
     req: Request,
     next: Next,
 ) -> Response {
-    if req.uri().path() != "/healthz" && s.limiter.check_key(&peer.ip()).is_err() {
+    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if !probe && s.limiter.check_key(&peer.ip()).is_err() {
         return Error::RateLimited.into_response();
     }
     next.run(req).await
@@ -156,12 +158,38 @@ fn parse_key(s: &str) -> Result<Key> {
     Ok(Key::parse(s)?)
 }
 
+/// Liveness, and what is wrong with the write path (reads are served either way).
 async fn healthz(State(s): State<Http>) -> Json<Value> {
+    let degraded = s.agg.health.degraded();
     Json(json!({
         "ok": true,
+        "status": if degraded.is_empty() { "ok" } else { "degraded" },
+        "degraded": degraded,
         "feeds": s.agg.followed().map(|f| f.len()).unwrap_or(0),
         "dht": s.agg.discovery.state(),
     }))
+}
+
+/// Ready: healthy, and every feed indexed up to what is known of it; else 503 with why.
+async fn readyz(State(s): State<Http>) -> Response {
+    let mut why = s.agg.health.degraded();
+    let mut behind = 0;
+    for k in s.agg.followed().unwrap_or_default() {
+        if let Ok(Some(st)) = s.agg.status(&k) {
+            if st["lag"].as_u64().unwrap_or(0) > 0 {
+                behind += 1;
+            }
+        }
+    }
+    if behind > 0 {
+        why.push(format!("{behind} feed(s) catching up"));
+    }
+    let code = if why.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(json!({"ready": why.is_empty(), "why": why}))).into_response()
 }
 
 async fn metrics(State(s): State<Http>) -> impl IntoResponse {

@@ -4,6 +4,7 @@ mod config;
 mod discovery;
 mod error;
 mod follow;
+mod health;
 mod http;
 mod index;
 mod ingest;

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tantivy::collector::DocSetCollector;
@@ -22,17 +22,17 @@ use tantivy::query::TermQuery;
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT,
 };
-use tantivy::{
-    doc, Index as TIndex, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term,
-};
+use tantivy::{Index as TIndex, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::health::Health;
 use crate::ingest;
 
 mod query;
-use query::doc_json;
+mod writer;
 pub use query::entry_id;
+use writer::WriterTask;
 
 /// Bump to rebuild every index from the stored blocks.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -129,6 +129,9 @@ struct Batch {
     done: Option<oneshot::Sender<()>>,
     /// Someone waits for these ops: commit them after the short interval.
     caught_up: bool,
+    /// The [`Health::epoch`] the ops were made in: a batch of an older epoch is dropped,
+    /// since its feed re-reads from its committed checkpoint.
+    epoch: u64,
 }
 
 /// Filters shared by the feed, search and stream endpoints.
@@ -190,6 +193,7 @@ pub struct Index {
     pub upserts: Arc<std::sync::atomic::AtomicU64>,
     /// The newest sortAt indexed (µs): where the feed's time windows start.
     newest: Arc<std::sync::atomic::AtomicI64>,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for Index {
@@ -205,7 +209,12 @@ fn payload() -> String {
 impl Index {
     /// Opens (or creates, or rebuilds after a schema change) the index in `dir` and starts
     /// its writer task.
-    pub fn open(dir: &Path, memory_mb: usize, commit_every: Duration) -> Result<Arc<Index>> {
+    pub fn open(
+        dir: &Path,
+        memory_mb: usize,
+        commit_every: Duration,
+        health: Arc<Health>,
+    ) -> Result<Arc<Index>> {
         let (schema, f) = schema();
         std::fs::create_dir_all(dir)?;
         let index = match TIndex::open_in_dir(dir) {
@@ -258,27 +267,23 @@ impl Index {
             events,
             upserts: Default::default(),
             newest: Default::default(),
+            health: health.clone(),
         });
         me.newest
             .store(me.load_newest()?, std::sync::atomic::Ordering::Relaxed);
         let loaded = me.load_checkpoints()?;
         *me.committed.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
-        let task = WriterTask {
+        let task = WriterTask::new(
             writer,
             f,
-            reader: me.reader.clone(),
-            committed: me.committed.clone(),
-            events: me.events.clone(),
-            upserts: me.upserts.clone(),
-            newest: me.newest.clone(),
-            pending_cp: HashMap::new(),
-            pending_events: Vec::new(),
-            waiters: Vec::new(),
-            dirty: false,
-            pending: 0,
-            urgent: false,
-            every: commit_every,
-        };
+            me.reader.clone(),
+            me.committed.clone(),
+            me.events.clone(),
+            me.upserts.clone(),
+            me.newest.clone(),
+            health,
+            commit_every,
+        );
         tokio::spawn(task.run(rx));
         Ok(me)
     }
@@ -335,15 +340,16 @@ impl Index {
             .unwrap_or_default()
     }
 
-    /// Queues ops; resolves once they are queued (backpressure), not committed.
-    /// `caught_up`: these ops bring a feed up to date, so they are committed after the short
-    /// interval even in a bulk ingest (see [`BULK_CHANGES`]).
-    pub async fn submit(&self, ops: Vec<IndexOp>, caught_up: bool) -> Result<()> {
+    /// Queues ops made in `epoch` (see [`Health::epoch`]); resolves once they are queued
+    /// (backpressure), not committed. `caught_up`: these ops bring a feed up to date, so they
+    /// are committed after the short interval even in a bulk ingest.
+    pub async fn submit(&self, ops: Vec<IndexOp>, caught_up: bool, epoch: u64) -> Result<()> {
         self.tx
             .send(Batch {
                 ops,
                 done: None,
                 caught_up,
+                epoch,
             })
             .await
             .map_err(|_| Error::Unavailable("index writer stopped".into()))
@@ -357,6 +363,7 @@ impl Index {
                 ops,
                 done: Some(tx),
                 caught_up: true,
+                epoch: self.health.epoch(),
             })
             .await
             .map_err(|_| Error::Unavailable("index writer stopped".into()))?;
@@ -374,189 +381,5 @@ impl Index {
         let searcher = self.reader.searcher();
         let t = Term::from_field_text(self.f.kind, "entry");
         searcher.doc_freq(&t).unwrap_or(0)
-    }
-}
-
-struct WriterTask {
-    writer: IndexWriter<TantivyDocument>,
-    f: Fields,
-    reader: IndexReader,
-    committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
-    events: broadcast::Sender<Arc<Value>>,
-    upserts: Arc<std::sync::atomic::AtomicU64>,
-    newest: Arc<std::sync::atomic::AtomicI64>,
-    pending_cp: HashMap<String, Option<Checkpoint>>,
-    pending_events: Vec<Value>,
-    waiters: Vec<oneshot::Sender<()>>,
-    dirty: bool,
-    every: Duration,
-    /// Entry changes applied since the last commit.
-    pending: usize,
-    /// A batch since the last commit asked for the short interval.
-    urgent: bool,
-}
-
-/// Past this many changes since the last commit the writer is in a bulk ingest: it commits
-/// every [`BULK_EVERY`] instead of every `commit_interval_ms`. A commit per 50 ms made ~60
-/// small segments per 100k entries (one per indexing thread per commit), and merging them
-/// back cost more than the indexing; live posts stay below this and keep the short interval.
-const BULK_CHANGES: usize = 2000;
-/// Commit interval of a bulk ingest.
-const BULK_EVERY: Duration = Duration::from_secs(1);
-
-impl WriterTask {
-    async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
-        let mut last = Instant::now();
-        loop {
-            let wait = self.interval().saturating_sub(last.elapsed());
-            let got = if self.dirty {
-                tokio::time::timeout(wait, rx.recv()).await.ok()
-            } else {
-                Some(rx.recv().await)
-            };
-            match got {
-                Some(Some(b)) => {
-                    // tantivy's add_document blocks while its indexing thread is busy: not
-                    // on a worker that replication needs.
-                    tokio::task::block_in_place(|| {
-                        self.apply(b);
-                        // Take what else is queued, so one commit covers it.
-                        while let Ok(b) = rx.try_recv() {
-                            self.apply(b);
-                        }
-                    });
-                }
-                Some(None) => {
-                    self.commit();
-                    return;
-                }
-                None => {}
-            }
-            if self.dirty && last.elapsed() >= self.interval() {
-                tokio::task::block_in_place(|| self.commit());
-                last = Instant::now();
-            }
-        }
-    }
-
-    /// Adds an entry document; `replace`: delete the older one of (feed, key) first.
-    fn add_entry(&mut self, e: EntryDoc, replace: bool) {
-        let f = self.f;
-        let id = entry_id(&e.feed, &e.key);
-        if replace {
-            self.writer.delete_term(Term::from_field_text(f.id, &id));
-        }
-        let sort_at = ingest::sort_at(e.extracted.created_at, e.seen_at);
-        let mut d = doc!(
-            f.kind => "entry",
-            f.id => id,
-            f.feed => e.feed,
-            f.key => String::from_utf8_lossy(&e.key).into_owned(),
-            f.seq => e.seq,
-            f.version => e.version,
-            f.seen_at => e.seen_at,
-            f.sort_at => sort_at,
-            f.text => e.extracted.text,
-            f.value => e.value,
-        );
-        if let Some(t) = &e.extracted.kind {
-            d.add_text(f.typ, t);
-        }
-        for t in &e.extracted.tags {
-            d.add_text(f.tag, t);
-        }
-        if self.events.receiver_count() > 0 {
-            self.pending_events.push(doc_json(&f, &d));
-        }
-        if let Err(e) = self.writer.add_document(d) {
-            tracing::error!("index add failed: {e}");
-        }
-        self.upserts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.newest
-            .fetch_max(sort_at, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn apply(&mut self, b: Batch) {
-        let f = self.f;
-        self.pending += b.ops.len();
-        self.urgent |= b.caught_up;
-        for op in b.ops {
-            match op {
-                IndexOp::Upsert(e) => self.add_entry(*e, true),
-                IndexOp::Insert(e) => self.add_entry(*e, false),
-                IndexOp::Delete { feed, key } => {
-                    self.writer
-                        .delete_term(Term::from_field_text(f.id, &entry_id(&feed, &key)));
-                }
-                IndexOp::Checkpoint {
-                    feed,
-                    version,
-                    fork,
-                } => {
-                    let id = format!("cp:{feed}");
-                    self.writer.delete_term(Term::from_field_text(f.id, &id));
-                    let d = doc!(f.kind => "cp", f.id => id, f.feed => feed.clone(), f.seq => version, f.version => fork);
-                    if let Err(e) = self.writer.add_document(d) {
-                        tracing::error!("index add failed: {e}");
-                    }
-                    self.pending_cp
-                        .insert(feed, Some(Checkpoint { version, fork }));
-                }
-                IndexOp::Purge { feed } => {
-                    self.writer
-                        .delete_term(Term::from_field_text(f.feed, &feed));
-                    self.pending_cp.insert(feed, None);
-                }
-            }
-        }
-        if let Some(w) = b.done {
-            self.waiters.push(w);
-        }
-        self.dirty = true;
-    }
-
-    /// How long after the last commit the next one is due.
-    fn interval(&self) -> Duration {
-        if self.pending >= BULK_CHANGES && !self.urgent {
-            BULK_EVERY.max(self.every)
-        } else {
-            self.every
-        }
-    }
-
-    fn commit(&mut self) {
-        let res = self.writer.prepare_commit().and_then(|mut p| {
-            p.set_payload(&payload());
-            p.commit()
-        });
-        if let Err(e) = res {
-            // Followers already moved past these ops: rather than lose them, stop. On restart
-            // ingest resumes from the last committed checkpoints.
-            tracing::error!("index commit failed, stopping so that nothing is lost: {e}");
-            eprintln!("fatal: index commit failed: {e}");
-            std::process::exit(3);
-        }
-        if let Err(e) = self.reader.reload() {
-            tracing::error!("index reload failed: {e}");
-        }
-        {
-            let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
-            for (feed, cp) in self.pending_cp.drain() {
-                match cp {
-                    Some(cp) => c.insert(feed, cp),
-                    None => c.remove(&feed),
-                };
-            }
-        }
-        for e in self.pending_events.drain(..) {
-            let _ = self.events.send(Arc::new(e));
-        }
-        for w in self.waiters.drain(..) {
-            let _ = w.send(());
-        }
-        self.dirty = false;
-        self.pending = 0;
-        self.urgent = false;
     }
 }

@@ -113,10 +113,12 @@ impl BeeBlock {
     pub fn decode(seq: u64, bytes: &[u8]) -> Result<Self> {
         let node = NodeMessage::decode(bytes).map_err(|e| bad(seq, e))?;
         let index = YoloIndex::decode(node.index.as_slice()).map_err(|e| bad(seq, e))?;
+        let count = index.levels.len() as u64;
         let levels = index
             .levels
             .into_iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(offset, l)| {
                 if l.children.len() % 2 != 0 {
                     return Err(bad(seq, "odd number of child pointers"));
                 }
@@ -135,6 +137,18 @@ impl BeeBlock {
                     || l.keys.iter().any(|&k| k > seq || k == 0)
                 {
                     return Err(bad(seq, "a tree node points at a later block"));
+                }
+                // Writers lay a block's nodes out parent first (JS `indexChanges`), so a
+                // child in the same block is at a later offset. Anything else could make a
+                // cycle, which a walk down the tree would follow forever.
+                if children
+                    .iter()
+                    .any(|c| c.seq == seq && (c.offset <= offset as u64 || c.offset >= count))
+                {
+                    return Err(bad(
+                        seq,
+                        "a tree node points at itself, a level before it or a missing level",
+                    ));
                 }
                 Ok(TreeNode {
                     keys: l.keys,
@@ -242,6 +256,37 @@ mod tests {
             BeeBlock::decode(2, &BeeBlock::encode(b"k", None, &levels)).is_err(),
             "points at later block"
         );
+    }
+
+    /// Found by the `bee_walk` fuzz target (fuzz/corpus/bee_walk/regression-self-child): a
+    /// root whose last child was itself made every range read over the bee loop forever.
+    #[test]
+    fn a_child_pointer_back_into_its_own_block_is_refused() {
+        let node = |keys: Vec<u64>, children: Vec<(u64, u64)>| TreeNode {
+            keys,
+            children: children
+                .into_iter()
+                .map(|(seq, offset)| NodeRef { seq, offset })
+                .collect(),
+        };
+        let leaf = node(vec![1], vec![]);
+        // The crashing input's block 38: the root's last child is (38, 0), the root itself.
+        let root = |last: (u64, u64)| node(vec![2, 3], vec![(33, 1), (38, 1), last]);
+        let good = BeeBlock::encode(
+            b"k",
+            Some(b"v"),
+            &[root((38, 2)), leaf.clone(), leaf.clone()],
+        );
+        assert!(BeeBlock::decode(38, &good).is_ok());
+        for last in [(38, 0), (38, 3)] {
+            let b = BeeBlock::encode(b"k", Some(b"v"), &[root(last), leaf.clone(), leaf.clone()]);
+            let e = BeeBlock::decode(38, &b).expect_err("a cycle or a missing level");
+            assert!(e.to_string().contains("points at itself"), "{e}");
+        }
+        // A deeper node pointing back up to the root is a cycle too.
+        let back = node(vec![1], vec![(1, 0), (38, 0)]);
+        let b = BeeBlock::encode(b"k", None, &[root((38, 2)), leaf, back]);
+        assert!(BeeBlock::decode(38, &b).is_err());
     }
 
     proptest! {

@@ -54,6 +54,11 @@ impl Behind {
         })
     }
 
+    /// The first sled error of the thread.
+    pub(crate) fn failure(&self) -> Option<String> {
+        lock(&self.failed).clone()
+    }
+
     fn check(&self) -> Result<()> {
         match lock(&self.failed).as_ref() {
             Some(e) => Err(Error::Io(std::io::Error::other(format!(

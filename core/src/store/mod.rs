@@ -147,6 +147,12 @@ impl Store {
         Ok(Store { db, shared })
     }
 
+    /// The first write error of the store, if any. sled cannot write again after one
+    /// (it keeps the error), so only reopening the store clears it.
+    pub fn write_error(&self) -> Option<String> {
+        self.shared.behind.failure()
+    }
+
     /// The sled database (for other state kept alongside).
     pub fn db(&self) -> &sled::Db {
         &self.db

@@ -1,0 +1,100 @@
+//! Whether the aggregator can write, and why not. Reads are served whatever this says;
+//! ingest pauses while anything is wrong and resumes on its own when it is fixed.
+//!
+//! Sources, each with its reason while it lasts:
+//! - `index`: a commit failed (full disk, no descriptors, an I/O error). The writer rolled
+//!   back to the last commit and retries; every ingest op not committed was dropped, so the
+//!   [`Health::epoch`] moved on and feeds re-read from their committed checkpoints.
+//! - `disk`: the data directory's free space is under `min_free_disk_mb`. Ingest pauses
+//!   *before* the disk is full: the block store (sled) cannot recover from a failed write
+//!   without being reopened.
+//! - `store`: the block store failed to write; only a restart reopens it (the process exits
+//!   after a grace period, and resumes from its committed checkpoints when started again).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The health of the write path.
+#[derive(Debug, Default)]
+pub struct Health {
+    reasons: Mutex<BTreeMap<&'static str, String>>,
+    epoch: AtomicU64,
+}
+
+impl Health {
+    fn reasons(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, String>> {
+        self.reasons.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets (or clears, with `None`) the reason of one source.
+    pub fn set(&self, source: &'static str, reason: Option<String>) {
+        let mut r = self.reasons();
+        match reason {
+            Some(why) => {
+                if r.get(source) != Some(&why) {
+                    tracing::warn!(source, "degraded: {why}");
+                }
+                r.insert(source, why);
+            }
+            None => {
+                if r.remove(source).is_some() {
+                    tracing::info!(source, "no longer degraded");
+                }
+            }
+        }
+    }
+
+    /// What is wrong, one line per source; empty when healthy.
+    pub fn degraded(&self) -> Vec<String> {
+        self.reasons().values().cloned().collect()
+    }
+
+    /// Whether ingest should pause.
+    pub fn is_degraded(&self) -> bool {
+        !self.reasons().is_empty()
+    }
+
+    /// Bumped whenever ingest ops that were not committed were dropped: a feed that made ops
+    /// in an older epoch goes back to its committed checkpoint.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// An index commit failed and was rolled back.
+    pub fn index_failed_with(&self, reason: String) {
+        self.set("index", Some(reason));
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether the index is in its failed state.
+    pub fn index_failed(&self) -> bool {
+        self.reasons().contains_key("index")
+    }
+
+    /// A commit went through again. Ops queued while failed were dropped: a new epoch.
+    pub fn index_recovered(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.set("index", None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_and_epochs() {
+        let h = Health::default();
+        assert!(!h.is_degraded());
+        h.set("disk", Some("12 MB free".into()));
+        h.index_failed_with("commit failed: ENOSPC".into());
+        assert_eq!(h.degraded().len(), 2);
+        assert!(h.index_failed());
+        assert_eq!(h.epoch(), 1);
+        h.index_recovered();
+        h.set("disk", None);
+        assert!(!h.is_degraded());
+        assert_eq!(h.epoch(), 2);
+    }
+}

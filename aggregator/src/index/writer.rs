@@ -1,0 +1,282 @@
+//! The index writer task: applies batches of ops, commits them with their checkpoints, and
+//! survives a failed commit (a full disk, no file descriptors, an I/O error): it rolls back to
+//! the last commit, reports the index degraded, drops the ops of the old epoch (their feeds
+//! re-read from their committed checkpoints, so nothing is lost or doubled), and tries again
+//! with backoff until a commit goes through.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tantivy::{doc, IndexReader, IndexWriter, TantivyDocument, Term};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::query::doc_json;
+use super::{entry_id, payload, Batch, Checkpoint, EntryDoc, Fields, IndexOp};
+use crate::health::Health;
+use crate::ingest;
+
+pub(super) struct WriterTask {
+    writer: IndexWriter<TantivyDocument>,
+    f: Fields,
+    reader: IndexReader,
+    committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
+    events: broadcast::Sender<Arc<Value>>,
+    upserts: Arc<std::sync::atomic::AtomicU64>,
+    newest: Arc<std::sync::atomic::AtomicI64>,
+    pending_cp: HashMap<String, Option<Checkpoint>>,
+    pending_events: Vec<Value>,
+    waiters: Vec<oneshot::Sender<()>>,
+    dirty: bool,
+    every: Duration,
+    /// Entry changes applied since the last commit.
+    pending: usize,
+    /// A batch since the last commit asked for the short interval.
+    urgent: bool,
+    health: Arc<Health>,
+}
+
+/// Past this many changes since the last commit the writer is in a bulk ingest: it commits
+/// every [`BULK_EVERY`] instead of every `commit_interval_ms`. A commit per 50 ms made ~60
+/// small segments per 100k entries (one per indexing thread per commit), and merging them
+/// back cost more than the indexing; live posts stay below this and keep the short interval.
+const BULK_CHANGES: usize = 2000;
+/// Commit interval of a bulk ingest.
+const BULK_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest wait between tries of a failed commit.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+impl WriterTask {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        writer: IndexWriter<TantivyDocument>,
+        f: Fields,
+        reader: IndexReader,
+        committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
+        events: broadcast::Sender<Arc<Value>>,
+        upserts: Arc<std::sync::atomic::AtomicU64>,
+        newest: Arc<std::sync::atomic::AtomicI64>,
+        health: Arc<Health>,
+        every: Duration,
+    ) -> Self {
+        WriterTask {
+            writer,
+            f,
+            reader,
+            committed,
+            events,
+            upserts,
+            newest,
+            pending_cp: HashMap::new(),
+            pending_events: Vec::new(),
+            waiters: Vec::new(),
+            dirty: false,
+            every,
+            pending: 0,
+            urgent: false,
+            health,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
+        let mut last = Instant::now();
+        let mut retry = Duration::from_secs(1);
+        loop {
+            if self.health.index_failed() {
+                // Degraded: ops of the old epoch are dropped (their feeds start again from
+                // their committed checkpoints); an empty commit tells when writing works.
+                let wake = tokio::time::sleep(retry);
+                tokio::pin!(wake);
+                loop {
+                    tokio::select! {
+                        b = rx.recv() => match b {
+                            Some(b) => self.take_if_current(b),
+                            None => return,
+                        },
+                        _ = &mut wake => break,
+                    }
+                }
+                if tokio::task::block_in_place(|| self.commit()) {
+                    tracing::info!("the index commits again: ingest resumes");
+                    retry = Duration::from_secs(1);
+                } else {
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+                last = Instant::now();
+                continue;
+            }
+            let wait = self.interval().saturating_sub(last.elapsed());
+            let got = if self.dirty {
+                tokio::time::timeout(wait, rx.recv()).await.ok()
+            } else {
+                Some(rx.recv().await)
+            };
+            match got {
+                Some(Some(b)) => {
+                    // tantivy's add_document blocks while its indexing thread is busy: not
+                    // on a worker that replication needs.
+                    tokio::task::block_in_place(|| {
+                        self.take_if_current(b);
+                        // Take what else is queued, so one commit covers it.
+                        while let Ok(b) = rx.try_recv() {
+                            self.take_if_current(b);
+                        }
+                    });
+                }
+                Some(None) => {
+                    self.commit();
+                    return;
+                }
+                None => {}
+            }
+            if self.dirty && last.elapsed() >= self.interval() {
+                tokio::task::block_in_place(|| self.commit());
+                last = Instant::now();
+            }
+        }
+    }
+
+    /// Adds an entry document; `replace`: delete the older one of (feed, key) first.
+    fn add_entry(&mut self, e: EntryDoc, replace: bool) {
+        let f = self.f;
+        let id = entry_id(&e.feed, &e.key);
+        if replace {
+            self.writer.delete_term(Term::from_field_text(f.id, &id));
+        }
+        let sort_at = ingest::sort_at(e.extracted.created_at, e.seen_at);
+        let mut d = doc!(
+            f.kind => "entry",
+            f.id => id,
+            f.feed => e.feed,
+            f.key => String::from_utf8_lossy(&e.key).into_owned(),
+            f.seq => e.seq,
+            f.version => e.version,
+            f.seen_at => e.seen_at,
+            f.sort_at => sort_at,
+            f.text => e.extracted.text,
+            f.value => e.value,
+        );
+        if let Some(t) = &e.extracted.kind {
+            d.add_text(f.typ, t);
+        }
+        for t in &e.extracted.tags {
+            d.add_text(f.tag, t);
+        }
+        if self.events.receiver_count() > 0 {
+            self.pending_events.push(doc_json(&f, &d));
+        }
+        if let Err(e) = self.writer.add_document(d) {
+            tracing::error!("index add failed: {e}");
+        }
+        self.upserts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.newest
+            .fetch_max(sort_at, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Applies a batch made in the current epoch; drops an older one (and its waiter).
+    fn take_if_current(&mut self, b: Batch) {
+        if b.epoch == self.health.epoch() && !self.health.index_failed() {
+            self.apply(b);
+        }
+    }
+
+    fn apply(&mut self, b: Batch) {
+        let f = self.f;
+        self.pending += b.ops.len();
+        self.urgent |= b.caught_up;
+        for op in b.ops {
+            match op {
+                IndexOp::Upsert(e) => self.add_entry(*e, true),
+                IndexOp::Insert(e) => self.add_entry(*e, false),
+                IndexOp::Delete { feed, key } => {
+                    self.writer
+                        .delete_term(Term::from_field_text(f.id, &entry_id(&feed, &key)));
+                }
+                IndexOp::Checkpoint {
+                    feed,
+                    version,
+                    fork,
+                } => {
+                    let id = format!("cp:{feed}");
+                    self.writer.delete_term(Term::from_field_text(f.id, &id));
+                    let d = doc!(f.kind => "cp", f.id => id, f.feed => feed.clone(), f.seq => version, f.version => fork);
+                    if let Err(e) = self.writer.add_document(d) {
+                        tracing::error!("index add failed: {e}");
+                    }
+                    self.pending_cp
+                        .insert(feed, Some(Checkpoint { version, fork }));
+                }
+                IndexOp::Purge { feed } => {
+                    self.writer
+                        .delete_term(Term::from_field_text(f.feed, &feed));
+                    self.pending_cp.insert(feed, None);
+                }
+            }
+        }
+        if let Some(w) = b.done {
+            self.waiters.push(w);
+        }
+        self.dirty = true;
+    }
+
+    /// How long after the last commit the next one is due.
+    fn interval(&self) -> Duration {
+        if self.pending >= BULK_CHANGES && !self.urgent {
+            BULK_EVERY.max(self.every)
+        } else {
+            self.every
+        }
+    }
+
+    /// Commits what was applied; `false` if the commit failed (then everything since the
+    /// last commit is rolled back and the index is degraded until a commit succeeds).
+    fn commit(&mut self) -> bool {
+        let res = self.writer.prepare_commit().and_then(|mut p| {
+            p.set_payload(&payload());
+            p.commit()
+        });
+        if let Err(e) = res {
+            tracing::error!("index commit failed: {e}; rolling back to the last commit, ingest pauses and the commit is retried");
+            if let Err(r) = self.writer.rollback() {
+                tracing::error!("index rollback failed: {r}");
+            }
+            self.pending_cp.clear();
+            self.pending_events.clear();
+            self.waiters.clear(); // their callers get an error
+            self.dirty = false;
+            self.pending = 0;
+            self.urgent = false;
+            self.health
+                .index_failed_with(format!("index commit failed: {e}"));
+            return false;
+        }
+        if self.health.index_failed() {
+            self.health.index_recovered();
+        }
+        if let Err(e) = self.reader.reload() {
+            tracing::error!("index reload failed: {e}");
+        }
+        {
+            let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+            for (feed, cp) in self.pending_cp.drain() {
+                match cp {
+                    Some(cp) => c.insert(feed, cp),
+                    None => c.remove(&feed),
+                };
+            }
+        }
+        for e in self.pending_events.drain(..) {
+            let _ = self.events.send(Arc::new(e));
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.send(());
+        }
+        self.dirty = false;
+        self.pending = 0;
+        self.urgent = false;
+        true
+    }
+}
