@@ -5,10 +5,11 @@
 #   ops/fuzz/run.sh [MINUTES] [TARGET...]     default: 10 minutes each, every target
 #
 # Environment: FUZZ_SECONDS (overrides MINUTES), FUZZ_JOBS (parallel targets, default 2),
-# FUZZ_RESULTS (summary file; default ops/fuzz/results/<UTC>.md), FUZZ_FRESH=1 (start from
-# the committed corpus instead of resuming the queue of earlier runs in target/afl-out).
+# FUZZ_RESULTS (summary file; default ops/fuzz/results/<UTC>.md), FUZZ_OUT (AFL++ output
+# directories; default target/afl-out), FUZZ_FRESH=1 (start from the committed corpus instead
+# of resuming the queue of earlier runs there).
 # Needs cargo-afl (`cargo install cargo-afl --locked`, which also builds its own AFL++).
-# Exits 1 when a target has crashes (saved in target/afl-out/<target>/default/crashes/).
+# Exits 1 when a target has crashes (saved in $FUZZ_OUT/<target>/default/crashes/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -20,7 +21,7 @@ all="encoding secretstream stream noise mux messages manifest bee_block bee_walk
 targets="${*:-$all}"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 results="${FUZZ_RESULTS:-ops/fuzz/results/$stamp.md}"
-out_root="target/afl-out"
+out_root="${FUZZ_OUT:-target/afl-out}"
 
 command -v cargo-afl >/dev/null 2>&1 || {
   echo "cargo-afl is missing: cargo install cargo-afl --locked" >&2
@@ -63,7 +64,7 @@ failed=0
   echo "# Fuzzing run $stamp"
   echo
   echo "AFL++ $(stat "$(echo $targets | cut -d' ' -f1)" afl_version) via cargo-afl $(cargo afl --version 2>/dev/null | awk '{print $2}'), ${seconds}s per target, $jobs at a time, $(nproc) cores."
-  echo "Counts are cumulative over every run that resumed the same queue (target/afl-out)."
+  echo "Counts are cumulative over every run that resumed the same queue ($out_root)."
   echo
   echo "| target | run time (s) | execs | execs/s | corpus | edges | crashes | hangs |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
