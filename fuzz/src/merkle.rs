@@ -100,12 +100,17 @@ impl Tree {
 
 /// The target.
 pub fn fuzz(data: &[u8]) {
+    run(data);
+}
+
+/// Runs one input; returns whether the proof verified.
+pub fn run(data: &[u8]) -> bool {
     let mut input = Input::new(data);
     let local_len = u64::from(input.u8()) % (BLOCKS + 1);
     let flags = input.u8();
     let body = input.rest();
     let Ok(Some(Message::Data(d))) = Message::decode(ty::DATA, body) else {
-        return;
+        return false;
     };
     let tree = Tree::get(flags & 1 != 0);
     let local = &tree.heads[local_len as usize];
@@ -117,7 +122,7 @@ pub fn fuzz(data: &[u8]) {
             None
         })
     }) else {
-        return;
+        return false;
     };
     for n in &v.nodes {
         assert_eq!(
@@ -141,4 +146,5 @@ pub fn fuzz(data: &[u8]) {
             "a verified upgrade gives roots that are not the tree's"
         );
     }
+    true
 }

@@ -88,15 +88,20 @@ fn secretstream() -> Vec<Vec<u8>> {
 }
 
 fn stream() -> Vec<Vec<u8>> {
+    // Genuine messages (op 1; the empty one is a keep-alive), then the same with a raw piece
+    // (op 0: a frame header claiming 5 bytes) that breaks the stream after the first.
     let mut genuine = Vec::new();
+    let mut broken = Vec::new();
     for (i, m) in [&b"hello"[..], b"", b"\x00\x01\x01\x0fhypercore/alpha"]
         .iter()
         .enumerate()
     {
-        genuine.extend_from_slice(&[1, m.len() as u8]);
-        genuine.extend_from_slice(m);
+        for out in [&mut genuine, &mut broken] {
+            out.extend_from_slice(&[1, m.len() as u8]);
+            out.extend_from_slice(m);
+        }
         if i == 1 {
-            genuine.extend_from_slice(&[0, 3, 5, 0, 0]);
+            broken.extend_from_slice(&[0, 3, 5, 0, 0]);
         }
     }
     vec![
@@ -106,6 +111,7 @@ fn stream() -> Vec<Vec<u8>> {
         cat(&[&[5], &[3u8; 24], &[20, 0, 0], &[0u8; 20]]),
         cat(&[&[6], &genuine]),
         cat(&[&[7], &genuine]),
+        cat(&[&[6], &broken]),
     ]
 }
 
