@@ -6,7 +6,25 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use super::{BeeBlock, Entry, NodeRef, Snapshot};
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// Most tree nodes one walk of a bee at `version` may open. A tree of `version` blocks has
+/// fewer nodes than that (every node but an empty root holds a key, and every key is a
+/// block), and an ordered walk opens each node once; a hostile tree whose nodes share
+/// children would otherwise make a walk that finds nothing take exponential time.
+fn node_budget(version: u64) -> u64 {
+    version.saturating_mul(2).saturating_add(64)
+}
+
+fn over_budget(version: u64) -> Error {
+    Error::Decode {
+        what: "bee node",
+        reason: format!(
+            "the tree of version {version} has more nodes than {} (nodes shared or repeated)",
+            node_budget(version)
+        ),
+    }
+}
 
 /// Bounds and order of a range read (keys as bytes, relative to the sub if any).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -135,6 +153,8 @@ pub struct RangeIter<'a> {
     seeking: bool,
     opened: bool,
     done: bool,
+    /// Tree nodes opened so far (see [`node_budget`]).
+    nodes: u64,
 }
 
 impl std::fmt::Debug for RangeIter<'_> {
@@ -160,6 +180,7 @@ impl<'a> Snapshot<'a> {
             seeking: false,
             opened: false,
             done: false,
+            nodes: 0,
         }
     }
 
@@ -193,6 +214,11 @@ impl RangeIter<'_> {
     /// Pushes a node, positioned at its first slot in our direction, or by bisecting the
     /// start bound while seeking.
     async fn push(&mut self, block: Arc<BeeBlock>, offset: u64) -> Result<()> {
+        self.nodes += 1;
+        if self.nodes > node_budget(self.snap.version) {
+            self.done = true;
+            return Err(over_budget(self.snap.version));
+        }
         let mut f = Frame {
             block,
             offset,
@@ -371,6 +397,8 @@ impl Cursor {
 struct DiffSide<'a> {
     snap: Snapshot<'a>,
     stack: Vec<Cursor>,
+    /// Tree nodes opened so far (see [`node_budget`]).
+    nodes: u64,
 }
 
 impl DiffSide<'_> {
@@ -411,6 +439,10 @@ impl DiffSide<'_> {
             let b = self.snap.key_of(seq).await?;
             return Ok(Some(self.snap.entry(&b)));
         }
+        self.nodes += 1;
+        if self.nodes > node_budget(self.snap.version) {
+            return Err(over_budget(self.snap.version));
+        }
         let (b, o) = self.snap.node(NodeRef { seq, offset }).await?;
         let c = Cursor::new(b, o as u64);
         if c.valid() {
@@ -445,6 +477,7 @@ impl Snapshot<'_> {
         let mut a = DiffSide {
             snap: self.clone(),
             stack: Vec::new(),
+            nodes: 0,
         };
         let mut b = DiffSide {
             snap: Snapshot {
@@ -452,6 +485,7 @@ impl Snapshot<'_> {
                 ..self.clone()
             },
             stack: Vec::new(),
+            nodes: 0,
         };
         a.open().await?;
         b.open().await?;
@@ -537,5 +571,64 @@ impl Snapshot<'_> {
             out.push(d);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bee::{Bee, TreeNode};
+    use crate::crypto::KeyPair;
+    use crate::replicate::{Replicator, ReplicatorOptions};
+    use crate::store::Store;
+
+    /// Found with the `bee_walk` fuzz target (fuzz/corpus/bee_walk/regression-shared-children):
+    /// 40 blocks, each a node whose two children are both the previous block's node. Its
+    /// in-order walk is 2^40 nodes long; a range from `k39` found `k39` and then walked the
+    /// whole of the rest, all below the bound, without ever returning.
+    #[tokio::test]
+    async fn a_tree_of_shared_children_is_refused_not_walked() {
+        let rep = Replicator::new(Store::temporary().unwrap(), ReplicatorOptions::default());
+        let core = rep.create_core(KeyPair::generate(), true).unwrap();
+        let mut blocks = vec![crate::bee::block::encode_header()];
+        let leaf = TreeNode {
+            keys: vec![1],
+            children: vec![],
+        };
+        blocks.push(BeeBlock::encode(b"k01", Some(b"v"), &[leaf]));
+        for k in 2..=40u64 {
+            let prev = NodeRef {
+                seq: k - 1,
+                offset: 0,
+            };
+            let node = TreeNode {
+                keys: vec![k],
+                children: vec![prev, prev],
+            };
+            blocks.push(BeeBlock::encode(
+                format!("k{k:02}").as_bytes(),
+                Some(b"v"),
+                &[node],
+            ));
+        }
+        core.append(&blocks).unwrap();
+        let bee = Bee::new(core);
+        let snap = bee.snapshot();
+        let from = RangeOptions {
+            gte: Some(b"k39".to_vec()),
+            limit: Some(10),
+            ..RangeOptions::default()
+        };
+        let e = snap.range(from).await.expect_err("too many nodes");
+        assert!(e.to_string().contains("more nodes"), "{e}");
+        let all = snap.range(RangeOptions::default()).await;
+        assert!(all.is_err());
+        let e = snap
+            .diff(2, RangeOptions::default())
+            .await
+            .expect_err("too many nodes");
+        assert!(e.to_string().contains("more nodes"), "{e}");
+        // A lookup walks one path and is not affected.
+        assert_eq!(snap.get(b"k39").await.unwrap().unwrap().seq, 39);
     }
 }
