@@ -383,7 +383,60 @@ mod tests {
             vec![5, 1, 11, 23]
         );
         let v = verify_proof(&proof, head, &t.verifier, stored).unwrap();
-        assert!(v.nodes.iter().any(|n| n.index == 5));
+        // Node 5 and its sibling 1 are proven only as a pair (their sizes could split their
+        // parent's otherwise), so only the nodes from their parent 3 up are handed back.
+        assert_eq!(indices(&v.nodes), vec![3, 11, 7, 23, 15]);
+        assert!(v.nodes.iter().all(|n| t.nodes.get(&n.index) == Some(n)));
+    }
+
+    /// Found by the `merkle_proof` fuzz target's check that a verified proof hands back only
+    /// the tree's own nodes (fuzz/corpus/merkle_proof/regression-hash-sizes): a parent's hash
+    /// commits to the sum of its children's sizes, not to the split, so a proof whose two
+    /// children both come from the peer verified with one size raised and the other lowered,
+    /// and those wrong sizes were stored (later honest proofs would not match them).
+    #[test]
+    fn a_proof_cannot_plant_wrong_sizes() {
+        let t = tree(16);
+        let head = &t.heads[16];
+        let get = |i: u64| Ok(t.nodes.get(&i).copied());
+        let stored = |i: u64| Ok(head.roots.iter().find(|r| r.index == i).copied());
+        let shift = |nodes: &mut [Node], a: usize, b: usize| {
+            nodes[a].size += 1;
+            nodes[b].size -= 1;
+        };
+        // The requested node of a hash proof and its sibling.
+        let req = ProofRequest {
+            block: None,
+            hash: Some((5, 3)),
+            upgrade: None,
+        };
+        let mut proof = generate_proof(head, &req, None, get).unwrap();
+        shift(&mut proof.hash.as_mut().unwrap().nodes, 0, 1);
+        let v = verify_proof(&proof, head, &t.verifier, stored).unwrap();
+        assert!(v.nodes.iter().all(|n| t.nodes.get(&n.index) == Some(n)));
+
+        // Two additional nodes of an upgrade that merge into a parent: 4 → 8 blocks with
+        // 12 and 14 in place of their parent 13.
+        let t = tree(8);
+        let local = &t.heads[4];
+        let req = ProofRequest {
+            block: None,
+            hash: None,
+            upgrade: Some((4, 1)),
+        };
+        let mut proof =
+            generate_proof(&t.heads[8], &req, None, |i| Ok(t.nodes.get(&i).copied())).unwrap();
+        let up = proof.upgrade.as_mut().unwrap();
+        assert_eq!(indices(&up.additional_nodes), vec![10, 13]);
+        up.additional_nodes = vec![t.nodes[&10], t.nodes[&12], t.nodes[&14]];
+        shift(&mut up.additional_nodes, 1, 2);
+        let stored = |i: u64| Ok(local.roots.iter().find(|r| r.index == i).copied());
+        let v = verify_proof(&proof, local, &t.verifier, stored).unwrap();
+        assert_eq!(v.head.as_ref().unwrap().length, 8);
+        assert!(!v.nodes.is_empty());
+        assert!(v.nodes.iter().all(|n| t.nodes.get(&n.index) == Some(n)));
+        // Unshifted, the pair is still unpinned (nothing fixes the split): not stored either.
+        assert!(!v.nodes.iter().any(|n| n.index == 12 || n.index == 14));
     }
 
     #[test]

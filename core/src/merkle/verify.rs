@@ -6,7 +6,10 @@
 //!    server's full length, and the signature is checked over that root set.
 //! 3. If `R` was not used by the upgrade, it must equal a node we already trust.
 //!
-//! Only when all of this holds are the nodes handed back for storing.
+//! Only when all of this holds are the nodes handed back for storing, and of those only the
+//! ones whose size the proof pins down (see [`keep_pinned`]).
+
+use std::collections::HashMap;
 
 use super::{append_root, flat, Head, Node, NodeQueue, Proof, MAX_LENGTH};
 use crate::error::{Error, Result};
@@ -37,6 +40,8 @@ pub fn verify_proof(
     mut stored: impl FnMut(u64) -> Result<Option<Node>>,
 ) -> Result<VerifiedProof> {
     let mut out = VerifiedProof::default();
+    // Positions in `out.nodes` of nodes the proof gave (the others we computed).
+    let mut given: Vec<usize> = Vec::new();
     let same_fork = proof.fork == local.fork;
     if !same_fork && proof.upgrade.as_ref().map(|u| u.start) != Some(0) {
         return Err(Error::verification(format!(
@@ -46,7 +51,14 @@ pub fn verify_proof(
     }
 
     // 1. Block or hash path → unverified subtree root.
-    let untrusted = verify_path(proof, &mut out)?;
+    let untrusted = verify_path(proof, &mut out, &mut given)?;
+
+    // Nodes whose size is known to be true: our roots, the signed roots, a stored node.
+    let mut trusted: Vec<Node> = if same_fork {
+        local.roots.clone()
+    } else {
+        Vec::new()
+    };
 
     // 2. Upgrade.
     let mut consumed = untrusted.is_none();
@@ -88,14 +100,14 @@ pub fn verify_proof(
                             return Err(Error::verification("upgrade does not reach its root"));
                         }
                         let n = q.shift(flat::sibling(last))?;
-                        out.nodes.push(n);
+                        push_given(&mut out, &mut given, n, untrusted);
                         append_root(&mut roots, &mut out.nodes, n);
                     }
                     continue;
                 }
             }
             let n = q.shift(root)?;
-            out.nodes.push(n);
+            push_given(&mut out, &mut given, n, untrusted);
             append_root(&mut roots, &mut out.nodes, n);
         }
         consumed = consumed || q.extra.is_none();
@@ -110,7 +122,7 @@ pub fn verify_proof(
             if n.index != flat::sibling(last.index) {
                 break;
             }
-            out.nodes.push(*n);
+            push_given(&mut out, &mut given, *n, None);
             append_root(&mut roots, &mut out.nodes, *n);
             k += 1;
         }
@@ -129,7 +141,7 @@ pub fn verify_proof(
                 }
                 steps += 1;
             }
-            out.nodes.push(*n);
+            push_given(&mut out, &mut given, *n, None);
             append_root(&mut roots, &mut out.nodes, *n);
             k += 1;
         }
@@ -153,6 +165,7 @@ pub fn verify_proof(
             proof.fork,
             up.signature.as_deref(),
         )?;
+        trusted.extend_from_slice(&head.roots);
         if !same_fork || length > local.length {
             out.head = Some(head);
         }
@@ -167,7 +180,7 @@ pub fn verify_proof(
             ));
         }
         match stored(r.index)? {
-            Some(s) if s == r => {}
+            Some(s) if s == r => trusted.push(s),
             Some(_) => {
                 return Err(Error::verification(format!(
                     "node {} does not match our tree",
@@ -182,11 +195,114 @@ pub fn verify_proof(
             }
         }
     }
+    out.nodes = keep_pinned(out.nodes, &given, &trusted);
     Ok(out)
 }
 
+/// Records a node the proof gave (unless it is `computed`, the subtree root we hashed).
+fn push_given(out: &mut VerifiedProof, given: &mut Vec<usize>, n: Node, computed: Option<Node>) {
+    if computed != Some(n) {
+        given.push(out.nodes.len());
+    }
+    out.nodes.push(n);
+}
+
+/// The verified nodes whose size is pinned down, in order.
+///
+/// A node's hash commits to its size, and a parent's to its children's hashes and their
+/// summed size, but not to how that sum splits between them. So when both children of a
+/// parent come from the proof (the requested node of a hash proof and its sibling, or two
+/// additional nodes of an upgrade that merge), the parent verifies for any sizes with the
+/// right sum: storing them would let a peer plant wrong sizes in our tree, which honest
+/// proofs would then fail to match. A node is pinned when we computed it (a leaf from its
+/// block, a parent from its children), when it is `trusted` (our roots, signed roots, a
+/// stored node it equals), or when it is a child of a computed parent whose other child is
+/// pinned (its size is the parent's minus the sibling's, its hash is in the parent's).
+fn keep_pinned(nodes: Vec<Node>, given: &[usize], trusted: &[Node]) -> Vec<Node> {
+    let mut pinned = vec![true; nodes.len()];
+    for &i in given {
+        if let (Some(p), Some(n)) = (pinned.get_mut(i), nodes.get(i)) {
+            *p = trusted.contains(n);
+        }
+    }
+    if pinned.iter().all(|&p| p) {
+        return nodes;
+    }
+    // Candidates for each index: positions in `nodes`, and trusted nodes (always pinned).
+    let mut at: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        at.entry(n.index).or_default().push(i);
+    }
+    let is_given = {
+        let mut g = vec![false; nodes.len()];
+        for &i in given {
+            if let Some(x) = g.get_mut(i) {
+                *x = true;
+            }
+        }
+        g
+    };
+    loop {
+        let mut changed = false;
+        for (pi, parent) in nodes.iter().enumerate() {
+            if is_given.get(pi).copied().unwrap_or(true) {
+                continue;
+            }
+            let Some((li, ri)) = flat::children(parent.index) else {
+                continue;
+            };
+            let side = |idx: u64| -> Vec<(Node, Option<usize>)> {
+                let mut v: Vec<(Node, Option<usize>)> = at
+                    .get(&idx)
+                    .map(|ps| {
+                        ps.iter()
+                            .filter_map(|&p| nodes.get(p).map(|n| (*n, Some(p))))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                v.extend(
+                    trusted
+                        .iter()
+                        .filter(|t| t.index == idx)
+                        .map(|t| (*t, None)),
+                );
+                v
+            };
+            let pin = |p: &Option<usize>, pinned: &[bool]| {
+                p.and_then(|i| pinned.get(i).copied()).unwrap_or(true)
+            };
+            for (l, lp) in side(li) {
+                for (r, rp) in side(ri) {
+                    let (lpin, rpin) = (pin(&lp, &pinned), pin(&rp, &pinned));
+                    if lpin == rpin || Node::parent(&l, &r) != *parent {
+                        continue;
+                    }
+                    for p in [lp, rp].into_iter().flatten() {
+                        if let Some(x) = pinned.get_mut(p) {
+                            changed |= !*x;
+                            *x = true;
+                        }
+                    }
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    nodes
+        .into_iter()
+        .zip(pinned)
+        .filter_map(|(n, p)| p.then_some(n))
+        .collect()
+}
+
 /// Hashes the block (or hash) part up its path; returns the unverified subtree root.
-fn verify_path(proof: &Proof, out: &mut VerifiedProof) -> Result<Option<Node>> {
+fn verify_path(
+    proof: &Proof,
+    out: &mut VerifiedProof,
+    given: &mut Vec<usize>,
+) -> Result<Option<Node>> {
     let (start, nodes) = match (&proof.block, &proof.hash) {
         (Some(b), None) => {
             if b.index >= MAX_LENGTH {
@@ -205,13 +321,18 @@ fn verify_path(proof: &Proof, out: &mut VerifiedProof) -> Result<Option<Node>> {
     let mut q = NodeQueue::new(nodes, None);
     let mut cur = match (start, &proof.hash) {
         (Some(leaf), _) => leaf,
-        (None, Some(h)) => q.shift(h.index)?,
+        (None, Some(h)) => {
+            let n = q.shift(h.index)?;
+            given.push(out.nodes.len());
+            n
+        }
         (None, None) => return Ok(None),
     };
     out.nodes.push(cur);
     while q.remaining() > 0 {
         let sib = q.shift(flat::sibling(cur.index))?;
         cur = Node::parent(&cur, &sib);
+        given.push(out.nodes.len());
         out.nodes.push(sib);
         out.nodes.push(cur);
     }
