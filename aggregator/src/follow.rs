@@ -1,17 +1,12 @@
-//! Following feeds: one task per feed that brings the index up to the bee's newest version,
-//! in log order, from the feed's committed checkpoint, then follows live appends.
-//!
-//! Per step: prefetch a chunk of blocks in parallel, turn each log entry into an index op
-//! (put = upsert by (feed, key), del = delete), and send the chunk with its checkpoint to the
-//! index writer in one batch. A new fork (the author truncated) purges the feed's entries and
-//! starts again from scratch. A slow or dead peer only stalls its own feed.
+//! The aggregator: the follow list (persisted in sled), one task per followed feed (its
+//! ingest loop is in `feed.rs`), replication through known addresses (`peers.rs`), the DHT
+//! (`discovery.rs`) and publishers that dial in, and each feed's status.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apiary_core::bee::{Bee, OpKind};
 use apiary_core::replicate::{Replica, Replicator, ReplicatorOptions};
 use apiary_core::store::Store;
 use apiary_core::Key;
@@ -22,17 +17,10 @@ use crate::config::{Backfill, Config};
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use crate::health::Health;
-use crate::index::{EntryDoc, Index, IndexOp};
+use crate::index::{Index, IndexOp};
 use crate::ingest;
 use crate::peers::PeerPool;
 use crate::state::{Follow, State};
-
-const CHUNK: u64 = 4096;
-/// Block requests in flight per range (a chunk and its prefetch: twice this per feed).
-/// JS hypercore servers spend more CPU per block the more requests wait on them (measured:
-/// 3.8 s per 100k blocks at 64 in flight, 4.9 s at 512, 7.6 s at 1024); ours is at 95% of
-/// its best from 128 on.
-const RANGE_PARALLEL: usize = 64;
 
 struct FeedTask {
     task: tokio::task::JoinHandle<()>,
@@ -52,8 +40,8 @@ pub struct Metrics {
 pub struct Aggregator {
     /// Configuration.
     pub cfg: Config,
-    rep: Replicator,
-    state: State,
+    pub(crate) rep: Replicator,
+    pub(crate) state: State,
     /// The search index.
     pub index: Arc<Index>,
     /// Whether ingest can write (reads are served regardless).
@@ -62,8 +50,8 @@ pub struct Aggregator {
     /// Peers found by key on the DHT.
     pub discovery: Discovery,
     feeds: Mutex<HashMap<Key, FeedTask>>,
-    permits: Arc<Semaphore>,
-    backfill: Backfill,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) backfill: Backfill,
     last_seen: Mutex<i64>,
     /// Counters.
     pub metrics: Metrics,
@@ -148,7 +136,7 @@ impl Aggregator {
         for (key, f) in agg.state.follows()? {
             agg.start(key, &f.peers)?;
         }
-        tokio::spawn(watch_disk_and_store(
+        tokio::spawn(crate::health::watch_disk_and_store(
             Arc::downgrade(&agg),
             agg.cfg.data_dir.clone(),
             agg.cfg.min_free_disk_mb,
@@ -181,7 +169,7 @@ impl Aggregator {
     }
 
     /// A strictly increasing "seen at" clock, so entries seen together still sort.
-    fn seen_now(&self) -> i64 {
+    pub(crate) fn seen_now(&self) -> i64 {
         let mut l = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
         *l = now_micros().max(*l + 1);
         *l
@@ -320,291 +308,6 @@ impl Aggregator {
             "errors": c.errors,
             "lastError": c.last_error,
         })))
-    }
-
-    fn record_error(&self, key: &Key, e: &Error) {
-        self.metrics.ingest_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(feed = %key, "ingest: {e}");
-        let _ = self.state.update_counters(key, |c| {
-            c.errors += 1;
-            c.last_error = Some(e.to_string());
-        });
-    }
-
-    async fn run_feed(self: Arc<Self>, replica: Arc<Replica>) {
-        let key = *replica.key();
-        let feed = key.to_z32();
-        let mut backoff = Duration::from_millis(500);
-        let bee = Bee::with_cache(replica.clone(), 64);
-        // What we have sent to the index (committed or about to be), in `epoch`.
-        let mut cp = self.index.checkpoint(&feed);
-        let mut epoch = self.health.epoch();
-        let mut head = replica.subscribe();
-        loop {
-            // Nothing is fetched or indexed while the write path is degraded.
-            while self.health.is_degraded() {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            if self.health.epoch() != epoch {
-                // Ops not committed were dropped: start again from what is committed.
-                epoch = self.health.epoch();
-                cp = self.index.checkpoint(&feed);
-                tracing::info!(%feed, version = cp.version, "re-reading from the committed checkpoint");
-            }
-            head.borrow_and_update();
-            match self
-                .ingest_until_caught_up(&replica, &bee, &mut cp, epoch)
-                .await
-            {
-                Ok(()) => {
-                    backoff = Duration::from_millis(500);
-                    let caught_up =
-                        replica.length() <= cp.version.max(1) && replica.fork() == cp.fork;
-                    if caught_up && self.health.epoch() == epoch {
-                        // Caught up: wait for a new length (or check again now and then).
-                        let _ = tokio::time::timeout(Duration::from_secs(30), head.changed()).await;
-                    }
-                }
-                Err(e) => {
-                    self.record_error(&key, &e);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
-    }
-
-    /// Ingests from checkpoint `cp` to the current length, moving `cp` along.
-    async fn ingest_until_caught_up(
-        &self,
-        replica: &Arc<Replica>,
-        bee: &Bee,
-        cp: &mut crate::index::Checkpoint,
-        epoch: u64,
-    ) -> Result<()> {
-        let key = *replica.key();
-        let feed = key.to_z32();
-        if replica.length() == 0 {
-            replica.update(Duration::from_secs(10)).await?;
-        }
-        // Stopped with the feed (unfollow aborts the task, dropping this).
-        let mut _prefetch: Option<AbortOnDrop> = None;
-        // On a feed's first pass the index holds none of its entries: keys seen so far in
-        // this pass are the only ones a put may replace or a del remove.
-        let mut fresh = FirstPass::new(cp.version == 0);
-        loop {
-            if self.health.is_degraded() || self.health.epoch() != epoch {
-                return Ok(()); // the caller pauses, or goes back to the committed checkpoint
-            }
-            let length = replica.length();
-            let fork = replica.fork();
-            if length == 0 {
-                return Ok(());
-            }
-            let mut ops = Vec::new();
-            if cp.version > 0 && fork != cp.fork {
-                tracing::info!(%feed, fork, "feed was truncated by its author: reindexing it");
-                ops.push(IndexOp::Purge { feed: feed.clone() });
-                *cp = crate::index::Checkpoint { version: 0, fork };
-                fresh = FirstPass::new(true);
-            }
-            if cp.version == 0 {
-                bee.header()
-                    .await
-                    .map_err(|e| Error::BadRequest(format!("not a hyperbee: {e}")))?;
-            }
-            let start = match (cp.version, self.backfill) {
-                (0, Backfill::All) => 1,
-                (0, Backfill::Last(n)) => length.saturating_sub(n).max(1),
-                (v, _) => v,
-            };
-            if start >= length && ops.is_empty() {
-                return Ok(());
-            }
-            let end = length.min(start + CHUNK);
-            // The prefetch of this chunk first: asking again for blocks it has in flight
-            // would have the peer serve them twice.
-            if let Some(p) = _prefetch.take() {
-                p.join().await;
-            }
-            // Fetch first, without a permit: a slow or dead peer must not hold up other feeds.
-            replica.download_range(start, end, RANGE_PARALLEL).await?;
-            // Fetch the next chunk while this one is indexed (blocks already held cost nothing).
-            let next_end = length.min(end + CHUNK);
-            if next_end > end {
-                let r = replica.clone();
-                _prefetch = Some(AbortOnDrop(Some(tokio::spawn(async move {
-                    let _ = r.download_range(end, next_end, RANGE_PARALLEL).await;
-                }))));
-            }
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| Error::Unavailable("shutting down".into()))?;
-            let mut skipped_large = 0;
-            let mut skipped_json = 0;
-            for seq in start..end {
-                let h = bee.history_entry(seq).await?;
-                let key = h.entry.key;
-                let mut delete = |ops: &mut Vec<IndexOp>, key: Vec<u8>| {
-                    if fresh.may_be_indexed(&key) {
-                        ops.push(IndexOp::Delete {
-                            feed: feed.clone(),
-                            key,
-                        });
-                    }
-                };
-                match h.kind {
-                    OpKind::Del => delete(&mut ops, key),
-                    OpKind::Put => {
-                        let raw = h.entry.value.unwrap_or_default();
-                        if raw.len() > self.cfg.max_value_bytes {
-                            skipped_large += 1;
-                            delete(&mut ops, key);
-                            continue;
-                        }
-                        let value: Value = match serde_json::from_slice(&raw) {
-                            Ok(v) => v,
-                            Err(_) if raw.is_empty() => Value::Null,
-                            Err(_) => {
-                                skipped_json += 1;
-                                delete(&mut ops, key);
-                                continue;
-                            }
-                        };
-                        let extracted = ingest::extract(&value);
-                        // The author's JSON text as it is (it parsed, so it is UTF-8):
-                        // writing the value out again cost more than parsing it.
-                        let text = match String::from_utf8(raw) {
-                            Ok(t) if !t.is_empty() => t,
-                            _ => value.to_string(),
-                        };
-                        let replace = fresh.put(&key);
-                        let doc = Box::new(EntryDoc {
-                            feed: feed.clone(),
-                            key,
-                            seq,
-                            version: seq + 1,
-                            seen_at: self.seen_now(),
-                            extracted,
-                            value: text,
-                        });
-                        ops.push(if replace {
-                            IndexOp::Upsert(doc)
-                        } else {
-                            IndexOp::Insert(doc)
-                        });
-                    }
-                }
-            }
-            ops.push(IndexOp::Checkpoint {
-                feed: feed.clone(),
-                version: end,
-                fork,
-            });
-            self.metrics
-                .entries_ingested
-                .fetch_add(end - start, Ordering::Relaxed);
-            self.index.submit(ops, end == length, epoch).await?;
-            if skipped_large + skipped_json > 0 {
-                self.state.update_counters(&key, |c| {
-                    c.skipped_too_large += skipped_large;
-                    c.skipped_not_json += skipped_json;
-                })?;
-            }
-            *cp = crate::index::Checkpoint { version: end, fork };
-        }
-    }
-}
-
-/// Every 2 s: pauses ingest while the data directory has less than `min_free_mb` free (the
-/// block store cannot recover from a failed write without a restart, so it must not reach
-/// one), and ends the process, after a grace period for reads, when the store did fail.
-async fn watch_disk_and_store(
-    agg: std::sync::Weak<Aggregator>,
-    dir: std::path::PathBuf,
-    min_free_mb: u64,
-) {
-    const GRACE: Duration = Duration::from_secs(30);
-    let mut store_failed_at: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let Some(agg) = agg.upgrade() else { return };
-        let free_mb = fs4::available_space(&dir).ok().map(|b| b / (1024 * 1024));
-        agg.health.set(
-            "disk",
-            free_mb.filter(|f| *f < min_free_mb).map(|f| {
-                format!(
-                    "{f} MB free in {} (min_free_disk_mb = {min_free_mb}): ingest paused",
-                    dir.display()
-                )
-            }),
-        );
-        if let Some(e) = agg.rep.store().write_error() {
-            let at = *store_failed_at.get_or_insert_with(tokio::time::Instant::now);
-            agg.health.set(
-                "store",
-                Some(format!("the block store failed to write ({e}); it needs a restart, which happens in {} s", GRACE.as_secs())),
-            );
-            if at.elapsed() >= GRACE {
-                tracing::error!("the block store failed to write ({e}): exiting so that a restart reopens it; ingest resumes from the committed checkpoints");
-                eprintln!("fatal: the block store failed to write ({e}); restart to reopen it");
-                std::process::exit(75); // EX_TEMPFAIL: a restart fixes it
-            }
-        }
-    }
-}
-
-/// Keys indexed so far in a feed's first pass (when the index holds nothing else of it).
-/// Past [`FirstPass::MAX_KEYS`] it gives up and every put replaces, every del deletes.
-struct FirstPass(Option<std::collections::HashSet<Vec<u8>>>);
-
-impl FirstPass {
-    const MAX_KEYS: usize = 1 << 20;
-
-    fn new(first: bool) -> Self {
-        FirstPass(first.then(Default::default))
-    }
-
-    /// A put of `key`: whether an older entry of it may be indexed.
-    fn put(&mut self, key: &[u8]) -> bool {
-        match &mut self.0 {
-            Some(keys) if keys.len() < Self::MAX_KEYS => !keys.insert(key.to_vec()),
-            Some(_) => {
-                self.0 = None;
-                true
-            }
-            None => true,
-        }
-    }
-
-    /// A del of `key` (or a value not indexed): whether an entry of it may be indexed.
-    fn may_be_indexed(&mut self, key: &[u8]) -> bool {
-        match &mut self.0 {
-            Some(keys) => keys.remove(key),
-            None => true,
-        }
-    }
-}
-
-/// Aborts a background task when dropped.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-
-impl AbortOnDrop {
-    /// Waits for the task to end.
-    async fn join(mut self) {
-        if let Some(h) = self.0.take() {
-            let _ = h.await;
-        }
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(h) = &self.0 {
-            h.abort();
-        }
     }
 }
 

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// The health of the write path.
 #[derive(Debug, Default)]
@@ -76,6 +77,44 @@ impl Health {
     pub fn index_recovered(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.set("index", None);
+    }
+}
+
+/// Every 2 s: pauses ingest while the data directory has less than `min_free_mb` free (the
+/// block store cannot recover from a failed write without a restart, so it must not reach
+/// one), and ends the process, after a grace period for reads, when the store did fail.
+pub(crate) async fn watch_disk_and_store(
+    agg: std::sync::Weak<crate::follow::Aggregator>,
+    dir: std::path::PathBuf,
+    min_free_mb: u64,
+) {
+    const GRACE: Duration = Duration::from_secs(30);
+    let mut store_failed_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Some(agg) = agg.upgrade() else { return };
+        let free_mb = fs4::available_space(&dir).ok().map(|b| b / (1024 * 1024));
+        agg.health.set(
+            "disk",
+            free_mb.filter(|f| *f < min_free_mb).map(|f| {
+                format!(
+                    "{f} MB free in {} (min_free_disk_mb = {min_free_mb}): ingest paused",
+                    dir.display()
+                )
+            }),
+        );
+        if let Some(e) = agg.replicator().store().write_error() {
+            let at = *store_failed_at.get_or_insert_with(tokio::time::Instant::now);
+            agg.health.set(
+                "store",
+                Some(format!("the block store failed to write ({e}); it needs a restart, which happens in {} s", GRACE.as_secs())),
+            );
+            if at.elapsed() >= GRACE {
+                tracing::error!("the block store failed to write ({e}): exiting so that a restart reopens it; ingest resumes from the committed checkpoints");
+                eprintln!("fatal: the block store failed to write ({e}); restart to reopen it");
+                std::process::exit(75); // EX_TEMPFAIL: a restart fixes it
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod config;
 mod discovery;
 mod error;
+mod feed;
 mod follow;
 mod health;
 mod http;
