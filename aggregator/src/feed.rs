@@ -49,6 +49,7 @@ impl Aggregator {
         let mut cp = self.index.checkpoint(&feed);
         let mut epoch = self.health.epoch();
         let mut head = replica.subscribe();
+        let mut reindex = ReindexLimit::default();
         loop {
             // Nothing is fetched or indexed while the write path is degraded.
             while self.health.is_degraded() {
@@ -61,8 +62,20 @@ impl Aggregator {
                 tracing::info!(%feed, version = cp.version, "re-reading from the committed checkpoint");
             }
             head.borrow_and_update();
+            // An author who truncates again and again makes us purge and re-read the whole
+            // feed each time: after the first, reindexing waits, longer each time.
+            let new_fork = cp.version > 0 && replica.fork() != cp.fork;
+            if new_fork {
+                let wait = reindex.wait();
+                if !wait.is_zero() {
+                    tracing::info!(%feed, "truncated again: reindexing in {} s", wait.as_secs());
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                reindex.started();
+            }
             match self
-                .ingest_until_caught_up(&replica, &bee, &mut cp, epoch)
+                .ingest_until_caught_up(&replica, &bee, &mut cp, epoch, new_fork)
                 .await
             {
                 Ok(()) => {
@@ -90,6 +103,7 @@ impl Aggregator {
         bee: &Bee,
         cp: &mut crate::index::Checkpoint,
         epoch: u64,
+        mut may_reindex: bool,
     ) -> Result<()> {
         let key = *replica.key();
         let feed = key.to_z32();
@@ -112,6 +126,10 @@ impl Aggregator {
             }
             let mut ops = Vec::new();
             if cp.version > 0 && fork != cp.fork {
+                if !may_reindex {
+                    return Ok(()); // the caller decides when (see ReindexLimit)
+                }
+                may_reindex = false;
                 tracing::info!(%feed, fork, "feed was truncated by its author: reindexing it");
                 ops.push(IndexOp::Purge { feed: feed.clone() });
                 *cp = crate::index::Checkpoint { version: 0, fork };
@@ -224,6 +242,38 @@ impl Aggregator {
             }
             *cp = crate::index::Checkpoint { version: end, fork };
         }
+    }
+}
+
+/// When a feed may be purged and re-read after its author truncated it: the first time at
+/// once, then after a gap that doubles (10 s up to 15 min) while truncations keep coming, and
+/// is forgotten after a calm spell.
+#[derive(Debug, Default)]
+struct ReindexLimit {
+    last: Option<std::time::Instant>,
+    gap: Duration,
+}
+
+impl ReindexLimit {
+    const FIRST: Duration = Duration::from_secs(10);
+    const MAX: Duration = Duration::from_secs(15 * 60);
+
+    /// How long until a reindex may start.
+    fn wait(&self) -> Duration {
+        match self.last {
+            Some(t) => self.gap.saturating_sub(t.elapsed()),
+            None => Duration::ZERO,
+        }
+    }
+
+    fn started(&mut self) {
+        self.gap = match self.last {
+            Some(t) if t.elapsed() < self.gap.max(Self::FIRST) * 4 => {
+                (self.gap * 2).clamp(Self::FIRST, Self::MAX)
+            }
+            _ => Self::FIRST,
+        };
+        self.last = Some(std::time::Instant::now());
     }
 }
 

@@ -25,6 +25,9 @@ const KIND_DATA = 1
 const MAX_BODY = 1 + 4 + (1 << 24)
 const WINDOW = 1 << 20
 const ACK_EVERY = 64 * 1024
+// Both sides send a keep-alive every 5 s: a connection silent for this long is dead or
+// stalled, and is closed (hyperswarm sets no such timeout itself).
+const IDLE_TIMEOUT = 30000
 
 // Nothing but frames may reach stdout.
 console.log = console.info = console.debug = console.warn = console.error
@@ -42,9 +45,12 @@ const fromHex = (s, len) => {
 
 let swarm = null
 let closing = false
+// hyperswarm caps the connections it dials (maxPeers) but not those it accepts: we do.
+let maxServerConnections = 256
+let serverOpen = 0
 const conns = new Map() // id -> Conn
 let nextId = 1
-const counts = { lookups: 0, announces: 0, connections: 0, clientConnections: 0, serverConnections: 0 }
+const counts = { lookups: 0, announces: 0, connections: 0, clientConnections: 0, serverConnections: 0, refused: 0 }
 
 // ---- output: frames are batched per turn of the event loop --------------------------------
 let outQueue = []
@@ -247,6 +253,7 @@ function stats() {
 function init(cmd) {
   if (swarm) throw new Error('init twice')
   const keyPair = DHT.keyPair(fromHex(cmd.seed, 32))
+  maxServerConnections = Number(cmd.maxServerConnections) || 256
   const opts = { keyPair }
   if (Array.isArray(cmd.bootstrap)) opts.bootstrap = cmd.bootstrap
   swarm = new Hyperswarm(opts)
@@ -273,9 +280,19 @@ async function onConnection(conn, info) {
   const id = nextId++
   nextId = nextId > 0xffffffff ? 1 : nextId
   const c = { id, conn, unacked: 0, paused: false, pendingAck: 0, blocked: false, ackScheduled: false, error: null, announced: false }
+  if (!info.client && serverOpen >= maxServerConnections) {
+    counts.refused++
+    conn.on('error', () => {})
+    conn.destroy()
+    return
+  }
   counts.connections++
   if (info.client) counts.clientConnections++
-  else counts.serverConnections++
+  else {
+    counts.serverConnections++
+    serverOpen++
+    conn.once('close', () => serverOpen--)
+  }
   const ontopic = (t) => control({ ev: 'topic', conn: id, topic: hex(t) })
   conn.on('error', (e) => {
     c.error = (e && (e.code || e.message)) || String(e)
@@ -290,6 +307,7 @@ async function onConnection(conn, info) {
     await new Promise((resolve) => conn.once('open', resolve).once('close', resolve))
     if (conn.destroyed || !conn.handshakeHash) return
   }
+  conn.setTimeout(IDLE_TIMEOUT)
   conns.set(id, c)
   c.announced = true
   const raw = conn.rawStream

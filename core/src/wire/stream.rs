@@ -36,6 +36,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes of received messages a session may hold before replication takes them; the socket
 /// is not read meanwhile, so a peer that floats us messages is slowed by TCP instead.
 pub const INCOMING_BUDGET: usize = 4 << 20;
+/// Bytes of received messages all TCP sessions of the process together may hold before
+/// replication takes them: many peers flooding at once wait on this instead of growing RSS.
+pub const INCOMING_TOTAL: usize = 256 << 20;
+static INCOMING_ALL: Semaphore = Semaphore::const_new(INCOMING_TOTAL);
+
 /// Outgoing messages queued per session. Replication sends batches of at most 1 MiB, so this
 /// bounds what a peer that never reads can make us hold.
 const OUTGOING_QUEUE: usize = 16;
@@ -130,6 +135,21 @@ impl std::fmt::Debug for Incoming {
         f.debug_struct("Incoming")
             .field("credit", &self.taken.is_some())
             .finish()
+    }
+}
+
+impl Drop for Incoming {
+    /// Credit is given back for what was never taken, so a session that ends with messages
+    /// queued leaks no budget (the sender's later sends fail and it keeps theirs).
+    fn drop(&mut self) {
+        if let (Rx::Credit(rx), Some(taken)) = (&mut self.rx, &self.taken) {
+            rx.close();
+            while let Ok(m) = rx.try_recv() {
+                if let Ok(m) = m {
+                    taken(m.len());
+                }
+            }
+        }
     }
 }
 
@@ -272,7 +292,10 @@ where
     let give_back = budget.clone();
     let incoming = Incoming::with_credit(
         in_rx,
-        Box::new(move |n| give_back.add_permits(n.clamp(1, INCOMING_BUDGET))),
+        Box::new(move |n| {
+            give_back.add_permits(n.clamp(1, INCOMING_BUDGET));
+            INCOMING_ALL.add_permits(n.clamp(1, INCOMING_BUDGET));
+        }),
     );
     tokio::spawn(read_loop(rd, pull, in_tx, budget));
     tokio::spawn(write_loop(wr, push, out_rx));
@@ -315,13 +338,27 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if let Ok(m) = &item {
             // Wait (not reading the socket) until replication has taken enough of what we
             // hold; the session's reader gives the permits back as it takes each message.
+            // This session's budget first, then the process-wide one (in that order only,
+            // so no two readers wait on each other).
             let need = u32::try_from(m.len().clamp(1, INCOMING_BUDGET)).unwrap_or(u32::MAX);
             match budget.acquire_many(need).await {
                 Ok(p) => p.forget(),
                 Err(_) => return,
             }
+            match INCOMING_ALL.acquire_many(need).await {
+                Ok(p) => p.forget(),
+                Err(_) => return,
+            }
         }
-        if tx.send(item).is_err() || stop {
+        let len = item.as_ref().map_or(0, Vec::len);
+        if tx.send(item).is_err() {
+            if len > 0 {
+                // Never queued: its credit comes back here.
+                INCOMING_ALL.add_permits(len.clamp(1, INCOMING_BUDGET));
+            }
+            return;
+        }
+        if stop {
             return;
         }
     }
@@ -444,6 +481,32 @@ mod tests {
             assert_eq!(m.len(), 1 << 20, "message {i}");
         }
         drop(pusher.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_session_ending_with_messages_queued_returns_their_budget() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let server = tokio::spawn(secret_stream(a, false, KeyPair::generate(), "a".into()));
+        let c = secret_stream(b, true, KeyPair::generate(), "b".into())
+            .await
+            .unwrap();
+        let s = server.await.unwrap().unwrap();
+        for _ in 0..3 {
+            c.outgoing.send(vec![9u8; 100_000]).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(s); // three messages never taken
+        drop(c);
+        // Other tests' sessions come and go; all of it must come back once they are done.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while INCOMING_ALL.available_permits() != INCOMING_TOTAL {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {INCOMING_TOTAL} bytes of budget came back",
+                INCOMING_ALL.available_permits()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test]
