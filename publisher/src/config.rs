@@ -13,6 +13,17 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7702";
 /// Default address of the local page.
 pub const DEFAULT_PAGE: &str = "127.0.0.1:7780";
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// The config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +39,8 @@ pub struct FileConfig {
     pub aggregators: Vec<String>,
     /// Log filter (e.g. "info", "apiary_core=debug").
     pub log: Option<String>,
+    /// Log line format (default text).
+    pub log_format: Option<LogFormat>,
     /// Announce bees on the hyperswarm DHT while serving (default true).
     pub dht: Option<bool>,
     /// DHT bootstrap nodes (`host:port`); empty = hyperswarm's public list.
@@ -107,5 +120,8 @@ mod tests {
             toml::from_str("bootstrap = [\"10.0.0.1:49737\"]\ndht = false").unwrap();
         assert_eq!(c.dht, Some(false));
         assert_eq!(c.bootstrap, ["10.0.0.1:49737"]);
+        let c: FileConfig = toml::from_str("log_format = \"json\"").unwrap();
+        assert_eq!(c.log_format, Some(LogFormat::Json));
+        assert!(toml::from_str::<FileConfig>("log_format = \"yaml\"").is_err());
     }
 }

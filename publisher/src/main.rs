@@ -31,6 +31,9 @@ struct Cli {
     /// Data directory (default: $XDG_DATA_HOME/apiary-publisher).
     #[arg(long, global = true, value_name = "DIR", env = "APIARY_PUBLISHER_DIR")]
     data_dir: Option<PathBuf>,
+    /// Log lines as text or as one JSON object per line [default: text].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<config::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,10 +70,13 @@ fn main() {
         .ok()
         .or_else(|| file.log.clone())
         .unwrap_or_else(|| "warn".into());
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match cli.log_format.or(file.log_format).unwrap_or_default() {
+        config::LogFormat::Text => logs.try_init(),
+        config::LogFormat::Json => logs.json().flatten_event(true).try_init(),
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => fail(Error::Remote(format!("cannot start the runtime: {e}"))),
