@@ -28,6 +28,18 @@ pub enum Backfill {
     Last(u64),
 }
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, message and fields), for log
+    /// collectors.
+    Json,
+}
+
 /// Everything the aggregator can be told.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -89,6 +101,8 @@ pub struct Config {
     pub bridge_dir: Option<PathBuf>,
     /// Log filter.
     pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
 }
 
 /// `backfill = "all"` or `backfill = 1000`.
@@ -132,6 +146,7 @@ impl Default for Config {
             bootstrap: Vec::new(),
             bridge_dir: None,
             log: "info,tantivy=warn".into(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -254,6 +269,13 @@ mod tests {
         let c: Config =
             toml::from_str("bootstrap = [\"127.0.0.1:49737\", \"node.example:1\"]").unwrap();
         c.validate().unwrap();
+        assert_eq!(
+            toml::from_str::<Config>("log_format = \"json\"")
+                .unwrap()
+                .log_format,
+            LogFormat::Json
+        );
+        assert!(toml::from_str::<Config>("log_format = \"xml\"").is_err());
         assert!(toml::from_str::<Config>("backfill = \"some\"")
             .unwrap()
             .validate()

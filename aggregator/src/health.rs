@@ -12,7 +12,7 @@
 //!   after a grace period, and resumes from its committed checkpoints when started again).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,6 +21,9 @@ use std::time::Duration;
 pub struct Health {
     reasons: Mutex<BTreeMap<&'static str, String>>,
     epoch: AtomicU64,
+    /// The process is shutting down: ingest stops at its next step, so the last commit
+    /// covers everything that was sent to the index.
+    stopping: AtomicBool,
 }
 
 impl Health {
@@ -51,9 +54,15 @@ impl Health {
         self.reasons().values().cloned().collect()
     }
 
-    /// Whether ingest should pause.
+    /// Whether ingest should pause: something is degraded, or the process is stopping.
     pub fn is_degraded(&self) -> bool {
-        !self.reasons().is_empty()
+        self.stopping.load(Ordering::Acquire) || !self.reasons().is_empty()
+    }
+
+    /// Stops ingest for good (shutdown). Not a degradation: /healthz and /metrics do not
+    /// show it.
+    pub fn stop_ingest(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
 
     /// Bumped whenever ingest ops that were not committed were dropped: a feed that made ops
@@ -135,5 +144,7 @@ mod tests {
         h.set("disk", None);
         assert!(!h.is_degraded());
         assert_eq!(h.epoch(), 2);
+        h.stop_ingest();
+        assert!(h.is_degraded() && h.degraded().is_empty());
     }
 }

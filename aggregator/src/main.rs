@@ -15,6 +15,8 @@ mod peers;
 mod state;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use apiary_net::gate::{Gate, Limits};
 use apiary_net::listen::GatedListener;
@@ -30,13 +32,13 @@ use crate::error::{Error, Result};
 #[command(version, about, long_about = None)]
 struct Cli {
     /// Config file (TOML; see config/aggregator.toml). Without it, embedded defaults.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Data directory [default: ./data].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// HTTP address [default: 127.0.0.1:8080].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, global = true, value_name = "ADDR")]
     http: Option<String>,
     /// Replication address where publishers dial in [default: 0.0.0.0:7701]; "" to not listen.
     #[arg(long, value_name = "ADDR")]
@@ -50,6 +52,9 @@ struct Cli {
     /// Do not use the DHT: follow only through known addresses and dial-in.
     #[arg(long)]
     no_dht: bool,
+    /// Log lines as text or as one JSON object per line [default: text].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<config::LogFormat>,
 }
 
 fn main() {
@@ -61,11 +66,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.clone());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logs(&cfg);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -73,7 +74,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(run(cfg)) {
+    let res = rt.block_on(run(cfg));
+    // Tasks still running (open HTTP streams, the bridge's pipes) must not hold up the exit.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    if let Err(e) = res {
         eprintln!("error: {e}");
         std::process::exit(if matches!(e, Error::Config(_) | Error::BadRequest(_)) {
             2
@@ -81,6 +85,18 @@ fn main() {
             1
         });
     }
+}
+
+/// Logs go to stderr, as text or JSON lines (`log_format`); `RUST_LOG` overrides the filter.
+fn init_logs(cfg: &Config) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.clone());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log_format {
+        config::LogFormat::Text => logs.try_init(),
+        config::LogFormat::Json => logs.json().flatten_event(true).try_init(),
+    };
 }
 
 fn build_config(cli: &Cli) -> Result<Config> {
@@ -102,6 +118,9 @@ fn build_config(cli: &Cli) -> Result<Config> {
     }
     if cli.no_dht {
         cfg.dht = false;
+    }
+    if let Some(f) = cli.log_format {
+        cfg.log_format = f;
     }
     cfg.validate()?;
     Ok(cfg)
@@ -193,17 +212,61 @@ async fn run(cfg: Config) -> Result<()> {
         );
         println!("Then open http://{http_addr}/ to browse and search.");
     }
+    let signal = stop_signal().await;
+    println!("shutting down ({signal})");
+    tracing::info!("{signal}: shutting down");
+    let listen = listen.map(|(_, t)| t);
+    match tokio::time::timeout(SHUTDOWN_WITHIN, shutdown(&agg, http_task, listen)).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Unavailable(format!(
+            "shutdown took over {} s; what was not committed is indexed again on the next start",
+            SHUTDOWN_WITHIN.as_secs()
+        ))),
+    }
+}
+
+/// The whole shutdown, under a service manager's stop timeout (TimeoutStopSec=30 in
+/// ops/systemd).
+const SHUTDOWN_WITHIN: Duration = Duration::from_secs(20);
+
+/// Waits for Ctrl-C or SIGTERM (what service managers send); returns which.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "interrupted",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+    }
     let _ = tokio::signal::ctrl_c().await;
-    println!("shutting down");
-    http_task.abort();
-    if let Some((_, t)) = listen {
+    "interrupted"
+}
+
+/// Stops in the order that keeps the data directory resumable without re-ingest: no new
+/// connections, ingest stopped, the index committed (checkpoints with it), the DHT left, peers
+/// closed, the store flushed.
+async fn shutdown(
+    agg: &Arc<follow::Aggregator>,
+    http: tokio::task::JoinHandle<()>,
+    listen: Option<tokio::task::JoinHandle<()>>,
+) -> Result<()> {
+    http.abort();
+    if let Some(t) = listen {
         t.abort();
+    }
+    agg.health.stop_ingest();
+    // The writer applies batches in order: this commit covers every one sent before.
+    if let Err(e) = agg.index.submit_and_wait(Vec::new()).await {
+        tracing::warn!("last index commit: {e}; the next start resumes from the previous one");
     }
     agg.discovery.shutdown().await;
     for c in agg.replicator().connections() {
         c.close();
     }
-    agg.index.submit_and_wait(Vec::new()).await.ok();
     agg.replicator().store().flush().await?;
+    tracing::info!("stopped cleanly");
     Ok(())
 }

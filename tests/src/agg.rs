@@ -122,6 +122,24 @@ impl AggProc {
         }
     }
 
+    /// SIGTERM (what a service manager sends to stop it); waits up to `within` for the
+    /// exit. Returns its status and how long the exit took.
+    pub async fn terminate(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let mut c = self.child.take().expect("the aggregator runs");
+        let pid = c.id().expect("it has a pid").to_string();
+        let t = std::time::Instant::now();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let st = tokio::time::timeout(within, c.wait())
+            .await
+            .unwrap_or_else(|_| panic!("no exit within {within:?} of SIGTERM"))
+            .unwrap();
+        (st, t.elapsed())
+    }
+
     /// GET → (status, JSON body).
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
