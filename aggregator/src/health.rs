@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Every source of [`Health::set`], for `apiary_degraded{source=…}` in /metrics.
+pub const SOURCES: [&str; 3] = ["disk", "index", "store"];
+
 /// The health of the write path.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -52,6 +55,11 @@ impl Health {
     /// What is wrong, one line per source; empty when healthy.
     pub fn degraded(&self) -> Vec<String> {
         self.reasons().values().cloned().collect()
+    }
+
+    /// Whether `source` (one of [`SOURCES`]) is degraded now.
+    pub fn is_set(&self, source: &str) -> bool {
+        self.reasons().contains_key(source)
     }
 
     /// Whether ingest should pause: something is degraded, or the process is stopping.

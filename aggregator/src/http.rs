@@ -6,7 +6,6 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +33,7 @@ pub struct Http {
     agg: Arc<Aggregator>,
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     registrations: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    metrics: Arc<crate::metrics::Exporter>,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -55,6 +55,7 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
         agg,
         limiter: limiter.clone(),
         registrations: registrations.clone(),
+        metrics: Arc::new(crate::metrics::Exporter::new()),
     };
     // Forget idle clients now and then, so the limiters' memory stays bounded.
     tokio::spawn(async move {
@@ -193,76 +194,8 @@ async fn readyz(State(s): State<Http>) -> Response {
 }
 
 async fn metrics(State(s): State<Http>) -> impl IntoResponse {
-    let a = &s.agg;
-    let dht = a.discovery.stats().await;
-    let feeds = a.followed().map(|f| f.len()).unwrap_or(0);
-    let (mut blocks, mut bytes) = (0u64, 0u64);
-    for r in a.replicator().replicas() {
-        blocks += r.stats.blocks.load(Ordering::Relaxed);
-        bytes += r.stats.bytes.load(Ordering::Relaxed);
-    }
-    let body = format!(
-        "# HELP apiary_feeds_followed Feeds followed.\n# TYPE apiary_feeds_followed gauge\napiary_feeds_followed {feeds}\n\
-         # HELP apiary_entries_indexed Entries in the index.\n# TYPE apiary_entries_indexed gauge\napiary_entries_indexed {}\n\
-         # HELP apiary_entries_ingested_total Log entries ingested.\n# TYPE apiary_entries_ingested_total counter\napiary_entries_ingested_total {}\n\
-         # HELP apiary_ingest_errors_total Ingest errors.\n# TYPE apiary_ingest_errors_total counter\napiary_ingest_errors_total {}\n\
-         # HELP apiary_blocks_downloaded_total Blocks downloaded and verified.\n# TYPE apiary_blocks_downloaded_total counter\napiary_blocks_downloaded_total {blocks}\n\
-         # HELP apiary_bytes_downloaded_total Block bytes downloaded.\n# TYPE apiary_bytes_downloaded_total counter\napiary_bytes_downloaded_total {bytes}\n\
-         # HELP apiary_connections Replication connections.\n# TYPE apiary_connections gauge\napiary_connections {}\n",
-        a.index.entry_count(),
-        a.metrics.entries_ingested.load(Ordering::Relaxed),
-        a.metrics.ingest_errors.load(Ordering::Relaxed),
-        a.replicator().connections().len(),
-    );
-    let mut body = body;
-    let (fd, gates) = a.net();
-    if let Some(fd) = fd {
-        body.push_str(&format!(
-            "# HELP apiary_open_files_limit The open file limit (RLIMIT_NOFILE).\n# TYPE apiary_open_files_limit gauge\napiary_open_files_limit{{kind=\"soft\"}} {}\napiary_open_files_limit{{kind=\"hard\"}} {}\n",
-            fd.soft, fd.hard
-        ));
-    }
-    if !gates.is_empty() {
-        body.push_str("# HELP apiary_listener_connections Connections open per listener.\n# TYPE apiary_listener_connections gauge\n");
-        for g in &gates {
-            body.push_str(&format!(
-                "apiary_listener_connections{{listener=\"{}\"}} {}\n",
-                g.name(),
-                g.stats().open
-            ));
-        }
-        body.push_str("# HELP apiary_connections_refused_total Connections closed at once because a cap was reached.\n# TYPE apiary_connections_refused_total counter\n");
-        for g in &gates {
-            let st = g.stats();
-            body.push_str(&format!(
-                "apiary_connections_refused_total{{listener=\"{0}\",reason=\"per_ip\"}} {1}\napiary_connections_refused_total{{listener=\"{0}\",reason=\"total\"}} {2}\n",
-                g.name(),
-                st.refused_per_ip,
-                st.refused_total
-            ));
-        }
-    }
-    if let Some(d) = dht {
-        let b = d.bridge.unwrap_or_default();
-        let n = |k: &str| b[k].as_u64().unwrap_or(0);
-        body.push_str(&format!(
-            "# HELP apiary_dht_up Whether the DHT bridge runs (1) or not (0).\n# TYPE apiary_dht_up gauge\napiary_dht_up {}\n\
-             # HELP apiary_dht_topics Discovery keys joined on the DHT.\n# TYPE apiary_dht_topics gauge\napiary_dht_topics {}\n\
-             # HELP apiary_dht_lookups_total DHT lookups made by the current bridge.\n# TYPE apiary_dht_lookups_total counter\napiary_dht_lookups_total {}\n\
-             # HELP apiary_dht_connections_total Connections hyperswarm handed over since start.\n# TYPE apiary_dht_connections_total counter\napiary_dht_connections_total {}\n\
-             # HELP apiary_dht_connections DHT connections open now.\n# TYPE apiary_dht_connections gauge\napiary_dht_connections {}\n\
-             # HELP apiary_dht_bridge_restarts_total Times the DHT bridge was restarted.\n# TYPE apiary_dht_bridge_restarts_total counter\napiary_dht_bridge_restarts_total {}\n\
-             # HELP apiary_dht_bridge_rss_bytes Resident memory of the DHT bridge.\n# TYPE apiary_dht_bridge_rss_bytes gauge\napiary_dht_bridge_rss_bytes {}\n",
-            u8::from(d.state == apiary_swarm::State::Running),
-            d.topics,
-            n("lookups"),
-            d.sessions,
-            n("open"),
-            d.restarts,
-            n("rss"),
-        ));
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    let body = s.metrics.render(&s.agg).await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body)
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,7 @@ mod health;
 mod http;
 mod index;
 mod ingest;
+mod metrics;
 mod openapi;
 mod page;
 mod peers;
