@@ -23,6 +23,10 @@ pub enum Error {
     /// Missing or wrong admin token.
     #[error("{0}")]
     Unauthorized(String),
+    /// The request conflicts with the state: a backup into a non-empty directory, or while
+    /// another runs.
+    #[error("{0}")]
+    Conflict(String),
     /// Over the rate limit.
     #[error("too many requests; slow down")]
     RateLimited,
@@ -66,6 +70,7 @@ impl Error {
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Config(_)

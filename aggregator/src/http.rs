@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
@@ -81,12 +81,15 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
         .route("/v1/entries/{feed}/{*key}", get(entry))
         .route("/v1/stream", get(stream))
         .fallback(|| async { Error::NotFound("no such endpoint; see /v1/openapi.json".into()) })
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        // Added after the timeout layer, so outside it: a backup takes as long as the data
+        // directory takes to copy, and the admin waits for it.
+        .route("/v1/admin/backup", post(backup))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
@@ -196,6 +199,30 @@ async fn readyz(State(s): State<Http>) -> Response {
 async fn metrics(State(s): State<Http>) -> impl IntoResponse {
     let body = s.metrics.render(&s.agg).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupBody {
+    dir: String,
+}
+
+/// A snapshot of the data directory into `dir` (admin; see `backup.rs`).
+async fn backup(
+    State(s): State<Http>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<BackupBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response> {
+    require_admin(&s, &headers, &peer)?;
+    let Json(b) = body.map_err(|e| {
+        Error::BadRequest(format!(
+            "body must be {{\"dir\": \"/absolute/path\"}}: {}",
+            e.body_text()
+        ))
+    })?;
+    let manifest = crate::backup::take(s.agg.clone(), std::path::PathBuf::from(b.dir)).await?;
+    Ok((StatusCode::CREATED, Json(manifest)).into_response())
 }
 
 #[derive(Deserialize)]

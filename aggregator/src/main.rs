@@ -1,5 +1,6 @@
 //! `apiary-aggregator`: follow Hyperbees and serve them as one searchable feed over HTTP.
 
+mod backup;
 mod config;
 mod discovery;
 mod error;
@@ -56,6 +57,21 @@ struct Cli {
     /// Log lines as text or as one JSON object per line [default: text].
     #[arg(long, global = true, value_name = "FORMAT")]
     log_format: Option<config::LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Snapshot the data directory of the running aggregator (found by `http` in its config)
+    /// into DIR, a new or empty directory: a consistent copy of the state, the blocks and the
+    /// last index commit, taken while it runs. Restore: start an aggregator with
+    /// --data-dir DIR.
+    Backup {
+        /// Where the snapshot goes (made if missing; it must be empty). The aggregator
+        /// writes it, so it must be writable by the aggregator's user.
+        dir: PathBuf,
+    },
 }
 
 fn main() {
@@ -75,7 +91,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let res = rt.block_on(run(cfg));
+    let res = match cli.command {
+        Some(Command::Backup { dir }) => rt.block_on(backup::request(&cfg, &dir)),
+        None => rt.block_on(run(cfg)),
+    };
     // Tasks still running (open HTTP streams, the bridge's pipes) must not hold up the exit.
     rt.shutdown_timeout(Duration::from_secs(5));
     if let Err(e) = res {

@@ -47,7 +47,12 @@ pub fn document() -> Value {
                 "responses": {"200": {"description": "Entry", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Entry"}}}}, "400": err, "404": err}}},
             "/v1/stream": {"get": {"summary": "Server-sent events `entry` as entries become searchable (filters: feed, type, tag)", "parameters": filters(), "responses": {"200": {"description": "text/event-stream"}}}},
             "/healthz": {"get": {"summary": "Liveness, with the number of feeds and the DHT state", "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain"}}}}
+            "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4): process-wide, per feed (label `feed`) and `apiary_degraded{source}`", "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
+            "/v1/admin/backup": {"post": {"summary": "Snapshot the data directory into `dir` (admin; what `apiary-aggregator backup DIR` calls). Answers when the backup is complete; index commits wait meanwhile. Restore: start an aggregator on `dir`.",
+                "security": [{"bearer": []}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["dir"], "properties": {"dir": {"type": "string", "description": "Absolute path, new or an empty directory, outside the data directory."}}}}}},
+                "responses": {"201": {"description": "Done: the manifest also written to DIR/backup.json (entries, each feed's indexedVersion, fork and copied length, files and bytes)", "content": {"application/json": {"schema": {"type": "object"}}}},
+                              "400": err, "401": err, "409": err, "500": err}}}
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -30,6 +30,7 @@ use crate::health::Health;
 use crate::ingest;
 
 mod query;
+mod snapshot;
 mod writer;
 pub use query::entry_id;
 use writer::WriterTask;
@@ -194,6 +195,10 @@ pub struct Index {
     /// The newest sortAt indexed (µs): where the feed's time windows start.
     newest: Arc<std::sync::atomic::AtomicI64>,
     health: Arc<Health>,
+    /// Taken by every commit; a backup holds it to keep the last commit still.
+    gate: Arc<Mutex<()>>,
+    /// The index directory.
+    dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Index {
@@ -268,6 +273,8 @@ impl Index {
             upserts: Default::default(),
             newest: Default::default(),
             health: health.clone(),
+            gate: Arc::new(Mutex::new(())),
+            dir: dir.to_path_buf(),
         });
         me.newest
             .store(me.load_newest()?, std::sync::atomic::Ordering::Relaxed);
@@ -283,6 +290,7 @@ impl Index {
             me.newest.clone(),
             health,
             commit_every,
+            me.gate.clone(),
         );
         tokio::spawn(task.run(rx));
         Ok(me)

@@ -35,6 +35,8 @@ pub(super) struct WriterTask {
     /// A batch since the last commit asked for the short interval.
     urgent: bool,
     health: Arc<Health>,
+    /// Held by a backup while it copies the last commit: no commit meanwhile.
+    gate: Arc<Mutex<()>>,
 }
 
 /// Past this many changes since the last commit the writer is in a bulk ingest: it commits
@@ -60,6 +62,7 @@ impl WriterTask {
         newest: Arc<std::sync::atomic::AtomicI64>,
         health: Arc<Health>,
         every: Duration,
+        gate: Arc<Mutex<()>>,
     ) -> Self {
         WriterTask {
             writer,
@@ -77,6 +80,7 @@ impl WriterTask {
             pending: 0,
             urgent: false,
             health,
+            gate,
         }
     }
 
@@ -126,7 +130,7 @@ impl WriterTask {
                     });
                 }
                 Some(None) => {
-                    self.commit();
+                    tokio::task::block_in_place(|| self.commit());
                     return;
                 }
                 None => {}
@@ -234,6 +238,8 @@ impl WriterTask {
     /// Commits what was applied; `false` if the commit failed (then everything since the
     /// last commit is rolled back and the index is degraded until a commit succeeds).
     fn commit(&mut self) -> bool {
+        let gate = self.gate.clone();
+        let _no_backup_running = gate.lock().unwrap_or_else(|p| p.into_inner());
         let res = self.writer.prepare_commit().and_then(|mut p| {
             p.set_payload(&payload());
             p.commit()

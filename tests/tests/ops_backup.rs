@@ -1,0 +1,220 @@
+//! Operations: `apiary-aggregator backup DIR` while the aggregator runs and ingests, then
+//! a restore (an aggregator on the backup) that has exactly what the backup covered and
+//! catches up from the peer without doubling anything.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apiary_tests::agg::{temp_dir, AggProc};
+use apiary_tests::{bin_path, init_tracing, run_bin, JsPeer};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A TCP relay to the JS peer that the test can shut, so that the restored aggregator can be
+/// looked at before it reaches the peer.
+struct Relay {
+    port: u16,
+    open: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Relay {
+    async fn to(port: u16) -> Relay {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (o, c) = (open.clone(), conns.clone());
+        let relay_port = l.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                if !o.load(Ordering::SeqCst) {
+                    continue; // dropped: the dialer sees the connection end
+                }
+                c.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut up) = TcpStream::connect(("127.0.0.1", port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                    }
+                }));
+            }
+        });
+        Relay {
+            port: relay_port,
+            open,
+            conns,
+            task,
+        }
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
+        if !open {
+            for h in self.conns.lock().unwrap().drain(..) {
+                h.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.set_open(false);
+        self.task.abort();
+    }
+}
+
+fn keys_of(entries: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = entries
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_owned())
+        .collect();
+    k.sort();
+    k
+}
+
+/// The keys of the bee at `version`: a fill of 2000 (version 2001), then one post per block.
+fn keys_at(version: u64) -> Vec<String> {
+    let mut k: Vec<String> = (0..2000).map(|i| format!("k{i:08}")).collect();
+    k.extend((0..version.saturating_sub(2001)).map(|i| format!("p{i:03}")));
+    k.sort();
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_running_then_restore_catches_up_without_duplicates() {
+    init_tracing();
+    let (_keep, dir) = temp_dir();
+    let mut js = JsPeer::start().await;
+    let created = js
+        .call(json!({"cmd": "create", "name": "b", "compat": false}))
+        .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    js.call(json!({"cmd": "fill", "name": "b", "count": 2000, "valueBytes": 64}))
+        .await;
+    let relay = Relay::to(js.serve().await).await;
+    let mut agg = AggProc::start(dir.join("a"), "").await;
+    let (s, _) = agg
+        .follow(&key, Some(&format!("127.0.0.1:{}", relay.port)))
+        .await;
+    assert_eq!(s, 201);
+    let path = format!("/v1/feeds/{key}");
+    agg.wait_for(&path, Duration::from_secs(60), |v| {
+        v["indexedVersion"] == json!(2001)
+    })
+    .await;
+
+    // The backup runs while posts arrive and are ingested.
+    let target = dir.join("b").join("data");
+    let bin = bin_path("apiary-aggregator", "apiary-aggregator");
+    let (b, c, t) = (bin.clone(), agg.config.clone(), target.clone());
+    let backup = tokio::task::spawn_blocking(move || {
+        run_bin(
+            &b,
+            &[
+                "--config",
+                c.to_str().unwrap(),
+                "backup",
+                t.to_str().unwrap(),
+            ],
+        )
+    });
+    let mut post = 0;
+    while !backup.is_finished() || post < 10 {
+        js.call(json!({"cmd": "put", "name": "b", "key": format!("p{post:03}"), "value": {"text": format!("post {post}")}}))
+            .await;
+        post += 1;
+    }
+    let (code, out, err) = backup.await.unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    eprintln!("{out}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(target.join("backup.json")).unwrap()).unwrap();
+    let feeds = manifest["feeds"].as_array().unwrap();
+    assert_eq!(feeds.len(), 1, "{manifest}");
+    // The index as committed when the backup began, and the blocks copied after it (as many
+    // or more: ingest goes on meanwhile, only commits wait).
+    let at = feeds[0]["indexedVersion"].as_u64().unwrap();
+    let copied = feeds[0]["length"].as_u64().unwrap();
+    assert!(at >= 2001 && copied >= at, "{manifest}");
+    assert_eq!(manifest["entries"].as_u64(), Some(keys_at(at).len() as u64));
+
+    // More posts after the backup; the running aggregator gets them all, then dies.
+    for _ in 0..10 {
+        js.call(json!({"cmd": "put", "name": "b", "key": format!("p{post:03}"), "value": {"text": format!("post {post}")}}))
+            .await;
+        post += 1;
+    }
+    let last = 2001 + post;
+    agg.wait_for(&path, Duration::from_secs(60), |v| {
+        v["indexedVersion"] == json!(last)
+    })
+    .await;
+    agg.kill9().await;
+
+    // Refusals are clear: a non-empty target, a target inside the data directory.
+    let (code, _, err) = run_bin(
+        &bin,
+        &[
+            "--config",
+            agg.config.to_str().unwrap(),
+            "backup",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no aggregator answers"), "{err}");
+
+    // Restore: an aggregator on the backup, its peer out of reach at first.
+    relay.set_open(false);
+    let restored = AggProc::start(dir.join("b"), "").await;
+    let (_, st) = restored.get(&path).await;
+    let v = st["indexedVersion"].as_u64().unwrap();
+    assert!(v >= at && v <= copied, "{st}");
+    assert_eq!(st["length"], json!(copied), "{st}");
+    // Without a peer it indexes the copied blocks, and no further.
+    restored
+        .wait_for(&path, Duration::from_secs(30), |v| {
+            v["indexedVersion"] == json!(copied)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, st) = restored.get(&path).await;
+    assert_eq!(st["indexedVersion"], json!(copied), "{st}");
+    assert_eq!(keys_of(&restored.all_entries(&key).await), keys_at(copied));
+    let again = AggProc::start(dir.join("c"), "").await;
+    for (bad, why) in [
+        (target.clone(), "not empty"),
+        (
+            dir.join("c").join("data").join("x"),
+            "outside the data directory",
+        ),
+    ] {
+        let (code, _, err) = run_bin(
+            &bin,
+            &[
+                "--config",
+                again.config.to_str().unwrap(),
+                "backup",
+                bad.to_str().unwrap(),
+            ],
+        );
+        assert_ne!(code, 0, "{bad:?}");
+        assert!(err.contains(why), "{bad:?}: {err}");
+    }
+    drop(again);
+
+    // The peer back: it catches up with the posts after the backup, nothing doubled.
+    relay.set_open(true);
+    let (st, took) = restored
+        .wait_for(&path, Duration::from_secs(60), |v| {
+            v["indexedVersion"] == json!(last)
+        })
+        .await;
+    eprintln!("caught up {took:?} after the peer came back: {st}");
+    let got = restored.all_entries(&key).await;
+    assert_eq!(got.len(), 2000 + post as usize, "no duplicates");
+    assert_eq!(keys_of(&got), keys_at(last));
+    js.close().await;
+}
