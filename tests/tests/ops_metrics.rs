@@ -61,8 +61,14 @@ async fn metrics_per_feed_and_degraded_state() {
     assert_eq!(feed("apiary_feed_lag"), Some(0.0), "{m}");
     assert_eq!(feed("apiary_feed_peers"), Some(1.0), "{m}");
     assert_eq!(feed("apiary_feed_errors_total"), Some(0.0), "{m}");
-    assert!(feed("apiary_feed_blocks_downloaded_total").unwrap() >= 7.0, "{m}");
-    assert!(feed("apiary_feed_bytes_downloaded_total").unwrap() > 2000.0, "{m}");
+    assert!(
+        feed("apiary_feed_blocks_downloaded_total").unwrap() >= 7.0,
+        "{m}"
+    );
+    assert!(
+        feed("apiary_feed_bytes_downloaded_total").unwrap() > 2000.0,
+        "{m}"
+    );
     let skipped = |reason: &str| {
         value(
             &m,
@@ -74,8 +80,14 @@ async fn metrics_per_feed_and_degraded_state() {
     // The process-wide ones, under the names they always had.
     assert_eq!(value(&m, "apiary_feeds_followed"), Some(1.0), "{m}");
     assert_eq!(value(&m, "apiary_entries_indexed"), Some(5.0), "{m}");
-    assert!(value(&m, "apiary_entries_ingested_total").unwrap() >= 6.0, "{m}");
-    assert!(value(&m, "apiary_blocks_downloaded_total").unwrap() >= 7.0, "{m}");
+    assert!(
+        value(&m, "apiary_entries_ingested_total").unwrap() >= 6.0,
+        "{m}"
+    );
+    assert!(
+        value(&m, "apiary_blocks_downloaded_total").unwrap() >= 7.0,
+        "{m}"
+    );
     assert_eq!(value(&m, "apiary_connections"), Some(1.0), "{m}");
     assert!(value(&m, "apiary_open_files_limit{kind=\"soft\"}").unwrap() > 0.0);
     assert!(value(&m, "apiary_listener_connections{listener=\"http\"}").unwrap() >= 1.0);
