@@ -53,24 +53,32 @@ pub async fn take(agg: Arc<Aggregator>, dir: PathBuf) -> Result<Value> {
     if RUNNING.swap(true, Ordering::AcqRel) {
         return Err(Error::Conflict("a backup is already running".into()));
     }
-    let _one = Running;
+    let one = Running;
     let made = prepare_target(&agg.cfg.data_dir, &dir)?;
     let rt = tokio::runtime::Handle::current();
-    let target = dir.clone();
-    let res = tokio::task::spawn_blocking(move || snapshot(&agg, &target, &rt))
-        .await
-        .unwrap_or_else(|e| Err(Error::Unavailable(format!("the backup task failed: {e}"))));
-    if res.is_err() {
-        // Only what this backup made: the directory was empty (or absent) before.
-        for part in ["index", "state", MANIFEST] {
-            let p = dir.join(part);
-            let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+    // All in the blocking task, so that a client that goes away (dropping this future)
+    // neither lets a second backup start early nor leaves a failed one behind.
+    tokio::task::spawn_blocking(move || {
+        let _one = one;
+        let res = snapshot(&agg, &dir, &rt);
+        if res.is_err() {
+            remove_partial(&dir, made);
         }
-        if made {
-            let _ = std::fs::remove_dir(&dir);
-        }
+        res
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Unavailable(format!("the backup task failed: {e}"))))
+}
+
+/// Removes what a failed backup wrote (the directory was empty, or absent: `made`).
+fn remove_partial(dir: &Path, made: bool) {
+    for part in ["index", "state", MANIFEST] {
+        let p = dir.join(part);
+        let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
     }
-    res
+    if made {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// Checks the target and makes it if missing (true then). Refuses a relative path, a
