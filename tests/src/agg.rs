@@ -90,6 +90,27 @@ impl AggProc {
         self.child.as_ref().and_then(|c| c.id())
     }
 
+    /// The pid of its DHT bridge child (node running bridge.js), found in /proc.
+    pub fn bridge_pid(&self) -> Option<u32> {
+        let me = self.pid()?;
+        for e in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ppid == Some(me) && String::from_utf8_lossy(&cmd).contains("bridge.js") {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
     /// (Re)starts the process on the same config and data.
     pub async fn restart(&mut self) {
         let bin = bin_path("apiary-aggregator", "apiary-aggregator");

@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use apiary_tests::agg::{temp_dir, AggProc};
+use apiary_tests::dht::TestDht;
 use apiary_tests::publisher::Publisher;
 use apiary_tests::{bin_path, free_port, init_tracing, JsPeer};
 use serde_json::{json, Value};
@@ -63,6 +64,42 @@ async fn aggregator_stops_on_sigterm_and_resumes_without_reingest() {
     assert_eq!(agg.all_entries(&key).await.len(), entries);
     let (exit, _) = agg.terminate(Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0));
+}
+
+/// Whether a process runs (a zombie does not count: it has exited, unreaped).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// With the DHT on, SIGTERM also stops the bridge (it leaves the DHT first), within the
+/// same few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_leaves_the_dht_on_sigterm() {
+    init_tracing();
+    let dht = TestDht::start().await;
+    let (_keep, dir) = temp_dir();
+    let mut agg = AggProc::start_dht(dir.join("agg"), &dht, "").await;
+    let key = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
+    assert_eq!(agg.follow(key, None).await.0, 201);
+    agg.wait_for("/healthz", Duration::from_secs(120), |v| {
+        v["dht"] == "running"
+    })
+    .await;
+    let bridge = agg.bridge_pid().expect("a bridge child");
+    let (exit, took) = agg.terminate(Duration::from_secs(10)).await;
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let t = std::time::Instant::now();
+    while alive(bridge) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the bridge {bridge} outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
