@@ -298,3 +298,43 @@ async fn backup_during_a_bulk_ingest_restores_consistently() {
     assert_eq!(keys_of(&got), prefix(n + 1));
     js.close().await;
 }
+
+/// With an admin token set, a backup needs it: the API refuses one without, the CLI sends
+/// the token of the config it is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_needs_the_admin_token_when_one_is_set() {
+    let (_keep, dir) = temp_dir();
+    let token = "a-long-enough-admin-token";
+    let agg = AggProc::start(dir.join("a"), &format!("admin_token = \"{token}\"")).await;
+    let target = dir.join("snap");
+    let body = json!({"dir": target.to_str().unwrap()});
+    let (s, v) = agg.post("/v1/admin/backup", &body, None).await;
+    assert_eq!(s, 401, "{v}");
+    let (s, v) = agg
+        .post("/v1/admin/backup", &body, Some("wrong-token-wrong-token"))
+        .await;
+    assert_eq!(s, 401, "{v}");
+    assert!(!target.exists());
+    let (s, v) = agg
+        .post(
+            "/v1/admin/backup",
+            &json!({"dir": "relative/path"}),
+            Some(token),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (code, out, err) = run_bin(
+        &bin_path("apiary-aggregator", "apiary-aggregator"),
+        &[
+            "--config",
+            agg.config.to_str().unwrap(),
+            "backup",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(target.join("backup.json").exists());
+    let (s, v) = agg.post("/v1/admin/backup", &body, Some(token)).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "conflict", "{v}");
+}
