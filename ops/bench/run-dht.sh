@@ -97,13 +97,24 @@ now() { date +%s.%N; }
 unix_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # What was built: core/, swarm/, aggregator/ and publisher/ as they are in the working tree (a
-# hash of their uncommitted changes, tracked and untracked, goes into meta with the commit).
+# hash of their uncommitted changes, tracked and untracked, goes into meta with the commit,
+# taken before and after the build: the tree is shared, and a difference means someone changed
+# those sources while this script built them).
 SRC_DIRS="core swarm aggregator publisher"
-# shellcheck disable=SC2086
-TREE_SHA=$(cd ../.. && { git diff HEAD -- $SRC_DIRS; git ls-files --others --exclude-standard -z -- $SRC_DIRS | xargs -0 -r cat; } | sha256sum | cut -d' ' -f1)
+tree_sha() {
+  # shellcheck disable=SC2086
+  (cd ../.. && { git diff HEAD -- $SRC_DIRS; git ls-files --others --exclude-standard -z -- $SRC_DIRS | xargs -0 -r cat; } | sha256sum | cut -d' ' -f1)
+}
+TREE_SHA=$(tree_sha)
+DIRTY_BEFORE_BUILD=$(cd ../.. && git status --porcelain -- $SRC_DIRS 2>/dev/null | tr '\n' ';')
+DIRTY_AFTER_BUILD=''
+COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if [[ $BUILD == 1 ]]; then
   note "building apiary-aggregator, apiary-publisher and apiary-bench (release)"
   (cd ../.. && cargo build --release -p apiary-aggregator -p apiary-publisher -p apiary-bench >&2)
+  TREE_SHA_AFTER=$(tree_sha)
+  COMMIT_AFTER=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+  DIRTY_AFTER_BUILD=$(cd ../.. && git status --porcelain -- $SRC_DIRS 2>/dev/null | tr '\n' ';')
 else
   note "BUILD=0: using the binaries in $BIN as they are (sourcesSha256 then says nothing about them)"
 fi
@@ -617,18 +628,20 @@ META=$(jq -cn \
   --arg node "$(node --version)" --arg rustc "$(rustc --version)" \
   --arg hyperswarm "$(jq -r .version ../../tests/js/node_modules/hyperswarm/package.json)" \
   --argjson cpus "$(nproc)" --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
-  --arg kernel "$(uname -r)" --arg commit "$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
-  --arg dirty "$(git status --porcelain 2>/dev/null | head -c1)" \
-  --arg dirtyFiles "$(cd ../.. && git status --porcelain -- $SRC_DIRS 2>/dev/null | tr '\n' ';')" \
-  --arg treeSha "$TREE_SHA" --argjson built "$BUILD" \
+  --arg kernel "$(uname -r)" --arg commit "$COMMIT" --arg commitAfter "${COMMIT_AFTER:-}" \
+  --arg dirtyBefore "$DIRTY_BEFORE_BUILD" --arg dirtyAfter "$DIRTY_AFTER_BUILD" \
+  --arg treeSha "$TREE_SHA" --arg treeShaAfter "${TREE_SHA_AFTER:-}" --argjson built "$BUILD" \
   --arg loadStart "$LOAD_START" --arg loadEnd "$(cut -d' ' -f1-3 /proc/loadavg)" \
   '{date: $date, n: $n, parts: $parts, rounds: $rounds, dhtNodes: $dhtNodes,
     firstBees: $firstBees, firstPosts: $firstPosts, firstPeers: $firstPeers, coldTrials: $coldTrials,
     firstPollMs: $firstPollMs, idleTopics: $idleTopics, idleSettleSeconds: $idleSettle,
     idleWindowSeconds: $idleWindow, idleLateAtSeconds: $idleLateAt,
     node: $node, rustc: $rustc, hyperswarm: $hyperswarm, cpus: $cpus, cpu: $cpu, kernel: $kernel,
-    commit: $commit, dirty: ($dirty != ""), dirtySources: $dirtyFiles,
-    sourcesSha256: $treeSha, built: ($built == 1), loadavgStart: $loadStart, loadavgEnd: $loadEnd}')
+    commit: $commit, commitAfterBuild: $commitAfter, built: ($built == 1),
+    dirtySourcesBeforeBuild: $dirtyBefore, dirtySourcesAfterBuild: $dirtyAfter,
+    sourcesSha256: $treeSha, sourcesSha256AfterBuild: $treeShaAfter,
+    sourcesChangedDuringBuild: ($built == 1 and ($treeSha != $treeShaAfter or $commit != $commitAfter)),
+    loadavgStart: $loadStart, loadavgEnd: $loadEnd}')
 mkdir -p results
 node js/summarize-dht.js "$WORK" "$META" "$RESULTS"
 note "results: $RESULTS ; log: $LOG"
