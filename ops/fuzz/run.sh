@@ -57,6 +57,7 @@ done
 wait || true
 
 stat() { sed -n "s/^$2 *: *//p" "$out_root/$1/default/fuzzer_stats" 2>/dev/null | head -1; }
+count() { find "$out_root/$1/default/$2" -name 'id:*' 2>/dev/null | wc -l; }
 
 mkdir -p "$(dirname "$results")"
 failed=0
@@ -64,14 +65,17 @@ failed=0
   echo "# Fuzzing run $stamp"
   echo
   echo "AFL++ $(stat "$(echo $targets | cut -d' ' -f1)" afl_version) via cargo-afl $(cargo afl --version 2>/dev/null | awk '{print $2}'), ${seconds}s per target, $jobs at a time, $(nproc) cores."
-  echo "Counts are cumulative over every run that resumed the same queue ($out_root)."
+  echo "Run time and execs are cumulative over the runs that resumed the same queue ($out_root); crashes and hangs are this run's (files in crashes/ and hangs/)."
   echo
-  echo "| target | run time (s) | execs | execs/s | corpus | edges | crashes | hangs |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| target | run time (s) | execs | execs/s | corpus | edges | stability | crashes | hangs |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   for t in $targets; do
-    crashes="$(stat "$t" saved_crashes)"
-    echo "| $t | $(stat "$t" run_time) | $(stat "$t" execs_done) | $(stat "$t" execs_per_sec) | $(stat "$t" corpus_count) | $(stat "$t" edges_found) | ${crashes:-?} | $(stat "$t" saved_hangs) |"
-    if [ "${crashes:-0}" != 0 ] || [ -z "$crashes" ]; then failed=1; fi
+    # Crashes and hangs of this run are the files in crashes/ and hangs/ (a resumed run
+    # moves earlier ones to crashes.<date>/; its saved_* counters carry them over).
+    crashes="$(count "$t" crashes)"
+    if [ ! -f "$out_root/$t/default/fuzzer_stats" ]; then crashes="?"; fi
+    echo "| $t | $(stat "$t" run_time) | $(stat "$t" execs_done) | $(stat "$t" execs_per_sec) | $(stat "$t" corpus_count) | $(stat "$t" edges_found) | $(stat "$t" stability) | $crashes | $(count "$t" hangs) |"
+    if [ "$crashes" != 0 ]; then failed=1; fi
   done
   echo
   for t in $targets; do
