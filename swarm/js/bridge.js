@@ -187,8 +187,9 @@ function command(cmd) {
     case 'join': {
       const topic = fromHex(cmd.topic, 32)
       const d = swarm.join(topic, { server: !!cmd.server, client: !!cmd.client })
+      // hyperswarm's flush resolves even when no DHT node answered: say how many we know.
       d.flushed().then(
-        () => control({ ev: 'joined', topic: cmd.topic }),
+        () => control({ ev: 'joined', topic: cmd.topic, nodes: swarm.dht.nodes.length }),
         (e) => log('warn: join did not flush:', (e && e.message) || e)
       )
       return
@@ -196,7 +197,12 @@ function command(cmd) {
     case 'refresh': {
       // Look the topic up again now (hyperswarm's own refresh is every ~10 minutes).
       const d = swarm.status(fromHex(cmd.topic, 32))
-      if (d) d.refresh().catch((e) => log('warn: refresh:', (e && e.message) || e))
+      if (d) {
+        d.refresh().then(
+          () => control({ ev: 'joined', topic: cmd.topic, nodes: swarm.dht.nodes.length }),
+          (e) => log('warn: refresh:', (e && e.message) || e)
+        )
+      }
       return
     }
     case 'leave':
@@ -242,6 +248,7 @@ function stats() {
     open: conns.size,
     topics: swarm ? swarm._discovery.size : 0,
     peers: swarm ? swarm.peers.size : 0,
+    nodes: dht ? dht.nodes.length : 0,
     host: dht ? dht.host : null,
     port: dht ? dht.port : null,
     firewalled: dht ? dht.firewalled : null,
@@ -271,7 +278,7 @@ function init(cmd) {
   swarm.on('connection', onConnection)
   control({ ev: 'ready', publicKey: hex(keyPair.publicKey) })
   swarm.dht.fullyBootstrapped().then(
-    () => control({ ev: 'bootstrapped', host: swarm.dht.host, port: swarm.dht.port, firewalled: swarm.dht.firewalled }),
+    () => control({ ev: 'bootstrapped', host: swarm.dht.host, port: swarm.dht.port, firewalled: swarm.dht.firewalled, nodes: swarm.dht.nodes.length }),
     (e) => log('warn: bootstrap:', e.message)
   )
 }

@@ -211,12 +211,22 @@ impl Reader {
             }
             ("ready", _) => tracing::info!(public_key = %v["publicKey"], "DHT bridge ready"),
             ("bootstrapped", _) => {
-                tracing::info!(host = %v["host"], port = %v["port"], firewalled = %v["firewalled"], "DHT bootstrapped");
+                if v["nodes"].as_u64() == Some(0) {
+                    tracing::warn!("no DHT node answered the bootstrap nodes: discovery waits until one does (check bootstrap and the network)");
+                } else {
+                    tracing::info!(host = %v["host"], port = %v["port"], firewalled = %v["firewalled"], nodes = %v["nodes"], "DHT bootstrapped");
+                }
                 self.shared.set_bootstrapped(v);
             }
             ("joined", _) => {
-                tracing::debug!(topic = %v["topic"], "DHT announce/lookup flushed");
-                if let Some(t) = topic_of(&v["topic"]) {
+                let t = topic_of(&v["topic"]);
+                if v["nodes"].as_u64() == Some(0) {
+                    // Not reached: tried again in a while (hyperswarm would wait ~10 min).
+                    if let Some(t) = t {
+                        self.shared.set_unreached(t);
+                    }
+                } else if let Some(t) = t {
+                    tracing::debug!(topic = %v["topic"], "DHT announce/lookup flushed");
                     self.shared.set_flushed(t);
                 }
             }

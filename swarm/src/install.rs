@@ -86,7 +86,13 @@ async fn version_of(cmd: &str) -> std::result::Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(format!("exit status {}", out.status));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err: String = err.trim().chars().take(300).collect();
+        return Err(if err.is_empty() {
+            out.status.to_string()
+        } else {
+            format!("{}: {err}", out.status)
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
@@ -97,6 +103,9 @@ pub async fn ensure_installed(cache: &Path, npm: &str) -> Result<PathBuf> {
     let dir = cache.join(dir_name());
     let script = dir.join("bridge.js");
     if dir.join(READY).exists() {
+        // Marks it used, for the pruning of versions nobody uses any more.
+        let _ = std::fs::write(dir.join(READY), b"");
+        prune(cache, &dir);
         return Ok(script);
     }
     std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
@@ -139,7 +148,38 @@ pub async fn ensure_installed(cache: &Path, npm: &str) -> Result<PathBuf> {
         "DHT bridge installed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    prune(cache, &dir);
     Ok(script)
+}
+
+/// Removes other bridge versions unused for 30 days, and temporary directories of installs
+/// interrupted over an hour ago. (A version in use by another binary is marked at each of its
+/// starts, so it is kept.)
+fn prune(cache: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    let age = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if path == keep || !name.starts_with("bridge-") {
+            continue;
+        }
+        let old = if name.contains(".tmp-") {
+            age(&path).is_some_and(|a| a.as_secs() > 3600)
+        } else {
+            age(&path.join(READY)).is_some_and(|a| a.as_secs() > 30 * 24 * 3600)
+        };
+        if old {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 async fn npm_ci(dir: &Path, npm: &str) -> Result<()> {

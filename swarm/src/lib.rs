@@ -197,6 +197,8 @@ struct Live {
     bootstrapped: Option<Value>,
     /// Topics whose first announce/lookup by the current child reached the DHT.
     flushed: std::collections::HashSet<DiscoveryKey>,
+    /// Topics whose announce/lookup reached no DHT node (retried every 10 s).
+    unreached: std::collections::HashSet<DiscoveryKey>,
 }
 
 /// State shared by the handle and the supervisor.
@@ -243,10 +245,40 @@ impl Shared {
         l.pid = None;
         l.stats_waiting.clear();
         l.flushed.clear();
+        l.unreached.clear();
+    }
+
+    /// A join's first announce or lookup reached no node: re-join it after a while, so a
+    /// DHT that comes up later is used (hyperswarm itself waits ~10 minutes).
+    fn set_unreached(self: &Arc<Self>, topic: DiscoveryKey) {
+        if self.live().unreached.insert(topic) {
+            tracing::warn!(
+                topic = %hex::encode(topic.as_bytes()),
+                "an announce or lookup reached no DHT node; trying again every 10 s"
+            );
+        }
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            if let Some(me) = me.upgrade() {
+                let l = me.live();
+                if let (true, Some(link)) = (l.topics.contains_key(&topic), &l.link) {
+                    let _ = link.send(bridge::control_frame(&json!({
+                        "op": "refresh", "topic": hex::encode(topic.as_bytes())
+                    })));
+                }
+            }
+        });
     }
 
     fn set_flushed(&self, topic: DiscoveryKey) {
-        if self.live().flushed.insert(topic) {
+        let mut l = self.live();
+        if l.unreached.remove(&topic) {
+            tracing::info!(topic = %hex::encode(topic.as_bytes()), "the DHT is reached now");
+        }
+        let new = l.flushed.insert(topic);
+        drop(l);
+        if new {
             self.flushes.send_modify(|n| *n += 1);
         }
     }
@@ -294,6 +326,7 @@ impl Swarm {
                 next_stats: 1,
                 bootstrapped: None,
                 flushed: Default::default(),
+                unreached: Default::default(),
             }),
             flushes: watch::channel(0).0,
             stats: Counters::default(),

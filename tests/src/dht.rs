@@ -24,6 +24,11 @@ impl TestDht {
 
     /// Starts it inside a network namespace (`ip netns exec NS`) on `host`.
     pub async fn start_in(netns: Option<&str>, host: &str) -> TestDht {
+        Self::start_on(netns, host, 0).await
+    }
+
+    /// Starts it with its bootstrap node on `port` (0: any).
+    pub async fn start_on(netns: Option<&str>, host: &str, port: u16) -> TestDht {
         ensure_js();
         let script = js_dir().join("dht.js");
         let mut cmd = match netns {
@@ -36,7 +41,7 @@ impl TestDht {
         };
         let mut child = cmd
             .arg(script)
-            .args(["--host", host, "--nodes", "4"])
+            .args(["--host", host, "--nodes", "4", "--port", &port.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

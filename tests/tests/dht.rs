@@ -286,3 +286,33 @@ async fn kill_9_of_the_bridge_loses_nothing_and_leaves_direct_peers_alone() {
     );
     js.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announce_that_reached_no_node_is_not_reported_and_is_retried() {
+    init_tracing();
+    // A port where nothing answers yet.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let boot = format!("127.0.0.1:{port}");
+    let p = Publisher::new();
+    p.init("late");
+    let srv = p.serve(&["--bootstrap", &boot], None);
+    srv.wait_line("announcing every bee on the DHT", Duration::from_secs(180))
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !srv.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("announced on the DHT")),
+        "nothing was reached, so nothing is said to be announced"
+    );
+    // The DHT comes up on that address: the announce is retried and reaches it.
+    let _dht = TestDht::start_on(None, "127.0.0.1", port).await;
+    srv.wait_line("announced on the DHT: late ", Duration::from_secs(60))
+        .await;
+}
