@@ -274,6 +274,15 @@ impl Follower {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    /// The entry under `key`.
+    async fn get(&mut self, key: &str) -> Value {
+        self.js
+            .try_call(json!({"cmd": "get", "name": "b", "key": key}))
+            .await
+            .unwrap_or_else(|e| panic!("the JS follower cannot read {key}: {e}"))["entry"]
+            .clone()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1095,6 +1104,7 @@ async fn publisher_serve_soak_kill_9_keeps_every_acknowledged_write() {
         .collect();
 
     let failed = || w.acks.lock().unwrap().failed.clone();
+    let mut follower = Follower::start(&hex).await;
     let mut seen_len = 1;
     let mut startup_kills = 0;
     let mut in_flight = 0;
@@ -1120,7 +1130,7 @@ async fn publisher_serve_soak_kill_9_keeps_every_acknowledged_write() {
                 }
             }
         };
-        seen_len = check_after_restart(&p, &hex, port, &w.acks, seen_len, i).await;
+        seen_len = check_after_restart(&p, &hex, &mut follower, port, &w.acks, seen_len, i).await;
         let before = w.count.load(Ordering::SeqCst);
         w.go.store(true, Ordering::SeqCst);
         match *kill {
@@ -1155,12 +1165,22 @@ async fn publisher_serve_soak_kill_9_keeps_every_acknowledged_write() {
         );
     }
     let (mut srv, port) = start_serve(&p).await.expect("serve starts");
-    seen_len = check_after_restart(&p, &hex, port, &w.acks, seen_len, kills as usize).await;
+    seen_len = check_after_restart(
+        &p,
+        &hex,
+        &mut follower,
+        port,
+        &w.acks,
+        seen_len,
+        kills as usize,
+    )
+    .await;
     w.stop.store(true, Ordering::Relaxed);
     for h in writers {
         h.await.unwrap();
     }
     kill_serve(&mut srv).await;
+    follower.js.close().await;
     assert_eq!(failed(), None);
 
     let a = w.acks.lock().unwrap();
@@ -1181,12 +1201,88 @@ async fn publisher_serve_soak_kill_9_keeps_every_acknowledged_write() {
     }));
 }
 
+/// Regression: `serve` showed readers the head of an append before it was on disk, so a
+/// `kill -9` could take back a length a reader had seen; the next write then signed other
+/// blocks at that length, and a JS reader that had seen the first saw "two conflicting
+/// signatures" and closed the bee for good. Here `serve` is killed in the middle of an
+/// import it runs for the CLI, as soon as a JS follower has seen part of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_serve_kill_9_never_takes_back_a_length_a_reader_saw() {
+    let _one = SERIAL.lock().await;
+    let p = Publisher::new();
+    p.init("live");
+    let hex = bee_hex(&p, "live");
+    let file = p.dir.path().join("in.jsonl");
+    let lines = 60_000;
+    let text: String = (0..lines)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"key": format!("item{i:06}"), "value": {"i": i}})
+            )
+        })
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    let d = p.dir.path().to_string_lossy().into_owned();
+    let mut follower = Follower::start(&hex).await;
+    let (mut mid_import, mut rounds) = (0, 0);
+    while mid_import < 3 {
+        rounds += 1;
+        assert!(rounds <= 10, "the kills keep missing the imports");
+        let (mut srv, port) = start_serve(&p).await.expect("serve starts");
+        let before = bee_length(&p, "live");
+        follower.catch_up(port, before).await;
+        let import = tokio::process::Command::new(&p.bin)
+            .args(["--data-dir", &d, "import", "live", "--batch", "100"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // As soon as the follower has seen a batch of this import.
+        let seen = loop {
+            let l = follower.update().await;
+            if l > before {
+                break l;
+            }
+        };
+        kill_serve(&mut srv).await;
+        let done = import.wait_with_output().await.unwrap().status.success();
+        mid_import += u64::from(!done);
+        let (mut srv, port) = start_serve(&p).await.expect("serve starts");
+        let len = bee_length(&p, "live");
+        eprintln!(
+            "round {rounds}: the follower saw {seen} of {}, the bee came back at {len}{}",
+            before + lines,
+            if done {
+                " (the import had finished)"
+            } else {
+                ""
+            }
+        );
+        assert!(
+            len >= seen,
+            "round {rounds}: a reader saw length {seen}, the bee came back at {len}"
+        );
+        // The next write signs the next length; the follower reads it.
+        let key = format!("after-{rounds}");
+        p.run(&["put", "live", &key, "1"]);
+        follower.catch_up(port, len + 1).await;
+        assert_eq!(follower.get(&key).await["value"], json!(1));
+        kill_serve(&mut srv).await;
+    }
+    follower.js.close().await;
+}
+
 /// After a restart of `serve`: the bee holds every acknowledged write (an unsure one may or
 /// may not be there), for the CLI and for a fresh JS reader, and its length did not go
-/// back. What is seen becomes what later restarts must keep. Returns the length.
+/// back. A JS follower that stayed connected while the writes went on reads the same. What
+/// is seen becomes what later restarts must keep. Returns the length.
 async fn check_after_restart(
     p: &Publisher,
     hex: &str,
+    follower: &mut Follower,
     port: u16,
     acks: &Mutex<Acks>,
     seen_len: u64,
@@ -1227,6 +1323,8 @@ async fn check_after_restart(
         &js,
         &here,
     );
+    let js = follower.read_at(port, len).await;
+    assert_same(&format!("restart {round}: JS follower vs list"), &js, &here);
     len
 }
 

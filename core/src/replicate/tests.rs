@@ -92,3 +92,38 @@ async fn compat_core_replicates() {
     assert_eq!(reader.update(Duration::from_secs(5)).await.unwrap(), 2);
     assert_eq!(reader.get(1).await.unwrap(), b"b");
 }
+
+/// What a `kill -9` leaves of a store: its files as they are on disk now, opened elsewhere.
+fn crash_copy(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            crash_copy(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_append_is_on_disk_before_peers_are_shown_it() {
+    // A head a reader saw and the author then lost in a crash would be signed again over
+    // other blocks by the next append: readers holding the first see two conflicting
+    // signatures for one length (JS hypercore closes the core) and cannot follow it again.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let rep = Replicator::new(Store::open(&path).unwrap(), ReplicatorOptions::default());
+    let core = rep.create_core(KeyPair::generate(), false).unwrap();
+    let head = core.subscribe();
+    for n in 1..=5u64 {
+        core.append(&[format!("block {n}").into_bytes()]).unwrap();
+        assert_eq!(head.borrow().length, n, "published to peers");
+        let copy = dir.path().join(format!("crash-{n}"));
+        crash_copy(&path, &copy);
+        let after = Store::open(&copy).unwrap();
+        let record = after.core(core.key()).unwrap().record().unwrap();
+        assert_eq!(record.head.length, n, "a crash now keeps the length peers saw");
+    }
+}

@@ -3,6 +3,8 @@
 //!
 //! An append writes its blocks and the new tree nodes, then the new signed head last (see
 //! `store::CoreBatch`): a crash leaves the core at the last length that was fully written.
+//! The append is synced to disk before the new head is shown to peers, so a crash never
+//! takes back a length a reader saw.
 
 use std::sync::Arc;
 
@@ -86,6 +88,8 @@ impl Replica {
             record.head = head;
             batch.record(record.clone());
             self.store().apply(batch)?;
+            // On disk before any peer can be shown the new head (`s.record`, then publish).
+            self.store().sync()?;
             s.record = record;
             Ok(s.event())
         })?;
@@ -129,6 +133,7 @@ impl Replica {
                 record.truncations.remove(0);
             }
             self.store().truncate(length, record.clone(), &[])?;
+            self.store().sync()?;
             s.record = record;
             Ok(s.event())
         })?;

@@ -181,6 +181,17 @@ impl CoreStore {
         }
     }
 
+    /// Makes everything applied so far durable: dirty pages go to sled, and sled writes its
+    /// log out and syncs it. An author calls it before a new head becomes visible to peers:
+    /// a head a reader was shown and the author then lost in a crash would have the author
+    /// sign a second tree for the same length with its next append, and readers that hold
+    /// the first (JS hypercore: "two conflicting signatures") cannot follow the core again.
+    pub fn sync(&self) -> Result<()> {
+        self.write_all()?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
     /// Hands every dirty page to sled and waits until they are there.
     pub(super) fn write_all(&self) -> Result<()> {
         {
