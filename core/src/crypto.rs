@@ -114,6 +114,8 @@ pub fn capability(is_initiator: bool, core_key: &[u8; 32], handshake_hash: &[u8]
 }
 
 /// Verifies a detached Ed25519 signature. A malformed key or signature is just "invalid".
+/// Strict, as libsodium (JS hypercore's verifier) is: a small-order public key or a
+/// non-canonical signature is refused, so a core that only verifies here cannot exist.
 pub fn verify_signature(public_key: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
     let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(public_key) else {
         return false;
@@ -121,7 +123,7 @@ pub fn verify_signature(public_key: &[u8; 32], message: &[u8], signature: &[u8])
     let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
         return false;
     };
-    vk.verify(message, &sig).is_ok()
+    vk.verify_strict(message, &sig).is_ok()
 }
 
 /// An Ed25519 key pair. Debug output never shows the secret.
@@ -177,6 +179,25 @@ impl KeyPair {
     /// A detached signature.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()
+    }
+}
+
+#[cfg(test)]
+mod strict_tests {
+    use super::*;
+
+    #[test]
+    fn a_small_order_key_verifies_nothing() {
+        // The identity point (a small-order key): with R = identity and s = 0, a plain
+        // (cofactorless, non-strict) check passes for every message.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut sig = [0u8; 64];
+        sig[0] = 1;
+        assert!(!verify_signature(&identity, b"anything", &sig));
+        let kp = KeyPair::generate();
+        let good = kp.sign(b"m");
+        assert!(verify_signature(&kp.public_key(), b"m", &good));
     }
 }
 

@@ -144,8 +144,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>
     if n == 0 {
         return Err(FrameError::Malformed("empty frame".into()));
     }
-    let mut body = vec![0u8; n];
-    r.read_exact(&mut body).await.map_err(eof)?;
+    // Grown as bytes arrive, so an announced 16 MiB costs nothing until it is there.
+    let mut body = Vec::new();
+    while body.len() < n {
+        let at = body.len();
+        let step = (n - at).min((64 * 1024).max(at));
+        body.resize(at + step, 0);
+        r.read_exact(body.get_mut(at..).unwrap_or_default())
+            .await
+            .map_err(eof)?;
+    }
     Frame::decode_body(body).map(Some)
 }
 
