@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use blake2::digest::consts::U32;
 use blake2::digest::{FixedOutput, Mac, Update};
 use blake2::{Blake2b, Blake2bMac};
-use ed25519_dalek::{Signer, Verifier};
+use ed25519_dalek::Signer;
 
 use crate::error::{Error, Result};
 
