@@ -1275,6 +1275,102 @@ async fn publisher_serve_kill_9_never_takes_back_a_length_a_reader_saw() {
     follower.js.close().await;
 }
 
+/// The same through the aggregator: it followed a bee whose `serve` was killed mid-import.
+/// Before the fix, the bee came back shorter than the aggregator had seen; the aggregator
+/// then waited for blocks the publisher no longer had ("block N is not available") and never
+/// indexed the bee again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_follows_a_publisher_across_a_kill_9_of_serve_mid_import() {
+    let _one = SERIAL.lock().await;
+    let p = Publisher::new();
+    p.init("live");
+    let hex = bee_hex(&p, "live");
+    let file = p.dir.path().join("in.jsonl");
+    let text: String = (0..30_000)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"key": format!("item{i:06}"), "value": {"i": i}})
+            )
+        })
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    let d = p.dir.path().to_string_lossy().into_owned();
+    let (_keep, dir) = temp_dir();
+    let agg = AggProc::start(dir.join("agg"), "commit_interval_ms = 20").await;
+    // One address across restarts, as the aggregator knows it.
+    let addr = format!("127.0.0.1:{}", apiary_tests::free_port());
+    let serve = || {
+        tokio::process::Command::new(&p.bin)
+            .args([
+                "--data-dir",
+                &d,
+                "serve",
+                "--no-dht",
+                "--no-page",
+                "--listen",
+                &addr,
+            ])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut srv = serve();
+    apiary_tests::wait_listening(&addr, Duration::from_secs(20)).await;
+    let (s, v) = agg.follow(&hex, Some(&addr)).await;
+    assert_eq!(s, 201, "{v}");
+    let status = format!("/v1/feeds/{hex}");
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds <= 5, "the kills keep missing the imports");
+        let before = bee_length(&p, "live");
+        agg.wait_for(&status, Duration::from_secs(60), |v| {
+            field(v, "length") == before
+        })
+        .await;
+        let import = tokio::process::Command::new(&p.bin)
+            .args(["--data-dir", &d, "import", "live", "--batch", "100"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // As soon as the aggregator holds a length of this import.
+        let (st, _) = agg
+            .wait_for(&status, Duration::from_secs(60), |v| {
+                field(v, "length") > before
+            })
+            .await;
+        let _ = srv.start_kill();
+        let _ = srv.wait().await;
+        let done = import.wait_with_output().await.unwrap().status.success();
+        srv = serve();
+        apiary_tests::wait_listening(&addr, Duration::from_secs(20)).await;
+        let seen = field(&st, "length");
+        let len = bee_length(&p, "live");
+        eprintln!("round {rounds}: the aggregator held {seen}, the bee came back at {len}");
+        assert!(
+            len >= seen,
+            "the aggregator held {seen}, the bee came back at {len}"
+        );
+        if !done {
+            break;
+        }
+    }
+    p.run(&["put", "live", "after", "{\"text\": \"after the kill\"}"]);
+    let len = bee_length(&p, "live");
+    agg.wait_for(&status, Duration::from_secs(120), |v| {
+        field(v, "indexedVersion") == len
+    })
+    .await;
+    let got = entries_map("aggregator feed", &agg.all_entries(&hex).await);
+    assert_same("aggregator vs list", &got, &listed(&p, "live"));
+    let _ = srv.start_kill();
+}
+
 /// After a restart of `serve`: the bee holds every acknowledged write (an unsure one may or
 /// may not be there), for the CLI and for a fresh JS reader, and its length did not go
 /// back. A JS follower that stayed connected while the writes went on reads the same. What
