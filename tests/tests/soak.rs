@@ -8,11 +8,14 @@
 //!   writer stops and the aggregator catches up, its entries equal the JS bee's `range` (the
 //!   oracle): same keys, values and seqs, no duplicates, deleted keys absent.
 //! - `publisher_import_soak_*`: `apiary-publisher import` of a JSONL file killed again and
-//!   again; after each kill the bee sits on a batch boundary, holds exactly a prefix of the
-//!   file, and reads the same through `list` and through JS hyperbee over the network.
+//!   again; after each kill the bee grew by whole batches, holds exactly what the imported
+//!   lines leave, and reads the same through `list` and through JS hyperbee over the network
+//!   (a follower that read it after every kill, and now and then a new reader).
 //! - `publisher_serve_soak_*`: CLI writes forwarded to a running `serve`, which is killed and
-//!   restarted; every write the CLI reported as done is there after the restart, for the CLI
-//!   and for a JS reader, and the length never goes back.
+//!   restarted; every write the CLI reported as done is there after the restart, for the CLI,
+//!   a new JS reader and a JS follower that stayed connected, and the length never goes back.
+//! - Two regression tests: `serve` killed mid-import as soon as a JS follower, or the
+//!   aggregator, saw part of it must not come back shorter, and both read on.
 //!
 //! Kills land on observed events (status fields, printed lines, acknowledged writes) or after
 //! seeded random delays; no assertion waits on a fixed sleep. Each test prints its seed and
@@ -27,7 +30,7 @@
 //! APIARY_SOAK_SERVE_KILLS=N    kills of `serve` (16)
 //! ```
 //! Each test ends with a `SOAK-RESULT {json}` line on stdout (ops/soak/run.sh collects them).
-//! The three run one at a time (they share two cores with everything else).
+//! The tests run one at a time (they share two cores with everything else).
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
@@ -684,6 +687,47 @@ async fn aggregator_soak_kill_9_during_backfill_and_live_writes_matches_the_bee(
         "writes": w.stats.puts + w.stats.dels, "seconds": secs, "outcome": "pass",
     }));
     w.js.close().await;
+}
+
+/// Found by the aggregator soak: JS hyperbee writes a batch of deletes with a tree node that
+/// points at a later block of the batch (here block 55 at (56, 1)). The aggregator refused
+/// the block as malformed and its feed stopped there for good (indexed version stuck, the
+/// entries after it never indexed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_indexes_a_js_batch_whose_nodes_point_at_later_blocks() {
+    let _one = SERIAL.lock().await;
+    let (_keep, dir) = temp_dir();
+    let mut js = JsPeer::start().await;
+    let created = js
+        .call(json!({"cmd": "create", "name": "b", "compat": false}))
+        .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let puts: Vec<Value> = (0..54)
+        .map(|i| json!({"type": "put", "key": format!("k{i:05}"), "value": {"i": i}}))
+        .collect();
+    js.call(json!({"cmd": "batch", "name": "b", "ops": puts}))
+        .await;
+    let dels = json!([{"type": "del", "key": "k00000"}, {"type": "del", "key": "k00044"}]);
+    let done = js
+        .call(json!({"cmd": "batch", "name": "b", "ops": dels}))
+        .await;
+    assert_eq!(done["length"], 57, "blocks 55 and 56 are the deletes");
+    let port = js.serve().await;
+    let agg = AggProc::start(dir.join("agg"), "").await;
+    let (s, v) = agg.follow(&key, Some(&format!("127.0.0.1:{port}"))).await;
+    assert_eq!(s, 201, "{v}");
+    agg.wait_for(&format!("/v1/feeds/{key}"), Duration::from_secs(30), |v| {
+        field(v, "indexedVersion") == 57
+    })
+    .await;
+    let want = js
+        .call(json!({"cmd": "range", "name": "b", "opts": {}}))
+        .await;
+    let want = entries_map("JS range", want["entries"].as_array().unwrap());
+    assert_eq!(want.len(), 52);
+    let got = entries_map("aggregator feed", &agg.all_entries(&key).await);
+    assert_same("aggregator vs the JS bee", &got, &want);
+    js.close().await;
 }
 
 // ---------------------------------------------------------------------------------------
