@@ -81,8 +81,10 @@ fn remove_partial(dir: &Path, made: bool) {
     }
 }
 
-/// Checks the target and makes it if missing (true then). Refuses a relative path, a
-/// non-empty directory, a file, and anything inside the data directory or holding it.
+/// Checks the target and makes it if missing (true then). Refuses a relative path (400); a
+/// non-empty directory, a file, one inside the data directory or holding it, or one this
+/// process may not make or write (409: the request is well formed, the filesystem is in the
+/// way).
 fn prepare_target(data_dir: &Path, dir: &Path) -> Result<bool> {
     if !dir.is_absolute() || dir.components().any(|c| c == Component::ParentDir) {
         return Err(Error::BadRequest(format!(
@@ -95,7 +97,7 @@ fn prepare_target(data_dir: &Path, dir: &Path) -> Result<bool> {
         .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("data dir: {e}"))))?;
     let target = resolve(dir);
     if target.starts_with(&data) || data.starts_with(&target) {
-        return Err(Error::BadRequest(format!(
+        return Err(Error::Conflict(format!(
             "the backup directory {} must be outside the data directory {}",
             dir.display(),
             data.display()
@@ -112,10 +114,27 @@ fn prepare_target(data_dir: &Path, dir: &Path) -> Result<bool> {
             Ok(false)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| io_at(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| target_error(dir, e))?;
             Ok(true)
         }
-        Err(e) => Err(io_at(dir, e)),
+        Err(e) => Err(target_error(dir, e)),
+    }
+}
+
+/// An error reaching or making the target: the client's to fix by choosing another one when
+/// it is about that path (a name too long, no permission, a file in the way), else ours.
+fn target_error(dir: &Path, e: std::io::Error) -> Error {
+    use std::io::ErrorKind as K;
+    let why = format!("cannot use {} as the backup directory: {e}", dir.display());
+    match e.kind() {
+        K::InvalidInput | K::InvalidFilename => Error::BadRequest(why),
+        K::PermissionDenied
+        | K::ReadOnlyFilesystem
+        | K::NotADirectory
+        | K::IsADirectory
+        | K::AlreadyExists
+        | K::NotFound => Error::Conflict(why),
+        _ => io_at(dir, e),
     }
 }
 
@@ -378,9 +397,9 @@ mod tests {
             bad(&t.path().join("a/../b")),
             Error::BadRequest(_)
         ));
-        assert!(matches!(bad(&data.join("inside")), Error::BadRequest(_)));
+        assert!(matches!(bad(&data.join("inside")), Error::Conflict(_)));
         assert!(
-            matches!(bad(t.path()), Error::BadRequest(_)),
+            matches!(bad(t.path()), Error::Conflict(_)),
             "holds the data"
         );
         let full = t.path().join("full");
@@ -392,8 +411,12 @@ mod tests {
         assert!(!prepare_target(&data, &new).unwrap(), "empty: used as is");
         // Through a symlink into the data directory: still inside.
         std::os::unix::fs::symlink(&data, t.path().join("link")).unwrap();
+        assert!(matches!(bad(&t.path().join("link/x")), Error::Conflict(_)));
+        // A file in the way, and a name no filesystem takes: theirs to fix, not a 500.
+        std::fs::write(t.path().join("file"), b"x").unwrap();
+        assert!(matches!(bad(&t.path().join("file/x")), Error::Conflict(_)));
         assert!(matches!(
-            bad(&t.path().join("link/x")),
+            bad(&t.path().join("n".repeat(300))),
             Error::BadRequest(_)
         ));
     }
