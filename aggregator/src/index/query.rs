@@ -149,18 +149,19 @@ impl Index {
         limit: usize,
     ) -> Result<Page> {
         let limit = limit.clamp(1, MAX_LIMIT);
-        if text.trim().is_empty() {
+        // Characters, as the API description counts them (JSON Schema `maxLength`).
+        if text.is_empty() {
             return Err(Error::BadRequest("q must not be empty".into()));
         }
-        if text.len() > 1024 {
-            return Err(Error::BadRequest("q is longer than 1024 bytes".into()));
+        if text.chars().count() > 1024 {
+            return Err(Error::BadRequest("q is longer than 1024 characters".into()));
         }
         let offset = cursor.map(decode_offset_cursor).transpose()?.unwrap_or(0);
         let mut parser = QueryParser::for_index(&self.index, vec![self.f.text]);
         parser.set_conjunction_by_default();
-        let parsed = parser
-            .parse_query(text)
-            .map_err(|e| Error::BadRequest(format!("cannot parse query {text:?}: {e}")))?;
+        // Lenient: what people type into a search box (an unclosed quote or bracket, a
+        // `word:` that is no field) is searched as far as it parses, not refused.
+        let (parsed, _) = parser.parse_query_lenient(text);
         let mut clauses = self.filter_clauses(fl, None);
         clauses.push((Occur::Must, parsed));
         let q = BooleanQuery::new(clauses);
