@@ -1,11 +1,15 @@
 //! The aggregator's error type, and the one place that maps error kinds to HTTP statuses.
 //!
-//! HTTP errors are JSON: `{"error": {"code": "bad_request", "message": "..."}}`.
+//! HTTP errors are JSON: `{"error": {"code": "bad_request", "message": "..."}}`, whether a
+//! handler, a middleware (rate limit, request timeout) or axum itself (a rejected body, query
+//! or path, an unknown route, a wrong method) refuses the request.
 
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +21,18 @@ pub enum Error {
     /// A request body over `max_body_bytes`.
     #[error("{0}")]
     TooLarge(String),
-    /// No such feed or entry.
+    /// A request body that is not `application/json` where JSON is expected.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// No such feed or entry, or no such endpoint.
     #[error("{0}")]
     NotFound(String),
+    /// The endpoint exists, but not with this method (the `Allow` header lists those it has).
+    #[error("this endpoint does not take this method; see the Allow header and /v1/openapi.json")]
+    MethodNotAllowed,
+    /// The request took longer than `request_timeout_ms`.
+    #[error("the request took longer than {0} ms")]
+    Timeout(u64),
     /// Missing or wrong admin token.
     #[error("{0}")]
     Unauthorized(String),
@@ -39,6 +52,9 @@ pub enum Error {
     /// Our own stored state is not what we wrote.
     #[error("data corruption: {0}")]
     Corrupt(String),
+    /// A bug of ours (e.g. a route and its handler disagree).
+    #[error("internal: {0}")]
+    Internal(String),
     /// The server is shutting down or a task is gone.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -59,26 +75,109 @@ impl From<tantivy::TantivyError> for Error {
     }
 }
 
+/// The stable `code` of an error response; clients branch on it, not on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// The request cannot be served as asked (query, path, body, cursor, filter).
+    BadRequest,
+    /// A feed key that is not 52 z-base-32 or 64 hex characters (optionally as hyper://).
+    BadKey,
+    /// Over the rate limit.
+    RateLimited,
+    /// Missing or wrong admin token, or not on loopback when no token is configured.
+    Unauthorized,
+    /// No such feed, entry or endpoint.
+    NotFound,
+    /// The endpoint does not take this method.
+    MethodNotAllowed,
+    /// The request took longer than the server's request timeout.
+    Timeout,
+    /// The request conflicts with the server's state.
+    Conflict,
+    /// The request body is over the server's limit.
+    TooLarge,
+    /// The request body is not JSON.
+    UnsupportedMediaType,
+    /// The server failed; see its log.
+    Internal,
+    /// The server cannot serve this now (shutting down, a task gone).
+    Unavailable,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: what kind of error.
+    pub code: Code,
+    /// For people: what exactly, and often what to do.
+    pub message: String,
+}
+
 impl Error {
     /// HTTP status and stable code of each kind: the only such mapping.
-    pub fn status(&self) -> (StatusCode, &'static str) {
+    pub fn status(&self) -> (StatusCode, Code) {
         match self {
-            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, Code::BadRequest),
             Error::Core(apiary_core::Error::InvalidKey { .. }) => {
-                (StatusCode::BAD_REQUEST, "bad_key")
+                (StatusCode::BAD_REQUEST, Code::BadKey)
             }
-            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            Error::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, Code::TooLarge),
+            Error::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Code::UnsupportedMediaType,
+            ),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, Code::NotFound),
+            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, Code::MethodNotAllowed),
+            Error::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, Code::Timeout),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, Code::Unauthorized),
+            Error::Conflict(_) => (StatusCode::CONFLICT, Code::Conflict),
+            Error::RateLimited => (StatusCode::TOO_MANY_REQUESTS, Code::RateLimited),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
             Error::Config(_)
+            | Error::Internal(_)
             | Error::Index(_)
             | Error::Corrupt(_)
             | Error::Core(_)
             | Error::Store(_)
-            | Error::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            | Error::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
+        }
+    }
+}
+
+/// A JSON body axum could not take: too large (413), not declared as JSON (415), else 400.
+impl From<JsonRejection> for Error {
+    fn from(e: JsonRejection) -> Self {
+        match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(e.body_text()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::UnsupportedMediaType(e.body_text()),
+            _ => Error::BadRequest(e.body_text()),
+        }
+    }
+}
+
+/// A query string that does not fit the endpoint's parameters.
+impl From<QueryRejection> for Error {
+    fn from(e: QueryRejection) -> Self {
+        Error::BadRequest(e.body_text())
+    }
+}
+
+/// A path whose parameters cannot be decoded (e.g. not UTF-8 once percent-decoded); a route
+/// and handler that do not agree on the parameters is our bug.
+impl From<PathRejection> for Error {
+    fn from(e: PathRejection) -> Self {
+        if e.status().is_server_error() {
+            Error::Internal(e.body_text())
+        } else {
+            Error::BadRequest(e.body_text())
         }
     }
 }
@@ -89,7 +188,12 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::error!("{self}");
         }
-        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+            },
+        });
         if matches!(self, Error::TooLarge(_)) {
             // The rest of the body was not read, so this connection cannot carry another
             // request: say so, or a client reusing it sees it cut mid-request.

@@ -1,31 +1,39 @@
 //! The HTTP API (JSON, versioned under /v1), the browse page, health and metrics.
 //!
-//! Every response error is JSON with a code (see [`crate::error::Error::status`]). Per client
-//! IP rate limits (governor), body size limits and request timeouts apply to every route.
+//! Every error response is JSON with a code (see [`crate::error::Error::status`]), also those
+//! of the layers and of axum's own refusals. Per client IP rate limits (governor), body size
+//! limits and request timeouts apply to every route but the ones named in [`routes`] and
+//! [`PROBES`]. Each handler carries its part of `/v1/openapi.json` (`crate::openapi`).
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_core::Key;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::StreamExt;
+use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::api::{
+    AddFeed, BackupManifest, BackupRequest, FeedPath, FeedStatus, Health as ApiHealth,
+    HealthStatus, Ready,
+};
+use crate::error::{Error, ErrorBody, Result};
 use crate::follow::Aggregator;
-use crate::index::Filters;
+
+pub(crate) mod read;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use read::{entry, get_feed, list_feeds, merged_feed, search, stream};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -34,10 +42,50 @@ pub struct Http {
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     registrations: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     metrics: Arc<crate::metrics::Exporter>,
+    /// `/v1/openapi.json`, made once for this configuration.
+    doc: Bytes,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+/// Paths the rate limit does not apply to: monitoring must see an overloaded server too.
+pub(crate) const PROBES: [&str; 2] = ["/healthz", "/readyz"];
+
+/// A route of the API.
+pub(crate) struct Route {
+    /// In axum's syntax (`{*key}`: the rest of the path).
+    pub path: &'static str,
+    pub handlers: MethodRouter<Http>,
+    /// Whether `request_timeout_ms` applies. A backup is not timed: it takes as long as the
+    /// data directory takes to copy, and the admin waits for it.
+    pub timed: bool,
+}
+
+/// Every route. The router is built from this list, and a test holds it against the
+/// description's paths and methods (`openapi::tests`), so neither can list one the other
+/// does not.
+pub(crate) fn routes() -> Vec<Route> {
+    let r = |path, handlers, timed| Route {
+        path,
+        handlers,
+        timed,
+    };
+    vec![
+        r("/", get(page), true),
+        r("/healthz", get(healthz), true),
+        r("/readyz", get(readyz), true),
+        r("/metrics", get(metrics), true),
+        r("/v1/openapi.json", get(openapi_json), true),
+        r("/v1/feeds", get(list_feeds).post(add_feed), true),
+        r("/v1/feeds/{key}", get(get_feed).delete(remove_feed), true),
+        r("/v1/feed", get(merged_feed), true),
+        r("/v1/search", get(search), true),
+        r("/v1/entries/{feed}/{*key}", get(entry), true),
+        r("/v1/stream", get(stream), true),
+        r("/v1/admin/backup", post(backup), false),
+    ]
 }
 
 /// Builds the router.
@@ -50,12 +98,14 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
         Quota::per_hour(nz(cfg.registrations_per_hour)).allow_burst(nz(cfg.registrations_per_hour)),
     ));
     let body_limit = cfg.max_body_bytes;
-    let timeout = Duration::from_millis(cfg.request_timeout_ms);
+    let timeout_ms = cfg.request_timeout_ms;
+    let doc = Bytes::from(serde_json::to_vec(&crate::openapi::document(cfg)).unwrap_or_default());
     let state = Http {
         agg,
         limiter: limiter.clone(),
         registrations: registrations.clone(),
         metrics: Arc::new(crate::metrics::Exporter::new()),
+        doc,
     };
     // Forget idle clients now and then, so the limiters' memory stays bounded.
     tokio::spawn(async move {
@@ -65,29 +115,22 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
             registrations.retain_recent();
         }
     });
-    Router::new()
-        .route("/", get(|| async { Html(crate::page::PAGE) }))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route(
-            "/v1/openapi.json",
-            get(|| async { Json(crate::openapi::document()) }),
-        )
-        .route("/v1/feeds", get(list_feeds).post(add_feed))
-        .route("/v1/feeds/{key}", get(get_feed).delete(remove_feed))
-        .route("/v1/feed", get(merged_feed))
-        .route("/v1/search", get(search))
-        .route("/v1/entries/{feed}/{*key}", get(entry))
-        .route("/v1/stream", get(stream))
+    let (mut timed, mut untimed) = (Router::new(), Router::new());
+    for r in routes() {
+        if r.timed {
+            timed = timed.route(r.path, r.handlers);
+        } else {
+            untimed = untimed.route(r.path, r.handlers);
+        }
+    }
+    timed
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            request_timeout(timeout_ms, req, next)
+        }))
+        .merge(untimed)
         .fallback(|| async { Error::NotFound("no such endpoint; see /v1/openapi.json".into()) })
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
-        // Added after the timeout layer, so outside it: a backup takes as long as the data
-        // directory takes to copy, and the admin waits for it.
-        .route("/v1/admin/backup", post(backup))
+        // After every route: it applies to the routes there are. axum still adds `Allow`.
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -114,11 +157,20 @@ async fn guard(
     req: Request,
     next: Next,
 ) -> Response {
-    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+    let probe = PROBES.contains(&req.uri().path());
     if !probe && s.limiter.check_key(&peer.ip()).is_err() {
         return Error::RateLimited.into_response();
     }
     next.run(req).await
+}
+
+/// 408 in the API's error shape when the response does not start within `ms` (the body of
+/// a response that has started, e.g. an event stream, is not timed).
+async fn request_timeout(ms: u64, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(Duration::from_millis(ms), next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => Error::Timeout(ms).into_response(),
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -162,20 +214,44 @@ fn parse_key(s: &str) -> Result<Key> {
     Ok(Key::parse(s)?)
 }
 
+/// A feed's status as the API types it. `Aggregator::status` builds it as JSON, so a field
+/// it gains or loses fails here (and in `tests::status_fits_its_type`), not in a client.
+fn feed_status(v: Value) -> Result<FeedStatus> {
+    serde_json::from_value(v)
+        .map_err(|e| Error::Internal(format!("a feed status does not fit FeedStatus: {e}")))
+}
+
+/// The browse page.
+#[utoipa::path(get, path = "/", tag = "page",
+    responses((status = 200, description = "The browse page: the merged feed, search, live \
+        entries and the followed feeds, from this API.", content_type = "text/html", body = String)))]
+async fn page() -> Html<&'static str> {
+    Html(crate::page::PAGE)
+}
+
 /// Liveness, and what is wrong with the write path (reads are served either way).
-async fn healthz(State(s): State<Http>) -> Json<Value> {
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = ApiHealth)))]
+async fn healthz(State(s): State<Http>) -> Json<ApiHealth> {
     let degraded = s.agg.health.degraded();
-    Json(json!({
-        "ok": true,
-        "status": if degraded.is_empty() { "ok" } else { "degraded" },
-        "degraded": degraded,
-        "feeds": s.agg.followed().map(|f| f.len()).unwrap_or(0),
-        "dht": s.agg.discovery.state(),
-    }))
+    Json(ApiHealth {
+        ok: true,
+        status: if degraded.is_empty() {
+            HealthStatus::Ok
+        } else {
+            HealthStatus::Degraded
+        },
+        degraded,
+        feeds: s.agg.followed().map(|f| f.len()).unwrap_or(0),
+        dht: s.agg.discovery.state(),
+    })
 }
 
 /// Ready: healthy, and every feed indexed up to what is known of it; else 503 with why.
-async fn readyz(State(s): State<Http>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Not ready: degraded, or feeds catching up", body = Ready)))]
+async fn readyz(State(s): State<Http>) -> (StatusCode, Json<Ready>) {
     let mut why = s.agg.health.degraded();
     let mut behind = 0;
     for k in s.agg.followed().unwrap_or_default() {
@@ -193,51 +269,84 @@ async fn readyz(State(s): State<Http>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(json!({"ready": why.is_empty(), "why": why}))).into_response()
+    (
+        code,
+        Json(Ready {
+            ready: why.is_empty(),
+            why,
+        }),
+    )
 }
 
+/// Prometheus metrics: process-wide, per feed (label `feed`) and `apiary_degraded{source}`.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The Prometheus text format 0.0.4",
+        content_type = crate::metrics::CONTENT_TYPE, body = String)))]
 async fn metrics(State(s): State<Http>) -> impl IntoResponse {
     let body = s.metrics.render(&s.agg).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackupBody {
-    dir: String,
+/// This description (OpenAPI 3.1), for this server's configuration.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+async fn openapi_json(State(s): State<Http>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], s.doc.clone())
 }
 
-/// A snapshot of the data directory into `dir` (admin; see `backup.rs`).
+/// A snapshot of the data directory into `dir` (what `apiary-aggregator backup DIR` calls).
+///
+/// Answers when the backup is complete; index commits wait meanwhile, reads go on. Restore:
+/// start an aggregator on `dir`. Not subject to the request timeout.
+#[utoipa::path(post, path = "/v1/admin/backup", tag = "admin",
+    request_body = BackupRequest,
+    security(("adminToken" = [])),
+    responses(
+        (status = 201, description = "Done; the same manifest is in DIR/backup.json", body = BackupManifest),
+        (status = 400, description = "`dir` is relative, has `..`, is inside the data directory, \
+            cannot be made or is not a directory; or the body is not `{\"dir\": \"/path\"}`", body = ErrorBody),
+        (status = 401, description = "Not admin", body = ErrorBody),
+        (status = 409, description = "`dir` is not empty, or another backup runs", body = ErrorBody),
+        (status = 413, description = "Body over `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "Body not declared as application/json", body = ErrorBody),
+        (status = 500, description = "The copy failed (see the log); nothing is left in `dir`", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
+    ))]
 async fn backup(
     State(s): State<Http>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: std::result::Result<Json<BackupBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response> {
+    body: std::result::Result<Json<BackupRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<BackupManifest>)> {
     require_admin(&s, &headers, &peer)?;
-    let Json(b) = body.map_err(|e| {
-        Error::BadRequest(format!(
-            "body must be {{\"dir\": \"/absolute/path\"}}: {}",
-            e.body_text()
-        ))
-    })?;
+    let Json(b) = body?;
     let manifest = crate::backup::take(s.agg.clone(), std::path::PathBuf::from(b.dir)).await?;
-    Ok((StatusCode::CREATED, Json(manifest)).into_response())
+    let manifest = serde_json::from_value(manifest)
+        .map_err(|e| Error::Internal(format!("the manifest does not fit BackupManifest: {e}")))?;
+    Ok((StatusCode::CREATED, Json(manifest)))
 }
 
-#[derive(Deserialize)]
-struct AddFeed {
-    key: String,
-    #[serde(default)]
-    peers: Vec<String>,
-}
-
+/// Follow a feed (peers given are added to a followed one).
+#[utoipa::path(post, path = "/v1/feeds", tag = "admin",
+    request_body = AddFeed,
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "Already followed (peers added)", body = FeedStatus),
+        (status = 201, description = "Now followed", body = FeedStatus),
+        (status = 400, description = "Not a key, a peer not `host:port`, over 16 peers, \
+            or the body is not JSON of this shape", body = ErrorBody),
+        (status = 401, description = "Not admin", body = ErrorBody),
+        (status = 413, description = "Body over `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "Body not declared as application/json", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
+    ))]
 async fn add_feed(
     State(s): State<Http>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: std::result::Result<Json<AddFeed>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response> {
+    body: std::result::Result<Json<AddFeed>, JsonRejection>,
+) -> Result<(StatusCode, Json<FeedStatus>)> {
     let admin = is_admin(&s, &headers, &peer)?;
     if !admin {
         if !s.agg.cfg.open_registration {
@@ -246,227 +355,47 @@ async fn add_feed(
             return Err(Error::RateLimited);
         }
     }
-    let Json(b) = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::TooLarge(format!("body over {} bytes", s.agg.cfg.max_body_bytes))
-        } else {
-            Error::BadRequest(format!(
-                "body must be {{\"key\": string, \"peers\"?: [\"host:port\"]}}: {}",
-                e.body_text()
-            ))
-        }
-    })?;
+    let Json(b) = body?;
     if b.peers.len() > 16 {
         return Err(Error::BadRequest("at most 16 peers".into()));
     }
     let key = parse_key(&b.key)?;
     let new = s.agg.follow(key, b.peers).await?;
-    let status = s.agg.status(&key)?.unwrap_or(Value::Null);
+    let status = s
+        .agg
+        .status(&key)?
+        .ok_or_else(|| Error::Unavailable(format!("feed {key} was unfollowed meanwhile")))?;
     let code = if new {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((code, Json(status)).into_response())
+    Ok((code, Json(feed_status(status)?)))
 }
 
+/// Unfollow a feed and purge it: entries, checkpoint, blocks, state.
+#[utoipa::path(delete, path = "/v1/feeds/{key}", tag = "admin",
+    params(FeedPath),
+    security(("adminToken" = [])),
+    responses(
+        (status = 204, description = "Unfollowed and purged"),
+        (status = 400, description = "Not a key", body = ErrorBody),
+        (status = 401, description = "Not admin", body = ErrorBody),
+        (status = 404, description = "Not followed", body = ErrorBody),
+        (status = 500, description = "The index or the store failed", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
+    ))]
 async fn remove_feed(
     State(s): State<Http>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path(key): Path<String>,
-) -> Result<Response> {
+    path: std::result::Result<Path<FeedPath>, PathRejection>,
+) -> Result<StatusCode> {
     require_admin(&s, &headers, &peer)?;
-    let key = parse_key(&key)?;
+    let Path(p) = path?;
+    let key = parse_key(&p.key)?;
     if !s.agg.unfollow(&key).await? {
         return Err(Error::NotFound(format!("feed {key} is not followed")));
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn list_feeds(State(s): State<Http>) -> Result<Json<Value>> {
-    let mut out = Vec::new();
-    for k in s.agg.followed()? {
-        if let Some(v) = s.agg.status(&k)? {
-            out.push(v);
-        }
-    }
-    Ok(Json(json!({"feeds": out})))
-}
-
-async fn get_feed(State(s): State<Http>, Path(key): Path<String>) -> Result<Json<Value>> {
-    let key = parse_key(&key)?;
-    s.agg
-        .status(&key)?
-        .map(Json)
-        .ok_or_else(|| Error::NotFound(format!("feed {key} is not followed")))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FeedQuery {
-    q: Option<String>,
-    feed: Option<String>,
-    #[serde(rename = "type")]
-    typ: Option<String>,
-    tag: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    cursor: Option<String>,
-    limit: Option<usize>,
-}
-
-fn time_param(name: &str, v: &str) -> Result<i64> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return ms
-            .checked_mul(1000)
-            .ok_or_else(|| Error::BadRequest(format!("{name} is out of range")));
-    }
-    crate::ingest::parse_time(&Value::String(v.to_owned())).ok_or_else(|| {
-        Error::BadRequest(format!(
-            "{name} must be RFC 3339 or epoch milliseconds, got {v:?}"
-        ))
-    })
-}
-
-impl FeedQuery {
-    fn filters(&self) -> Result<Filters> {
-        let limit = self.limit.unwrap_or(20);
-        if limit == 0 || limit > crate::index::MAX_LIMIT {
-            return Err(Error::BadRequest(format!(
-                "limit must be 1 to {}",
-                crate::index::MAX_LIMIT
-            )));
-        }
-        Ok(Filters {
-            feed: self
-                .feed
-                .as_deref()
-                .map(|f| parse_key(f).map(|k| k.to_z32()))
-                .transpose()?,
-            typ: self.typ.clone(),
-            tag: self
-                .tag
-                .as_ref()
-                .map(|t| t.trim_start_matches('#').to_lowercase()),
-            since: self
-                .since
-                .as_deref()
-                .map(|v| time_param("since", v))
-                .transpose()?,
-            until: self
-                .until
-                .as_deref()
-                .map(|v| time_param("until", v))
-                .transpose()?,
-        })
-    }
-}
-
-fn query_of(
-    q: std::result::Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<FeedQuery> {
-    q.map(|Query(q)| q)
-        .map_err(|e| Error::BadRequest(e.body_text()))
-}
-
-async fn merged_feed(
-    State(s): State<Http>,
-    q: std::result::Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>> {
-    let q = query_of(q)?;
-    let fl = q.filters()?;
-    let index = s.agg.index.clone();
-    let page = tokio::task::spawn_blocking(move || {
-        index.feed(&fl, q.cursor.as_deref(), q.limit.unwrap_or(20))
-    })
-    .await
-    .map_err(|e| Error::Unavailable(e.to_string()))??;
-    Ok(Json(
-        json!({"entries": page.entries, "cursor": page.cursor}),
-    ))
-}
-
-async fn search(
-    State(s): State<Http>,
-    q: std::result::Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>> {
-    let q = query_of(q)?;
-    let fl = q.filters()?;
-    let text =
-        q.q.clone()
-            .ok_or_else(|| Error::BadRequest("missing q".into()))?;
-    let index = s.agg.index.clone();
-    let page = tokio::task::spawn_blocking(move || {
-        index.search(&text, &fl, q.cursor.as_deref(), q.limit.unwrap_or(20))
-    })
-    .await
-    .map_err(|e| Error::Unavailable(e.to_string()))??;
-    Ok(Json(
-        json!({"entries": page.entries, "cursor": page.cursor}),
-    ))
-}
-
-async fn entry(
-    State(s): State<Http>,
-    Path((feed, key)): Path<(String, String)>,
-) -> Result<Json<Value>> {
-    let feed = parse_key(&feed)?;
-    s.agg
-        .index
-        .entry(&feed.to_z32(), key.as_bytes())?
-        .map(Json)
-        .ok_or_else(|| Error::NotFound(format!("no entry {key:?} in feed {feed}")))
-}
-
-async fn stream(
-    State(s): State<Http>,
-    q: std::result::Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Sse<impl tokio_stream::Stream<Item = std::result::Result<Event, Infallible>>>> {
-    let fl = query_of(q)?.filters()?;
-    let rx = s.agg.index.subscribe();
-    let events = BroadcastStream::new(rx).filter_map(move |item| match item {
-        Ok(e) if fl.matches(&e) => Some(Ok(Event::default().event("entry").data(e.to_string()))),
-        Ok(_) => None,
-        Err(_) => Some(Err(())),
-    });
-    // A subscriber that fell behind the buffer is told so (it can re-read /v1/feed) and
-    // dropped: nothing is buffered for it.
-    let events = UntilLagged {
-        inner: Box::pin(events),
-        done: false,
-    };
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
-}
-
-/// Ends a stream of events after its first "lagged" one.
-struct UntilLagged<S> {
-    inner: std::pin::Pin<Box<S>>,
-    done: bool,
-}
-
-impl<S> tokio_stream::Stream for UntilLagged<S>
-where
-    S: tokio_stream::Stream<Item = std::result::Result<Event, ()>>,
-{
-    type Item = std::result::Result<Event, Infallible>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(e))) => Poll::Ready(Some(Ok(e))),
-            Poll::Ready(Some(Err(()))) => {
-                self.done = true;
-                Poll::Ready(Some(Ok(Event::default().event("lagged").data("{}"))))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
+    Ok(StatusCode::NO_CONTENT)
 }

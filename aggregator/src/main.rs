@@ -1,5 +1,6 @@
 //! `apiary-aggregator`: follow Hyperbees and serve them as one searchable feed over HTTP.
 
+mod api;
 mod backup;
 mod config;
 mod discovery;

@@ -352,6 +352,7 @@ async fn bad_input_gets_clear_4xx() {
         ("/v1/search?q=", 400),
         (&format!("/v1/search?q={}", "a".repeat(1025)) as &str, 400),
         ("/v1/search?q=x&cursor=66307c", 400),
+        ("/v1/stream?since=0", 400),
         ("/v1/entries/nope/x", 400),
         (&format!("/v1/entries/{k}/x") as &str, 404),
         ("/v2/nothing", 404),

@@ -25,6 +25,7 @@ use tantivy::schema::{
 use tantivy::{Index as TIndex, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::api::Entry;
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::ingest;
@@ -151,24 +152,23 @@ pub struct Filters {
 }
 
 impl Filters {
-    /// Whether an entry (as JSON) passes (for the live stream).
-    pub fn matches(&self, e: &Value) -> bool {
-        let s = |k: &str| e.get(k).and_then(Value::as_str);
-        self.feed.as_deref().is_none_or(|f| s("feed") == Some(f))
-            && self.typ.as_deref().is_none_or(|t| s("type") == Some(t))
-            && self.tag.as_ref().is_none_or(|t| {
-                e.get("tags")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(t)))
-            })
+    /// Whether an entry passes the feed, type and tag filters (for the live stream, which
+    /// has no time window).
+    pub fn matches(&self, e: &Entry) -> bool {
+        self.feed.as_deref().is_none_or(|f| e.feed == f)
+            && self
+                .typ
+                .as_deref()
+                .is_none_or(|t| e.typ.as_deref() == Some(t))
+            && self.tag.as_ref().is_none_or(|t| e.tags.contains(t))
     }
 }
 
 /// A page of results and the cursor of the next one.
 #[derive(Debug)]
 pub struct Page {
-    /// Entries as JSON.
-    pub entries: Vec<Value>,
+    /// The entries.
+    pub entries: Vec<Entry>,
     /// Opaque cursor of the next page.
     pub cursor: Option<String>,
 }
@@ -189,7 +189,7 @@ pub struct Index {
     f: Fields,
     tx: mpsc::Sender<Batch>,
     committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
-    events: broadcast::Sender<Arc<Value>>,
+    events: broadcast::Sender<Arc<Entry>>,
     /// Entries upserted since start (for metrics).
     pub upserts: Arc<std::sync::atomic::AtomicU64>,
     /// The newest sortAt indexed (µs): where the feed's time windows start.
@@ -380,7 +380,7 @@ impl Index {
     }
 
     /// New entries as they become searchable.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Entry>> {
         self.events.subscribe()
     }
 

@@ -3,13 +3,14 @@
 
 use std::ops::Bound;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value as _};
 use tantivy::{DocAddress, Order, TantivyDocument, Term};
 
 use super::{Fields, Filters, Index, Page, MAX_LIMIT};
+use crate::api::Entry;
 use crate::error::{Error, Result};
 use crate::ingest;
 
@@ -89,7 +90,7 @@ impl Index {
                 } else {
                     None
                 };
-                let entries = rows.iter().map(|(_, _, d)| self.to_json(d)).collect();
+                let entries = rows.iter().map(|(_, _, d)| self.to_entry(d)).collect();
                 return Ok(Page { entries, cursor });
             }
         }
@@ -171,8 +172,8 @@ impl Index {
         let mut entries = Vec::with_capacity(limit);
         for (score, addr) in hits.into_iter().take(limit) {
             let d: TantivyDocument = searcher.doc(addr)?;
-            let mut e = self.to_json(&d);
-            e["score"] = json!(score);
+            let mut e = self.to_entry(&d);
+            e.score = Some(score);
             entries.push(e);
         }
         let cursor = more.then(|| hex::encode(format!("o{}", offset + limit)));
@@ -180,7 +181,7 @@ impl Index {
     }
 
     /// One entry by feed and key.
-    pub fn entry(&self, feed: &str, key: &[u8]) -> Result<Option<Value>> {
+    pub fn entry(&self, feed: &str, key: &[u8]) -> Result<Option<Entry>> {
         let searcher = self.reader.searcher();
         let q = TermQuery::new(
             Term::from_field_text(self.f.id, &entry_id(feed, key)),
@@ -188,17 +189,17 @@ impl Index {
         );
         let hits = searcher.search(&q, &TopDocs::with_limit(1))?;
         match hits.first() {
-            Some((_, addr)) => Ok(Some(self.to_json(&searcher.doc(*addr)?))),
+            Some((_, addr)) => Ok(Some(self.to_entry(&searcher.doc(*addr)?))),
             None => Ok(None),
         }
     }
 
-    fn to_json(&self, d: &TantivyDocument) -> Value {
-        doc_json(&self.f, d)
+    fn to_entry(&self, d: &TantivyDocument) -> Entry {
+        doc_entry(&self.f, d)
     }
 }
 
-pub(super) fn doc_json(f: &Fields, d: &TantivyDocument) -> Value {
+pub(super) fn doc_entry(f: &Fields, d: &TantivyDocument) -> Entry {
     let s = |fl: Field| d.get_first(fl).and_then(|v| v.as_str()).map(str::to_owned);
     let u = |fl: Field| d.get_first(fl).and_then(|v| v.as_u64());
     let i = |fl: Field| d.get_first(fl).and_then(|v| v.as_i64());
@@ -211,18 +212,19 @@ pub(super) fn doc_json(f: &Fields, d: &TantivyDocument) -> Value {
         .unwrap_or(Value::Null);
     let feed = s(f.feed).unwrap_or_default();
     let key = s(f.key).unwrap_or_default();
-    json!({
-        "feed": feed,
-        "key": key,
-        "seq": u(f.seq),
-        "version": u(f.version),
-        "seenAt": i(f.seen_at).map(ingest::format_time),
-        "sortAt": i(f.sort_at).map(ingest::format_time),
-        "type": s(f.typ),
-        "tags": tags,
-        "value": value,
-        "source": format!("hyper://{feed}"),
-    })
+    Entry {
+        source: format!("hyper://{feed}"),
+        feed,
+        key,
+        seq: u(f.seq),
+        version: u(f.version),
+        seen_at: i(f.seen_at).map(ingest::format_time),
+        sort_at: i(f.sort_at).map(ingest::format_time),
+        typ: s(f.typ),
+        tags,
+        value,
+        score: None,
+    }
 }
 
 fn term(field: Field, v: &str) -> Box<dyn Query> {

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tantivy::{doc, IndexReader, IndexWriter, TantivyDocument, Term};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::query::doc_json;
+use super::query::doc_entry;
 use super::{entry_id, payload, Batch, Checkpoint, EntryDoc, Fields, IndexOp};
+use crate::api::Entry;
 use crate::health::Health;
 use crate::ingest;
 
@@ -22,11 +22,11 @@ pub(super) struct WriterTask {
     f: Fields,
     reader: IndexReader,
     committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
-    events: broadcast::Sender<Arc<Value>>,
+    events: broadcast::Sender<Arc<Entry>>,
     upserts: Arc<std::sync::atomic::AtomicU64>,
     newest: Arc<std::sync::atomic::AtomicI64>,
     pending_cp: HashMap<String, Option<Checkpoint>>,
-    pending_events: Vec<Value>,
+    pending_events: Vec<Entry>,
     waiters: Vec<oneshot::Sender<()>>,
     dirty: bool,
     every: Duration,
@@ -57,7 +57,7 @@ impl WriterTask {
         f: Fields,
         reader: IndexReader,
         committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
-        events: broadcast::Sender<Arc<Value>>,
+        events: broadcast::Sender<Arc<Entry>>,
         upserts: Arc<std::sync::atomic::AtomicU64>,
         newest: Arc<std::sync::atomic::AtomicI64>,
         health: Arc<Health>,
@@ -169,7 +169,7 @@ impl WriterTask {
             d.add_text(f.tag, t);
         }
         if self.events.receiver_count() > 0 {
-            self.pending_events.push(doc_json(&f, &d));
+            self.pending_events.push(doc_entry(&f, &d));
         }
         if let Err(e) = self.writer.add_document(d) {
             tracing::error!("index add failed: {e}");
