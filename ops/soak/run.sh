@@ -8,7 +8,7 @@
 #   bash ops/soak/run.sh [MINUTES]        default 12
 #
 # Scale (environment; defaults in brackets, CI's in tests/tests/soak.rs):
-#   AGG_KILLS [200]  ENTRIES [50000]  IMPORT_KILLS [30]  IMPORT_LINES [15500]  SERVE_KILLS [100]
+#   AGG_KILLS [300]  ENTRIES [80000]  IMPORT_KILLS [30]  IMPORT_LINES [15500]  SERVE_KILLS [150]
 #   SEED: the first iteration's seed (later ones add 1) [from the clock]
 #   SOAK_RESULTS: the summary file [ops/soak/results/<UTC>.md]
 # The test output goes to target/soak/<UTC>.log. Exits 1 if an iteration failed; its seed
@@ -18,11 +18,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 minutes="${1:-12}"
-agg_kills="${AGG_KILLS:-200}"
-entries="${ENTRIES:-50000}"
+agg_kills="${AGG_KILLS:-300}"
+entries="${ENTRIES:-80000}"
 import_kills="${IMPORT_KILLS:-30}"
 import_lines="${IMPORT_LINES:-15500}"
-serve_kills="${SERVE_KILLS:-100}"
+serve_kills="${SERVE_KILLS:-150}"
 seed="${SEED:-$(( $(date +%s) % 1000000000 ))}"
 stamp="$(date -u +%Y-%m-%dT%H-%M-%SZ)"
 results="${SOAK_RESULTS:-ops/soak/results/$stamp.md}"
