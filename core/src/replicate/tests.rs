@@ -124,6 +124,9 @@ async fn an_append_is_on_disk_before_peers_are_shown_it() {
         crash_copy(&path, &copy);
         let after = Store::open(&copy).unwrap();
         let record = after.core(core.key()).unwrap().record().unwrap();
-        assert_eq!(record.head.length, n, "a crash now keeps the length peers saw");
+        assert_eq!(
+            record.head.length, n,
+            "a crash now keeps the length peers saw"
+        );
     }
 }
