@@ -37,11 +37,13 @@ pub fn fuzz_block(data: &[u8]) {
     for (offset, node) in b.levels.iter().enumerate() {
         assert!(b.level(offset as u64).is_ok());
         assert!(node.children.is_empty() || node.children.len() == node.keys.len() + 1);
+        // Block 0 is the header; a later block is allowed (JS batches with deletes write
+        // such nodes, see core's bee::block tests), walks check it against their version.
         for k in &node.keys {
-            assert!(*k >= 1 && *k <= seq, "key seq {k} in block {seq}");
+            assert!(*k >= 1, "key seq {k} in block {seq}");
         }
         for c in &node.children {
-            assert!(c.seq >= 1 && c.seq <= seq, "child {c:?} in block {seq}");
+            assert!(c.seq >= 1, "child {c:?} in block {seq}");
             // A pointer into this block must name a level it has; elsewhere it is checked
             // when that block is read.
             let _ = b.level(c.offset);
