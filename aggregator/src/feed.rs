@@ -2,11 +2,12 @@
 //! feed's committed checkpoint, then follows live appends.
 //!
 //! Per step: prefetch a chunk of blocks in parallel, turn each log entry into an index op
-//! (put = upsert by (feed, key), del = delete), and send the chunk with its checkpoint to the
-//! index writer in one batch. A new fork (the author truncated) purges the feed's entries and
-//! starts again from scratch. A slow or dead peer only stalls its own feed. Nothing is fetched
-//! or indexed while the write path is degraded; after ops were dropped (a new health epoch)
-//! the feed goes back to its committed checkpoint.
+//! (put = upsert by (feed, key), del = delete; only the last op of a key in the chunk is
+//! kept), and send the chunk with its checkpoint to the index writer in one batch. A new fork
+//! (the author truncated) purges the feed's entries and starts again from scratch. A slow or
+//! dead peer only stalls its own feed. Nothing is fetched or indexed while the write path is
+//! degraded; after ops were dropped (a new health epoch) the feed goes back to its committed
+//! checkpoint.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -225,6 +226,7 @@ impl Aggregator {
                     }
                 }
             }
+            let mut ops = last_op_per_key(ops);
             ops.push(IndexOp::Checkpoint {
                 feed: feed.clone(),
                 version: end,
@@ -309,6 +311,47 @@ impl FirstPass {
     }
 }
 
+/// The ops of a chunk with only the last one of each key (a put made an upsert when the key
+/// had an op before it in the chunk: the index may hold the key from an earlier chunk).
+///
+/// A chunk's ops are applied and committed together, so the earlier ops of a key are never
+/// seen. Sending them cost more than their number suggests: tantivy checks every delete
+/// against every document of its term added earlier in the segment, so a bee that puts one
+/// key over and over (an author claiming 2^53 identical blocks, tests/tests/huge_claim.rs)
+/// made each commit quadratic in the chunk; the writer every feed shares fell behind, its
+/// queue filled with that feed's batches, and other feeds' new entries waited behind them
+/// (18 s and growing after 45 s).
+fn last_op_per_key(ops: Vec<IndexOp>) -> Vec<IndexOp> {
+    fn key_of(op: &IndexOp) -> Option<&[u8]> {
+        match op {
+            IndexOp::Upsert(e) | IndexOp::Insert(e) => Some(&e.key),
+            IndexOp::Delete { key, .. } => Some(key),
+            IndexOp::Checkpoint { .. } | IndexOp::Purge { .. } => None,
+        }
+    }
+    // Ops of each key: (in the chunk, seen so far).
+    let mut count: std::collections::HashMap<Vec<u8>, (usize, usize)> = Default::default();
+    for k in ops.iter().filter_map(key_of) {
+        count.entry(k.to_vec()).or_default().0 += 1;
+    }
+    if count.values().all(|c| c.0 == 1) {
+        return ops;
+    }
+    ops.into_iter()
+        .filter_map(|op| {
+            let Some((total, seen)) = key_of(&op).and_then(|k| count.get_mut(k)) else {
+                return Some(op);
+            };
+            *seen += 1;
+            match op {
+                _ if *seen < *total => None,
+                IndexOp::Insert(e) if *total > 1 => Some(IndexOp::Upsert(e)),
+                op => Some(op),
+            }
+        })
+        .collect()
+}
+
 /// Aborts a background task when dropped.
 struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
@@ -326,5 +369,74 @@ impl Drop for AbortOnDrop {
         if let Some(h) = &self.0 {
             h.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, seq: u64, insert: bool) -> IndexOp {
+        let doc = Box::new(EntryDoc {
+            feed: "f".into(),
+            key: key.as_bytes().to_vec(),
+            seq,
+            version: seq + 1,
+            seen_at: 0,
+            extracted: ingest::extract(&Value::Null),
+            value: "null".into(),
+        });
+        if insert {
+            IndexOp::Insert(doc)
+        } else {
+            IndexOp::Upsert(doc)
+        }
+    }
+
+    fn del(key: &str) -> IndexOp {
+        IndexOp::Delete {
+            feed: "f".into(),
+            key: key.as_bytes().to_vec(),
+        }
+    }
+
+    /// (kind, key, seq) of each op.
+    fn shape(ops: &[IndexOp]) -> Vec<(&'static str, String, u64)> {
+        ops.iter()
+            .map(|op| match op {
+                IndexOp::Upsert(e) => ("upsert", String::from_utf8_lossy(&e.key).into(), e.seq),
+                IndexOp::Insert(e) => ("insert", String::from_utf8_lossy(&e.key).into(), e.seq),
+                IndexOp::Delete { key, .. } => ("delete", String::from_utf8_lossy(key).into(), 0),
+                IndexOp::Purge { .. } => ("purge", String::new(), 0),
+                IndexOp::Checkpoint { .. } => ("checkpoint", String::new(), 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_the_last_op_of_a_key_is_kept() {
+        let ops = vec![
+            IndexOp::Purge { feed: "f".into() },
+            put("a", 1, true),
+            put("b", 2, true),
+            put("a", 3, false),
+            del("b"),
+            del("c"),
+            put("c", 6, true),
+            put("d", 7, true),
+        ];
+        assert_eq!(
+            shape(&last_op_per_key(ops)),
+            vec![
+                ("purge", String::new(), 0),
+                ("upsert", "a".into(), 3),
+                ("delete", "b".into(), 0),
+                // Deleted, then put again: the put must replace what an earlier chunk indexed.
+                ("upsert", "c".into(), 6),
+                ("insert", "d".into(), 7),
+            ]
+        );
+        let distinct = vec![put("a", 1, true), del("b"), put("c", 3, false)];
+        assert_eq!(shape(&last_op_per_key(distinct.clone())), shape(&distinct));
     }
 }
