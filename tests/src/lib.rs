@@ -10,6 +10,7 @@ pub mod agg;
 pub mod bee_compare;
 pub mod dht;
 pub mod evil;
+pub mod huge;
 pub mod netns;
 pub mod publisher;
 
