@@ -3,6 +3,7 @@
 //! command while `serve` runs (through its control socket), printing what it prints locally,
 //! with readers (our own, the real aggregator) seeing the results live.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -304,38 +305,89 @@ async fn local_page_adds_a_movie_in_headless_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_import_leaves_the_last_good_length() {
+    const LINES: u64 = 60_000;
+    const BATCH: u64 = 1000;
     let p = Pub::new();
     p.ok(&["init", "crash"]);
-    let file = p.dir.path().join("in.jsonl");
+    // The file lives outside the data directory, which is copied while the import runs.
+    let input = tempfile::tempdir().unwrap();
+    let file = input.path().join("in.jsonl");
+    let value = |i: u64| json!({"title": format!("movie {i}")});
     let mut text = String::new();
-    for i in 0..60_000 {
-        text.push_str(
-            &json!({"key": format!("item{i:06}"), "value": {"title": format!("movie {i}")}})
-                .to_string(),
-        );
+    for i in 0..LINES {
+        text.push_str(&json!({"key": format!("item{i:06}"), "value": value(i)}).to_string());
         text.push('\n');
     }
     std::fs::write(&file, &text).unwrap();
     let d = p.dir.path().to_string_lossy().to_string();
     let mut child = tokio::process::Command::new(&p.bin)
         .args(["--data-dir", &d, "import", "crash", file.to_str().unwrap()])
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // Let it write some batches, then pull the plug.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.start_kill().unwrap();
+    let pid = child.id().unwrap();
+    // Freeze the import now and then and read the bee from a copy of its data directory: a
+    // frozen process writes nothing, so the copy holds what a kill leaves. Once the copy
+    // holds a first batch, kill it while it is frozen.
+    let copies = tempfile::tempdir().unwrap();
+    let copy = copies.path().join("data");
+    let t = std::time::Instant::now();
+    let seen = loop {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no batch of the import reached the disk in 120 s"
+        );
+        signal(pid, "STOP");
+        assert!(
+            wait_stopped(pid).await,
+            "the import ended before a kill could land (it was still at length 1 when last frozen)"
+        );
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(p.dir.path(), &copy);
+        let len = length_in(&p.bin, &copy, "crash");
+        if len > 1 {
+            break len;
+        }
+        signal(pid, "CONT");
+        // Let it run a little before the next look.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    signal(pid, "KILL");
     let status = child.wait().await.unwrap();
-    eprintln!("import killed: {status:?}");
+    assert_eq!(status.signal(), Some(9), "killed, not finished: {status:?}");
     let len = p.length("crash");
-    eprintln!("length after the crash: {len}");
+    eprintln!("length when frozen: {seen}; after the kill: {len}");
+    assert_eq!(len, seen, "the kill left what was on disk when it landed");
+    let imported = len - 1;
+    assert!(
+        0 < imported && imported < LINES,
+        "the kill landed part-way: {imported} of {LINES} entries"
+    );
     assert_eq!(
-        (len - 1) % 1000,
+        imported % BATCH,
         0,
         "the head sits on a batch boundary: {len}"
     );
-    let listed = p.ok(&["list", "crash"]).lines().count() as u64;
-    assert_eq!(listed, len - 1, "every entry up to the length is readable");
+    // What is there is exactly the file's first lines, each in its own block.
+    let listed: Vec<Value> = p
+        .ok(&["list", "crash"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        listed.len() as u64,
+        imported,
+        "every entry up to the length is readable"
+    );
+    for (i, e) in (0u64..).zip(&listed) {
+        assert_eq!(
+            (&e["key"], &e["seq"], &e["value"]),
+            (&json!(format!("item{i:06}")), &json!(i + 1), &value(i)),
+            "entry {i} of the prefix"
+        );
+    }
     // The bee still takes writes and JS reads it whole.
     p.ok(&["put", "crash", "after", "1"]);
     let hex = p
@@ -420,4 +472,70 @@ async fn wait_length(bee: &Bee, len: u64) -> u64 {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sends `sig` (a `kill` signal name) to `pid`.
+fn signal(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{sig} {pid}");
+}
+
+/// Waits until every thread of `pid` is stopped (a SIGSTOP is handled by each thread on its
+/// way back from the kernel, so its writes are done); `false` if the process ended instead.
+async fn wait_stopped(pid: u32) -> bool {
+    let t = std::time::Instant::now();
+    loop {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        let mut all = true;
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            match stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+            {
+                Some('T' | 't') => {}
+                Some('Z' | 'X') => return false,
+                _ => all = false,
+            }
+        }
+        if all {
+            return true;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{pid} did not stop within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Copies a directory tree: directories, regular files and their permissions.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let ty = e.file_type().unwrap();
+        if ty.is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else if ty.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The length of bee `name` in data directory `dir`, from `bees`.
+fn length_in(bin: &Path, dir: &Path, name: &str) -> u64 {
+    let d = dir.to_string_lossy();
+    let (code, out, err) = run_bin(bin, &["--data-dir", &d, "bees"]);
+    assert_eq!(code, 0, "bees in {d}: {err}");
+    out.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["name"] == json!(name))
+        .and_then(|v| v["length"].as_u64())
+        .unwrap_or_else(|| panic!("no bee {name} in {d}: {out}"))
 }
