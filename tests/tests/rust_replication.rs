@@ -101,9 +101,11 @@ async fn reader_with_two_servers_for_one_core() {
 
     let r = reader();
     let rc = r.replica(*core.key()).unwrap();
+    let mut conns = Vec::new();
     for a in [waddr, maddr] {
         let conn = r.connect(&a.to_string()).await.unwrap();
         conn.open(&rc).await.unwrap();
+        conns.push(conn);
     }
     assert_eq!(rc.update(Duration::from_secs(5)).await.unwrap(), 100);
     for _ in 0..50 {
@@ -114,12 +116,39 @@ async fn reader_with_two_servers_for_one_core() {
     }
     assert_eq!(rc.peers().len(), 2);
     rc.download_range(0, 50, 16).await.unwrap();
-    // The writer disappears; the mirror serves the rest.
+    // The writer disappears: its listener is gone, and so is the reader's connection to it.
     wtask.abort();
+    assert!(
+        wtask.await.is_err_and(|e| e.is_cancelled()),
+        "the writer's listener task ended"
+    );
     for c in w.connections() {
         c.close();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(waddr).await.is_err(),
+        "the writer refuses connections"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), conns[0].closed())
+        .await
+        .expect("the reader's connection to the writer ended");
+    eprintln!("the connection to the writer ended: {end:?}");
+    assert!(!conns[1].is_closed(), "the mirror's connection is up");
+    let t = std::time::Instant::now();
+    while rc.peers().len() != 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the reader still counts {} peers",
+            rc.peers().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        rc.store().block_count().unwrap(),
+        50,
+        "the rest is not here yet"
+    );
+    // The mirror serves the rest.
     rc.download_range(50, 100, 16).await.unwrap();
     assert_eq!(rc.get(99).await.unwrap(), b"block 99");
 }
