@@ -126,6 +126,21 @@ pub fn range_opts(o: &Value) -> RangeOptions {
     }
 }
 
+/// Our reader's history in the JS peer's JSON form `{type, seq, key, value}` (`type` is
+/// `put` or `del`).
+pub async fn history_json(bee: &Bee, opts: &HistoryOptions) -> Vec<Value> {
+    bee.history(opts)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let mut e = entry_json(&h.entry);
+            e["type"] = json!(if h.kind == OpKind::Put { "put" } else { "del" });
+            e
+        })
+        .collect()
+}
+
 /// Asks JS and our reader the same get/range/history/diff questions on the movie workload.
 pub async fn compare_everything(js: &mut JsPeer, name: &str, bee: &Bee) {
     let version = bee.version();
@@ -245,17 +260,7 @@ pub async fn compare_everything(js: &mut JsPeer, name: &str, bee: &Bee) {
             reverse: o.get("reverse").and_then(Value::as_bool).unwrap_or(false),
             limit: o.get("limit").and_then(Value::as_u64).map(|l| l as usize),
         };
-        let got: Vec<Value> = bee
-            .history(&opts)
-            .await
-            .unwrap()
-            .iter()
-            .map(|h| {
-                let mut e = entry_json(&h.entry);
-                e["type"] = json!(if h.kind == OpKind::Put { "put" } else { "del" });
-                e
-            })
-            .collect();
+        let got = history_json(bee, &opts).await;
         assert_eq!(got, want, "history {o}");
     }
 

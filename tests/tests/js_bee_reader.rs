@@ -7,7 +7,7 @@ use std::time::Duration;
 use apiary_core::bee::{Bee, HistoryOptions, RangeOptions};
 use apiary_core::replicate::{Replica, Replicator, ReplicatorOptions};
 use apiary_core::store::Store;
-use apiary_tests::bee_compare::{compare_everything, entries, fill_js};
+use apiary_tests::bee_compare::{compare_everything, entries, fill_js, history_json};
 use apiary_tests::{entry_json, init_tracing, key_of, JsPeer};
 use serde_json::{json, Value};
 
@@ -178,10 +178,21 @@ async fn follows_js_truncation_and_several_cores_on_one_connection() {
         &js.call(json!({"cmd": "history", "name": "a", "opts": {}}))
             .await,
     );
-    assert_eq!(
-        bee.history(&HistoryOptions::default()).await.unwrap().len(),
-        want.len()
-    );
+    let got = history_json(&bee, &HistoryOptions::default()).await;
+    // Entry by entry (key, value, seq, put/del), then the counts.
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "history entry {i} after the truncation");
+    }
+    assert_eq!(got.len(), want.len(), "history length: {got:?} vs {want:?}");
+    // The new fork's puts end it, after the 11 entries before the cut.
+    assert_eq!(got.len(), 14, "{got:?}");
+    for (i, e) in got[11..].iter().enumerate() {
+        assert_eq!(
+            (&e["type"], &e["key"], &e["seq"]),
+            (&json!("put"), &json!(format!("new{i}")), &json!(12 + i)),
+            "{e}"
+        );
+    }
     // The other core on the same connection was not disturbed.
     assert!(!cb.get(20).await.unwrap().is_empty());
     js.close().await;
