@@ -2,6 +2,11 @@
 //! one `hypercore/alpha` channel per shared core, serves requests from the store and routes
 //! answers to the requests of our replicas.
 //!
+//! Two handles talk to the task, each through its own queue: [`Connection`] (the replicator's:
+//! open or close a core's channel, end the connection) and [`Peer`] (a replica's, one per
+//! channel: requests, announcements, a verdict on the peer). The message enums of both are
+//! private to this module. The protocol handling of incoming frames is in `protocol`.
+//!
 //! Rules kept here (JS `hypercore/lib/replicator.js`, `protomux`):
 //! - a remote open is answered only for a core we hold, and only if its capability proves it
 //!   knows the core key (a wrong capability ends the connection);
@@ -10,20 +15,26 @@
 //! - answers are matched by request id, never by order;
 //! - any message we cannot decode ends the connection with an error; other connections go on.
 
+mod peer;
+mod protocol;
+
+pub(crate) use peer::Answers;
+pub use peer::{Peer, RemoteState};
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-use super::replica::{PeerLink, RemoteState, Replica};
+use self::peer::{PeerCommand, Reply};
+use super::replica::Replica;
 use super::Registry;
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::id::DiscoveryKey;
-use crate::merkle::{generate_proof, ProofRequest};
-use crate::wire::messages::{self, ChannelHandshake, Data, Message, Request, Sync};
-use crate::wire::mux::{self, Batch, MuxMessage};
+use crate::wire::messages::{ChannelHandshake, Message, Sync};
+use crate::wire::mux::{self, Batch};
 use crate::wire::{FramedSession, Incoming, SessionInfo};
 
 /// The protomux protocol name of hypercore replication.
@@ -31,64 +42,22 @@ pub const PROTOCOL: &str = "hypercore/alpha";
 const MAX_INVALID_REQUESTS: u32 = 64;
 /// Outgoing bytes buffered before we wait for the socket.
 const FLUSH_AT: usize = 1024 * 1024;
+/// Commands queued to a connection task, per handle kind.
+const QUEUE: usize = 1024;
 
-/// Commands to a connection task.
+/// What the [`Connection`] handle asks of its task.
 #[derive(Debug)]
-pub(crate) enum ConnCommand {
+enum Command {
     Open(Arc<Replica>),
-    Request {
-        channel: u64,
-        req: Request,
-        reply: Reply,
-    },
-    Sync {
-        channel: u64,
-    },
     CloseCore(DiscoveryKey),
-    Fail {
-        reason: String,
-    },
     Shutdown,
-}
-
-/// Where the answer to a request goes.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    /// One waiting caller.
-    Once(oneshot::Sender<Result<Data>>),
-    /// A range download: every answer goes to one queue, tagged with the block it is for,
-    /// so one task takes many answers per wake-up.
-    Tagged {
-        tag: u64,
-        to: mpsc::UnboundedSender<(u64, Result<Data>)>,
-    },
-}
-
-impl Reply {
-    fn send(self, r: Result<Data>) {
-        match self {
-            Reply::Once(tx) => {
-                let _ = tx.send(r);
-            }
-            Reply::Tagged { tag, to } => {
-                let _ = to.send((tag, r));
-            }
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        match self {
-            Reply::Once(tx) => tx.is_closed(),
-            Reply::Tagged { to, .. } => to.is_closed(),
-        }
-    }
 }
 
 /// A handle on a running connection.
 #[derive(Debug, Clone)]
 pub struct Connection {
     info: SessionInfo,
-    cmd: mpsc::Sender<ConnCommand>,
+    cmd: mpsc::Sender<Command>,
     done: watch::Receiver<Option<std::result::Result<(), String>>>,
 }
 
@@ -101,19 +70,19 @@ impl Connection {
     /// Opens a channel for `replica` on this connection (the peer may then serve it).
     pub async fn open(&self, replica: &Arc<Replica>) -> Result<()> {
         self.cmd
-            .send(ConnCommand::Open(replica.clone()))
+            .send(Command::Open(replica.clone()))
             .await
             .map_err(|_| Error::closed("connection closed"))
     }
 
     /// Closes our channel for a core.
     pub async fn close_core(&self, dk: DiscoveryKey) {
-        let _ = self.cmd.send(ConnCommand::CloseCore(dk)).await;
+        let _ = self.cmd.send(Command::CloseCore(dk)).await;
     }
 
     /// Ends the connection.
     pub fn close(&self) {
-        let _ = self.cmd.try_send(ConnCommand::Shutdown);
+        let _ = self.cmd.try_send(Command::Shutdown);
     }
 
     /// True once the task has ended.
@@ -137,7 +106,7 @@ impl Connection {
 
 struct Channel {
     replica: Arc<Replica>,
-    link: Arc<PeerLink>,
+    peer: Arc<Peer>,
     remote_id: Option<u64>,
     inflight: HashMap<u64, Reply>,
     next_req: u64,
@@ -153,7 +122,8 @@ enum Out {
 struct Conn {
     info: SessionInfo,
     registry: Arc<Registry>,
-    cmd_tx: mpsc::Sender<ConnCommand>,
+    /// Handed to the [`Peer`] of every channel.
+    peer_tx: mpsc::Sender<PeerCommand>,
     outgoing: mpsc::Sender<Vec<u8>>,
     channels: HashMap<u64, Channel>,
     by_remote: HashMap<u64, u64>,
@@ -170,18 +140,19 @@ pub(crate) fn spawn(
     registry: Arc<Registry>,
     announce: Vec<Arc<Replica>>,
 ) -> Connection {
-    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (cmd_tx, cmd_rx) = mpsc::channel(QUEUE);
+    let (peer_tx, peer_rx) = mpsc::channel(QUEUE);
     let (done_tx, done_rx) = watch::channel(None);
     let info = session.info.clone();
     let handle = Connection {
         info: info.clone(),
-        cmd: cmd_tx.clone(),
+        cmd: cmd_tx,
         done: done_rx,
     };
     let mut conn = Conn {
         info,
         registry,
-        cmd_tx,
+        peer_tx,
         outgoing: session.outgoing,
         channels: HashMap::new(),
         by_remote: HashMap::new(),
@@ -196,7 +167,7 @@ pub(crate) fn spawn(
         for r in announce {
             conn.open_channel(&r);
         }
-        let res = conn.run(&mut incoming, cmd_rx).await;
+        let res = conn.run(&mut incoming, cmd_rx, peer_rx).await;
         let _ = conn.flush().await;
         conn.teardown();
         match &res {
@@ -212,7 +183,8 @@ impl Conn {
     async fn run(
         &mut self,
         incoming: &mut Incoming,
-        mut cmds: mpsc::Receiver<ConnCommand>,
+        mut cmds: mpsc::Receiver<Command>,
+        mut peer_cmds: mpsc::Receiver<PeerCommand>,
     ) -> Result<()> {
         let mut gc = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -222,20 +194,25 @@ impl Conn {
                     Some(Err(e)) => return Err(e),
                     Some(Ok(f)) => self.on_frame(&f).await?,
                 },
-                cmd = cmds.recv() => match cmd {
-                    None | Some(ConnCommand::Shutdown) => return Ok(()),
-                    Some(c) => self.on_command(c)?,
-                },
+                // Our `peer_tx` keeps this queue open; a closed one only disables the branch.
+                Some(c) = peer_cmds.recv() => self.on_peer_command(c)?,
+                Some(c) = cmds.recv() => {
+                    if !self.on_command(c) {
+                        return Ok(());
+                    }
+                }
                 _ = gc.tick() => self.cancel_abandoned(),
             }
             // Take whatever else is queued before writing, so replies go out batched.
-            while let Ok(c) = cmds.try_recv() {
-                if matches!(c, ConnCommand::Shutdown) {
-                    return Ok(());
-                }
-                self.on_command(c)?;
+            while let Ok(c) = peer_cmds.try_recv() {
+                self.on_peer_command(c)?;
                 if self.out_bytes >= FLUSH_AT {
                     break;
+                }
+            }
+            while let Ok(c) = cmds.try_recv() {
+                if !self.on_command(c) {
+                    return Ok(());
                 }
             }
             self.flush().await?;
@@ -244,7 +221,7 @@ impl Conn {
 
     fn teardown(&mut self) {
         for (_, ch) in self.channels.drain() {
-            ch.replica.remove_peer(&ch.link);
+            ch.replica.remove_peer(&ch.peer);
             for (_, reply) in ch.inflight {
                 reply.send(Err(Error::closed("connection closed")));
             }
@@ -319,19 +296,12 @@ impl Conn {
             Some(replica.discovery_key().as_bytes()),
             &hs.encode(),
         )));
-        let link = Arc::new(PeerLink {
-            conn: self.cmd_tx.clone(),
-            channel: id,
-            remote: Mutex::new(RemoteState::default()),
-            label: self.info.remote_label.clone(),
-            origin: self.info.origin,
-            remote_public_key: self.info.remote_public_key,
-        });
+        let peer = Arc::new(Peer::new(self.peer_tx.clone(), id, &self.info));
         self.channels.insert(
             id,
             Channel {
                 replica: replica.clone(),
-                link,
+                peer,
                 remote_id: None,
                 inflight: HashMap::new(),
                 next_req: 1,
@@ -349,19 +319,34 @@ impl Conn {
                 self.by_remote.remove(&r);
             }
             self.by_dk.remove(ch.replica.discovery_key());
-            ch.replica.remove_peer(&ch.link);
+            ch.replica.remove_peer(&ch.peer);
             for (_, reply) in ch.inflight {
                 reply.send(Err(Error::closed("channel closed")));
             }
         }
     }
 
-    fn on_command(&mut self, c: ConnCommand) -> Result<()> {
+    /// A command of the [`Connection`] handle; false to end the connection.
+    fn on_command(&mut self, c: Command) -> bool {
         match c {
-            ConnCommand::Open(r) => {
+            Command::Open(r) => {
                 self.open_channel(&r);
             }
-            ConnCommand::Request {
+            Command::CloseCore(dk) => {
+                if let Some(local) = self.by_dk.get(&dk).copied() {
+                    self.push(Out::Frame(mux::encode_close(local)));
+                    self.remove_channel(local);
+                }
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    /// A command of a [`Peer`] handle.
+    fn on_peer_command(&mut self, c: PeerCommand) -> Result<()> {
+        match c {
+            PeerCommand::Request {
                 channel,
                 mut req,
                 reply,
@@ -379,275 +364,9 @@ impl Conn {
                 ch.inflight.insert(req.id, reply);
                 self.send_msg(channel, &Message::Request(req));
             }
-            ConnCommand::Sync { channel } => self.send_sync(channel, false),
-            ConnCommand::CloseCore(dk) => {
-                if let Some(local) = self.by_dk.get(&dk).copied() {
-                    self.push(Out::Frame(mux::encode_close(local)));
-                    self.remove_channel(local);
-                }
-            }
-            ConnCommand::Fail { reason } => return Err(Error::protocol(reason)),
-            ConnCommand::Shutdown => {}
+            PeerCommand::Sync { channel } => self.send_sync(channel, false),
+            PeerCommand::Fail { reason } => return Err(Error::protocol(reason)),
         }
-        Ok(())
-    }
-
-    /// Sends our sync (if it changed, or always when `force`) and any new contiguous range.
-    fn send_sync(&mut self, local: u64, force: bool) {
-        let Some(ch) = self
-            .channels
-            .get_mut(&local)
-            .filter(|c| c.remote_id.is_some())
-        else {
-            return;
-        };
-        let remote = ch.link.remote().clone();
-        let sync = ch.replica.sync_for(&remote);
-        let contiguous = ch.replica.contiguous_length();
-        let send_sync = force || ch.last_sync.as_ref() != Some(&sync);
-        let send_range = contiguous > ch.announced;
-        ch.last_sync = Some(sync.clone());
-        if send_range {
-            ch.announced = contiguous;
-        }
-        if send_sync {
-            self.send_msg(local, &Message::Sync(sync));
-        }
-        if send_range {
-            self.send_msg(
-                local,
-                &Message::Range {
-                    drop: false,
-                    start: 0,
-                    length: contiguous,
-                },
-            );
-        }
-    }
-
-    fn cancel_abandoned(&mut self) {
-        let mut cancels = Vec::new();
-        for (local, ch) in self.channels.iter_mut() {
-            ch.inflight.retain(|id, reply| {
-                let keep = !reply.is_closed();
-                if !keep {
-                    cancels.push((*local, *id));
-                }
-                keep
-            });
-        }
-        for (local, id) in cancels {
-            self.send_msg(local, &Message::Cancel { request: id });
-        }
-    }
-
-    async fn on_frame(&mut self, frame: &[u8]) -> Result<()> {
-        for m in mux::decode_frame(frame)? {
-            match m {
-                MuxMessage::Open {
-                    remote_id,
-                    protocol,
-                    id,
-                    handshake,
-                } => self.on_open(remote_id, &protocol, id, &handshake)?,
-                MuxMessage::Reject { local_id } => {
-                    if self
-                        .channels
-                        .get(&local_id)
-                        .is_some_and(|c| c.remote_id.is_none())
-                    {
-                        self.remove_channel(local_id);
-                    }
-                }
-                MuxMessage::Close { remote_id } => {
-                    if let Some(local) = self.by_remote.get(&remote_id).copied() {
-                        self.remove_channel(local);
-                    }
-                }
-                MuxMessage::Message {
-                    remote_id,
-                    ty,
-                    payload,
-                } => {
-                    // Messages for channels we do not know are ignored, as protomux does.
-                    if let Some(local) = self.by_remote.get(&remote_id).copied() {
-                        if let Some(msg) = Message::decode(ty, &payload)? {
-                            self.on_message(local, msg)?;
-                        }
-                    }
-                }
-            }
-            if self.out_bytes >= FLUSH_AT {
-                self.flush().await?;
-            }
-        }
-        Ok(())
-    }
-
-    fn on_open(
-        &mut self,
-        remote_id: u64,
-        protocol: &str,
-        id: Option<Vec<u8>>,
-        handshake: &[u8],
-    ) -> Result<()> {
-        if remote_id == 0 || self.by_remote.contains_key(&remote_id) {
-            return Err(Error::protocol(format!(
-                "invalid channel open (id {remote_id})"
-            )));
-        }
-        let dk = id.as_deref().and_then(|b| DiscoveryKey::from_slice(b).ok());
-        let (Some(dk), true) = (dk, protocol == PROTOCOL || protocol == "hypercore") else {
-            self.push(Out::Frame(mux::encode_reject(remote_id)));
-            return Ok(());
-        };
-        let local = match self.by_dk.get(&dk).copied() {
-            Some(l) if self.channels.get(&l).is_some_and(|c| c.remote_id.is_none()) => l,
-            Some(_) => return Err(Error::protocol("second open for one core")),
-            None => match self.registry.get(&dk) {
-                Some(r) => self.open_channel(&r),
-                None => {
-                    self.push(Out::Frame(mux::encode_reject(remote_id)));
-                    return Ok(());
-                }
-            },
-        };
-        let hs = ChannelHandshake::decode(handshake)?;
-        let Some(ch) = self.channels.get_mut(&local) else {
-            return Ok(());
-        };
-        let expected = crypto::capability(
-            !self.info.is_initiator,
-            ch.replica.key().as_bytes(),
-            &self.info.handshake_hash,
-        );
-        if hs.capability != expected {
-            return Err(Error::protocol(format!(
-                "remote sent a wrong capability for core {}",
-                ch.replica.key()
-            )));
-        }
-        ch.remote_id = Some(remote_id);
-        self.by_remote.insert(remote_id, local);
-        let (replica, link) = (ch.replica.clone(), ch.link.clone());
-        replica.add_peer(link);
-        self.send_sync(local, true);
-        Ok(())
-    }
-
-    fn on_message(&mut self, local: u64, msg: Message) -> Result<()> {
-        let Some(ch) = self.channels.get_mut(&local) else {
-            return Ok(());
-        };
-        match msg {
-            Message::Sync(s) => {
-                {
-                    let mut r = ch.link.remote();
-                    if r.fork != s.fork {
-                        r.contiguous = 0;
-                    }
-                    r.fork = s.fork;
-                    r.length = s.length;
-                    r.has_manifest = s.has_manifest;
-                    r.downloading = s.downloading;
-                }
-                let replica = ch.replica.clone();
-                replica.on_peer_update();
-                self.send_sync(local, false);
-            }
-            Message::Request(r) => self.serve(local, r)?,
-            Message::Cancel { .. } => {} // we answer at once; nothing to cancel
-            Message::Data(d) => {
-                if let Some(reply) = ch.inflight.remove(&d.request) {
-                    reply.send(Ok(*d));
-                }
-            }
-            Message::NoData { request, .. } => {
-                if let Some(reply) = ch.inflight.remove(&request) {
-                    let seq = 0;
-                    reply.send(Err(Error::NotAvailable { seq }));
-                }
-            }
-            Message::Range {
-                drop: dropped,
-                start,
-                length,
-            } => {
-                {
-                    let mut r = ch.link.remote();
-                    if !dropped && start <= r.contiguous {
-                        r.contiguous = r.contiguous.max(start.saturating_add(length));
-                    } else if dropped && start < r.contiguous {
-                        r.contiguous = start;
-                    }
-                }
-                ch.replica.on_peer_update();
-            }
-            Message::Want { .. } => {
-                // Tell the peer what we hold from the start; finer availability is not tracked.
-                let contiguous = ch.replica.contiguous_length();
-                if contiguous > 0 {
-                    ch.announced = ch.announced.max(contiguous);
-                    self.send_msg(
-                        local,
-                        &Message::Range {
-                            drop: false,
-                            start: 0,
-                            length: contiguous,
-                        },
-                    );
-                }
-            }
-            Message::Unwant { .. } | Message::Bitfield { .. } | Message::Extension { .. } => {}
-        }
-        Ok(())
-    }
-
-    fn serve(&mut self, local: u64, r: Request) -> Result<()> {
-        let Some(ch) = self.channels.get(&local) else {
-            return Ok(());
-        };
-        let replica = ch.replica.clone();
-        let head = replica.head();
-        let no_data = |reason| Message::NoData {
-            request: r.id,
-            reason,
-        };
-        let reply = if r.fork != head.fork || r.seek.is_some() {
-            no_data(messages::NOT_AVAILABLE)
-        } else {
-            let store = replica.store();
-            let value = match r.block {
-                Some((i, _)) => store.block(i)?,
-                None => None,
-            };
-            if r.block.is_some() && value.is_none() {
-                no_data(messages::NOT_AVAILABLE)
-            } else {
-                let req = ProofRequest {
-                    block: r.block,
-                    hash: r.hash,
-                    upgrade: r.upgrade,
-                };
-                match generate_proof(&head, &req, value, |i| store.node(i)) {
-                    Ok(proof) => Message::Data(Box::new(Data {
-                        request: r.id,
-                        proof,
-                        manifest: if r.manifest { replica.manifest() } else { None },
-                    })),
-                    Err(Error::NotAvailable { .. }) => no_data(messages::NOT_AVAILABLE),
-                    Err(Error::Store(e)) => return Err(Error::Store(e)),
-                    Err(_) => {
-                        self.invalid += 1;
-                        if self.invalid > MAX_INVALID_REQUESTS {
-                            return Err(Error::protocol("too many invalid requests"));
-                        }
-                        no_data(messages::INVALID_REQUEST)
-                    }
-                }
-            }
-        };
-        self.send_msg(local, &reply);
         Ok(())
     }
 }

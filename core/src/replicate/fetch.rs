@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::replica::{PeerLink, Replica};
+use super::connection::Peer;
+use super::replica::Replica;
 use crate::error::{Error, Result};
 use crate::merkle::flat;
 use crate::wire::messages::Request;
@@ -97,7 +98,7 @@ impl Replica {
     }
 
     /// The least busy peer that has block `seq`, waiting a while for one to appear.
-    async fn pick_peer(&self, seq: u64, fork: u64) -> Option<Arc<PeerLink>> {
+    async fn pick_peer(&self, seq: u64, fork: u64) -> Option<Arc<Peer>> {
         let mut changes = self.peers_tx.subscribe();
         let deadline = tokio::time::Instant::now() + self.opts.request_timeout;
         loop {

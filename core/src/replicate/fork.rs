@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::replica::{PeerLink, Replica};
+use super::connection::Peer;
+use super::replica::Replica;
 use crate::error::{Error, Result};
 use crate::manifest::Verifier;
 use crate::merkle::{flat, Head, Node};
@@ -17,7 +18,7 @@ impl Replica {
     /// drop everything from there, and take the new head.
     pub(super) async fn switch_fork(
         self: &Arc<Self>,
-        peer: &Arc<PeerLink>,
+        peer: &Arc<Peer>,
         head: Head,
         nodes: Vec<Node>,
         verifier: Verifier,

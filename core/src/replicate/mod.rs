@@ -27,8 +27,11 @@ mod range;
 mod replica;
 mod writer;
 
-pub use connection::{Connection, PROTOCOL};
-pub use replica::{HeadEvent, PeerLink, RemoteState, Replica, ReplicaOptions, ReplicaStats};
+pub use connection::{Connection, Peer, RemoteState, PROTOCOL};
+pub use replica::{HeadEvent, Replica, ReplicaOptions, ReplicaStats};
+
+/// The former name of [`Peer`].
+pub type PeerLink = Peer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! Downloading a range of blocks with many requests in flight.
 //!
-//! Requests go straight to the peers' connections with a [`Reply::Tagged`] answer queue, and
+//! Requests go straight to the peers ([`Peer::request_tagged`]) with one answer queue, and
 //! this one task verifies and stores the answers as they come, many per wake-up. (A task, a
 //! oneshot and a peer choice per block cost more than verifying the block.) Whatever fails
 //! here — no answer in time, `noData`, a bad proof, no peer — goes through [`Replica::get`],
@@ -12,13 +12,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::connection::{ConnCommand, Reply};
-use super::replica::{PeerLink, Replica};
+use super::connection::{Answers, Peer};
+use super::replica::Replica;
 use crate::error::{Error, Result};
 use crate::wire::messages::{Data, Request};
 
 /// Requests of one range sent to peers and not answered yet, by block.
-type Waiting = HashMap<u64, Arc<PeerLink>>;
+type Waiting = HashMap<u64, Arc<Peer>>;
 
 /// Blocks of a range are dealt to the lanes in runs of this many (a block page), so that
 /// lanes mostly write different pages.
@@ -129,9 +129,9 @@ impl Replica {
     }
 
     /// Peers on our fork, fewest strikes first (those are the ones [`pick`] uses).
-    fn bulk_peers(&self) -> Vec<(Arc<PeerLink>, u64)> {
+    fn bulk_peers(&self) -> Vec<(Arc<Peer>, u64)> {
         let fork = self.fork();
-        let mut peers: Vec<(Arc<PeerLink>, u64, u32)> = self
+        let mut peers: Vec<(Arc<Peer>, u64, u32)> = self
             .peers()
             .into_iter()
             .filter_map(|p| {
@@ -148,12 +148,7 @@ impl Replica {
 
     /// Sends the request for block `seq` to `peer`, answered on `tx`. False if the
     /// connection is gone.
-    async fn send_tagged(
-        &self,
-        peer: &Arc<PeerLink>,
-        seq: u64,
-        tx: &mpsc::UnboundedSender<(u64, Result<Data>)>,
-    ) -> Result<bool> {
+    async fn send_tagged(&self, peer: &Arc<Peer>, seq: u64, tx: &Answers) -> Result<bool> {
         let (fork, length, need_manifest) = {
             let s = self.lock();
             (
@@ -168,15 +163,7 @@ impl Replica {
             manifest: need_manifest && peer.remote().has_manifest,
             ..Request::default()
         };
-        let cmd = ConnCommand::Request {
-            channel: peer.channel,
-            req,
-            reply: Reply::Tagged {
-                tag: seq,
-                to: tx.clone(),
-            },
-        };
-        Ok(peer.conn.send(cmd).await.is_ok())
+        Ok(peer.request_tagged(req, seq, tx).await)
     }
 
     /// Block `seq` the slow way: [`Replica::get`], with its retries on other peers.
@@ -213,11 +200,7 @@ impl Replica {
 }
 
 /// A peer that has block `seq`, taking turns among those that do.
-fn pick<'a>(
-    peers: &'a [(Arc<PeerLink>, u64)],
-    seq: u64,
-    turn: &mut usize,
-) -> Option<&'a Arc<PeerLink>> {
+fn pick<'a>(peers: &'a [(Arc<Peer>, u64)], seq: u64, turn: &mut usize) -> Option<&'a Arc<Peer>> {
     let n = peers.len();
     for i in 0..n {
         let (p, len) = peers.get((*turn + i) % n)?;
@@ -229,7 +212,7 @@ fn pick<'a>(
     None
 }
 
-fn strike(peer: &PeerLink) {
+fn strike(peer: &Peer) {
     let mut r = peer.remote();
     r.strikes = r.strikes.saturating_add(1);
 }

@@ -2,7 +2,7 @@
 //! and the request logic of a sparse reader (fetch a block, upgrade to the newest length,
 //! follow a new fork).
 //!
-//! Requests go out through the connection task of a peer ([`PeerLink`]); the answer comes
+//! Requests go out through the connection task of a peer ([`Peer`]); the answer comes
 //! back to the caller's task, which verifies it and writes it to the store. Verification thus
 //! runs in parallel across callers, and connections only move bytes.
 
@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
-use super::connection::{ConnCommand, Reply};
+use super::connection::{Peer, RemoteState};
 use crate::crypto::KeyPair;
 use crate::error::{Error, Result};
 use crate::id::{DiscoveryKey, Key};
@@ -55,47 +55,6 @@ pub struct HeadEvent {
     pub truncated_at: Option<u64>,
 }
 
-/// What a peer told us about its copy of a core.
-#[derive(Debug, Clone, Default)]
-pub struct RemoteState {
-    /// Its fork.
-    pub fork: u64,
-    /// Its length.
-    pub length: u64,
-    /// It holds blocks `[0, contiguous)`.
-    pub contiguous: u64,
-    /// It can send the manifest.
-    pub has_manifest: bool,
-    /// It wants data.
-    pub downloading: bool,
-    /// Requests of ours in flight to it.
-    pub inflight: usize,
-    /// The channel is gone.
-    pub closed: bool,
-    /// Requests that failed or timed out since its last good answer (picks other peers first).
-    pub strikes: u32,
-}
-
-/// One peer's channel for a core, as the replica sees it.
-#[derive(Debug)]
-pub struct PeerLink {
-    pub(crate) conn: mpsc::Sender<ConnCommand>,
-    pub(crate) channel: u64,
-    pub(crate) remote: Mutex<RemoteState>,
-    /// The remote end (an address), for logs and status.
-    pub label: String,
-    /// How the session with it was made.
-    pub origin: crate::wire::Origin,
-    /// The remote's Noise public key.
-    pub remote_public_key: [u8; 32],
-}
-
-impl PeerLink {
-    pub(crate) fn remote(&self) -> MutexGuard<'_, RemoteState> {
-        self.remote.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// Counters of what was fetched for this core.
 #[derive(Debug, Default)]
 pub struct ReplicaStats {
@@ -123,7 +82,7 @@ impl State {
 pub(super) struct State {
     pub(super) record: CoreRecord,
     pub(super) verifier: Option<Verifier>,
-    pub(super) peers: Vec<Arc<PeerLink>>,
+    pub(super) peers: Vec<Arc<Peer>>,
     pub(super) inflight: HashMap<u64, Vec<oneshot::Sender<()>>>,
     pub(super) upgrading: bool,
 }
@@ -279,7 +238,7 @@ impl Replica {
         self.head_tx.subscribe()
     }
     /// The peers that have a channel open for this core.
-    pub fn peers(&self) -> Vec<Arc<PeerLink>> {
+    pub fn peers(&self) -> Vec<Arc<Peer>> {
         self.lock()
             .peers
             .iter()
@@ -320,7 +279,7 @@ impl Replica {
         }
     }
 
-    pub(crate) fn add_peer(&self, link: Arc<PeerLink>) {
+    pub(crate) fn add_peer(&self, link: Arc<Peer>) {
         let mut s = self.lock();
         s.peers.retain(|p| !p.remote().closed);
         s.peers.push(link);
@@ -328,7 +287,7 @@ impl Replica {
         self.peers_tx.send_modify(|n| *n += 1);
     }
 
-    pub(crate) fn remove_peer(&self, link: &Arc<PeerLink>) {
+    pub(crate) fn remove_peer(&self, link: &Arc<Peer>) {
         link.remote().closed = true;
         self.lock().peers.retain(|p| !Arc::ptr_eq(p, link));
         self.peers_tx.send_modify(|n| *n += 1);
@@ -363,7 +322,7 @@ impl Replica {
     /// Tells every connected peer about our head (after an append or an upgrade).
     pub(crate) fn announce(&self) {
         for p in self.peers() {
-            let _ = p.conn.try_send(ConnCommand::Sync { channel: p.channel });
+            p.announce();
         }
     }
 
@@ -458,10 +417,9 @@ impl Replica {
     }
 
     /// Sends one request to a peer and waits for its answer.
-    pub(super) async fn request(&self, peer: &Arc<PeerLink>, req: Request) -> Result<Data> {
-        let (tx, rx) = oneshot::channel();
+    pub(super) async fn request(&self, peer: &Arc<Peer>, req: Request) -> Result<Data> {
         peer.remote().inflight += 1;
-        struct Dec<'a>(&'a PeerLink);
+        struct Dec<'a>(&'a Peer);
         impl Drop for Dec<'_> {
             fn drop(&mut self) {
                 let mut r = self.0.remote();
@@ -469,21 +427,7 @@ impl Replica {
             }
         }
         let _dec = Dec(peer);
-        peer.conn
-            .send(ConnCommand::Request {
-                channel: peer.channel,
-                req,
-                reply: Reply::Once(tx),
-            })
-            .await
-            .map_err(|_| Error::closed("connection closed"))?;
-        let res = match tokio::time::timeout(self.opts.request_timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::closed("connection closed before answering")),
-            Err(_) => Err(Error::Timeout {
-                what: format!("request to {}", peer.label),
-            }),
-        };
+        let res = peer.request(req, self.opts.request_timeout).await;
         {
             let mut r = peer.remote();
             r.strikes = if res.is_ok() {
@@ -496,7 +440,7 @@ impl Replica {
     }
 
     /// Verifies a proof from `peer` and stores it; a bad proof ends that peer's connection.
-    pub(super) async fn apply(self: &Arc<Self>, peer: &Arc<PeerLink>, data: Data) -> Result<()> {
+    pub(super) async fn apply(self: &Arc<Self>, peer: &Arc<Peer>, data: Data) -> Result<()> {
         let res = self.verify_and_store(&data.proof, data.manifest);
         match res {
             Ok(Applied::Done) => Ok(()),
@@ -506,9 +450,7 @@ impl Replica {
             }
             Err(e) => {
                 if matches!(e, Error::Verification { .. } | Error::Decode { .. }) {
-                    let _ = peer.conn.try_send(ConnCommand::Fail {
-                        reason: format!("peer sent an invalid proof for {}: {e}", self.key),
-                    });
+                    peer.fail(format!("peer sent an invalid proof for {}: {e}", self.key));
                 }
                 Err(e)
             }
