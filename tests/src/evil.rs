@@ -2,6 +2,7 @@
 //! (Noise, secretstream, protomux, hypercore messages) for a real core written by our own
 //! writer, and breaks it in one chosen way.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use apiary_core::crypto::{self, KeyPair};
@@ -32,22 +33,56 @@ pub enum Evil {
     Silent,
 }
 
-/// Serves `core` on a fresh loopback port, misbehaving as `evil`. Returns the address.
-pub async fn serve(core: Arc<Replica>, evil: Evil) -> String {
+/// A running evil server.
+#[derive(Debug)]
+pub struct EvilServer {
+    /// Its loopback address.
+    pub addr: String,
+    counts: Arc<Counts>,
+}
+
+/// What an evil server saw and did, over all its sessions.
+#[derive(Debug, Default)]
+struct Counts {
+    requests: AtomicU64,
+    ignored: AtomicU64,
+}
+
+impl EvilServer {
+    /// Requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.counts.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests left unanswered on purpose so far ([`Evil::Silent`]).
+    pub fn ignored(&self) -> u64 {
+        self.counts.ignored.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves `core` on a fresh loopback port, misbehaving as `evil`.
+pub async fn serve(core: Arc<Replica>, evil: Evil) -> EvilServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
-            let core = core.clone();
+            let (core, c) = (core.clone(), c.clone());
             tokio::spawn(async move {
-                let _ = session(sock, core, evil).await;
+                let _ = session(sock, core, evil, &c).await;
             });
         }
     });
-    addr
+    EvilServer { addr, counts }
 }
 
-async fn session(sock: tokio::net::TcpStream, core: Arc<Replica>, evil: Evil) -> Option<()> {
+async fn session(
+    sock: tokio::net::TcpStream,
+    core: Arc<Replica>,
+    evil: Evil,
+    counts: &Counts,
+) -> Option<()> {
     let mut s = secret_stream(sock, false, KeyPair::generate(), "victim".into())
         .await
         .ok()?;
@@ -101,7 +136,9 @@ async fn session(sock: tokio::net::TcpStream, core: Arc<Replica>, evil: Evil) ->
                     let Ok(Some(Message::Request(r))) = Message::decode(ty, &payload) else {
                         continue;
                     };
+                    counts.requests.fetch_add(1, Ordering::SeqCst);
                     if evil == Evil::Silent {
+                        counts.ignored.fetch_add(1, Ordering::SeqCst);
                         continue;
                     }
                     let store = core.store();

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_core::crypto::KeyPair;
+use apiary_core::error::Error;
 use apiary_core::replicate::{Replica, ReplicaOptions, Replicator, ReplicatorOptions};
 use apiary_core::store::Store;
 use apiary_tests::evil::{self, Evil};
-use apiary_tests::init_tracing;
+use apiary_tests::{init_tracing, wait_until};
 
 fn replicator(timeout: Duration, announce_all: bool) -> Replicator {
     Replicator::new(
@@ -38,7 +39,7 @@ async fn honest() -> (Replicator, Arc<Replica>, String) {
 async fn attack(evil: Evil) {
     init_tracing();
     let (_server, victim_core, _) = honest().await;
-    let evil_addr = evil::serve(victim_core.clone(), evil).await;
+    let evil_srv = evil::serve(victim_core.clone(), evil).await;
     // An unrelated, honest core on another connection of the same reader.
     let (_other_server, other_core, other_addr) = honest().await;
 
@@ -47,7 +48,7 @@ async fn attack(evil: Evil) {
     let other = reader.replica(*other_core.key()).unwrap();
     let good = reader.connect(&other_addr).await.unwrap();
     good.open(&other).await.unwrap();
-    let bad = reader.connect(&evil_addr).await.unwrap();
+    let bad = reader.connect(&evil_srv.addr).await.unwrap();
     // (A garbage peer may already have been cut off: then the open finds the connection gone.)
     let _ = bad.open(&core).await;
 
@@ -56,13 +57,28 @@ async fn attack(evil: Evil) {
     assert!(got.is_err(), "{evil:?}: a block came through: {got:?}");
     let end = tokio::time::timeout(Duration::from_secs(5), bad.closed()).await;
     match evil {
-        Evil::Silent => assert!(end.is_err(), "a silent peer is not a protocol error"),
+        Evil::Silent => {
+            assert!(end.is_err(), "a silent peer is not a protocol error");
+            assert!(
+                evil_srv.ignored() > 0,
+                "the reader's requests reached the silent peer and went unanswered"
+            );
+        }
         _ => {
             let reason = end
                 .expect("hostile session ended")
                 .expect_err("with an error");
-            eprintln!("{evil:?}: session ended: {reason}");
+            eprintln!(
+                "{evil:?}: session ended after {} requests: {reason}",
+                evil_srv.requests()
+            );
             assert!(!reason.is_empty());
+            if !matches!(evil, Evil::Garbage | Evil::WrongCapability) {
+                assert!(
+                    evil_srv.requests() > 0,
+                    "{evil:?}: it broke an answer, so it was asked"
+                );
+            }
         }
     }
     assert_eq!(
@@ -83,6 +99,11 @@ async fn attack(evil: Evil) {
     assert_eq!(other.update(Duration::from_secs(3)).await.unwrap(), 50);
     assert_eq!(other.get(49).await.unwrap(), b"block 49");
     assert!(!good.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_session_stays_open_and_stores_nothing() {
+    attack(Evil::Silent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,13 +140,18 @@ async fn unsigned_fork() {
 async fn silent_peer_times_out_and_another_peer_serves() {
     init_tracing();
     let (_server, core_w, honest_addr) = honest().await;
-    let silent_addr = evil::serve(core_w.clone(), Evil::Silent).await;
+    let silent_srv = evil::serve(core_w.clone(), Evil::Silent).await;
     let reader = replicator(Duration::from_millis(500), false);
     let core = reader.replica(*core_w.key()).unwrap();
-    // The silent peer first, so the first requests go to it.
-    let silent = reader.connect(&silent_addr).await.unwrap();
+    // The silent peer first: the first request (the upgrade to its length) goes to it.
+    let silent = reader.connect(&silent_srv.addr).await.unwrap();
     silent.open(&core).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(
+        "the silent peer got the first request",
+        Duration::from_secs(5),
+        || silent_srv.ignored() >= 1,
+    )
+    .await;
     let honest = reader.connect(&honest_addr).await.unwrap();
     honest.open(&core).await.unwrap();
     assert_eq!(core.update(Duration::from_secs(5)).await.unwrap(), 50);
@@ -139,23 +165,30 @@ async fn silent_peer_times_out_and_another_peer_serves() {
     honest.close();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = std::time::Instant::now();
+    let asked = silent_srv.ignored();
     let e = core.get(10).await.unwrap_err();
     eprintln!("silent peer only: {e} after {:?}", t.elapsed());
     assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(matches!(e, Error::Timeout { .. }), "a timeout: {e}");
+    assert!(
+        silent_srv.ignored() > asked,
+        "the get asked the silent peer ({asked} ignored before, {} after)",
+        silent_srv.ignored()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_download_gets_past_a_silent_and_a_lying_peer() {
     init_tracing();
     let (_server, core_w, honest_addr) = honest().await;
-    let silent_addr = evil::serve(core_w.clone(), Evil::Silent).await;
-    let liar_addr = evil::serve(core_w.clone(), Evil::BadProof).await;
+    let silent = evil::serve(core_w.clone(), Evil::Silent).await;
+    let liar = evil::serve(core_w.clone(), Evil::BadProof).await;
     let reader = replicator(Duration::from_millis(500), false);
     let core = reader.replica(*core_w.key()).unwrap();
     let mut conns = Vec::new();
     // The hostile peers join after the first update, with clean records, so the range's
     // requests are spread over all three.
-    for a in [&honest_addr, &silent_addr, &liar_addr] {
+    for a in [&honest_addr, &silent.addr, &liar.addr] {
         let c = reader.connect(a).await.unwrap();
         c.open(&core).await.unwrap();
         conns.push(c);
@@ -186,6 +219,7 @@ async fn range_download_gets_past_a_silent_and_a_lying_peer() {
             format!("block {seq}").into_bytes()
         );
     }
+    assert!(silent.ignored() > 0, "the range asked the silent peer too");
     assert!(
         t.elapsed() >= Duration::from_millis(500),
         "the silent peer's requests waited for their timeout"
