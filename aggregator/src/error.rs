@@ -122,6 +122,15 @@ pub struct ErrorDetail {
 }
 
 impl Error {
+    /// The exit code of a process that ends with this error: 2 for what the user must fix (the
+    /// configuration, a request the server refused), 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::BadRequest(_) => 2,
+            _ => 1,
+        }
+    }
+
     /// HTTP status and stable code of each kind: the only such mapping.
     pub fn status(&self) -> (StatusCode, Code) {
         match self {

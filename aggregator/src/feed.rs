@@ -414,6 +414,59 @@ mod tests {
     }
 
     #[test]
+    fn a_first_pass_deletes_only_keys_it_indexed() {
+        let mut first = FirstPass::new(true);
+        // Nothing of the feed is indexed: a del of an unseen key has nothing to delete, a
+        // first put inserts.
+        assert!(!first.may_be_indexed(b"a"));
+        assert!(!first.put(b"a"));
+        // Put again: the first one may be indexed now.
+        assert!(first.put(b"a"));
+        assert!(!first.put(b"b"));
+        // Deleted: the entry may be indexed (delete it); after that, a put inserts again.
+        assert!(first.may_be_indexed(b"a"));
+        assert!(!first.may_be_indexed(b"a"));
+        assert!(!first.put(b"a"));
+        // Not a first pass: anything may be indexed from before.
+        let mut later = FirstPass::new(false);
+        assert!(later.put(b"a") && later.put(b"a") && later.may_be_indexed(b"z"));
+    }
+
+    #[test]
+    fn a_first_pass_of_too_many_keys_stops_counting() {
+        let mut first = FirstPass::new(true);
+        for i in 0..FirstPass::MAX_KEYS as u32 {
+            assert!(!first.put(&i.to_be_bytes()));
+        }
+        // One more: it forgets the keys, and from then on every put replaces, every del
+        // deletes.
+        assert!(first.put(b"one more"));
+        assert!(first.0.is_none());
+        assert!(first.put(b"new") && first.may_be_indexed(b"never seen"));
+    }
+
+    #[test]
+    fn reindexing_waits_longer_while_truncations_keep_coming() {
+        let mut limit = ReindexLimit::default();
+        assert_eq!(limit.wait(), Duration::ZERO);
+        let mut gaps = Vec::new();
+        for _ in 0..9 {
+            limit.started();
+            gaps.push(limit.gap.as_secs());
+            assert!(limit.wait() > limit.gap - Duration::from_secs(5));
+            assert!(limit.wait() <= limit.gap);
+        }
+        assert_eq!(gaps, [10, 20, 40, 80, 160, 320, 640, 900, 900]);
+        // After a calm spell (four gaps without a truncation), back to the first gap.
+        limit.last = std::time::Instant::now().checked_sub(ReindexLimit::MAX * 4);
+        if limit.last.is_some() {
+            assert_eq!(limit.wait(), Duration::ZERO);
+            limit.started();
+            assert_eq!(limit.gap, ReindexLimit::FIRST);
+        }
+    }
+
+    #[test]
     fn only_the_last_op_of_a_key_is_kept() {
         let ops = vec![
             IndexOp::Purge { feed: "f".into() },

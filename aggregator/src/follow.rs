@@ -39,22 +39,22 @@ pub struct Metrics {
 /// The aggregator: follows, replication, index.
 pub struct Aggregator {
     /// Configuration.
-    pub cfg: Config,
+    pub(crate) cfg: Config,
     pub(crate) rep: Replicator,
     pub(crate) state: State,
     /// The search index.
-    pub index: Arc<Index>,
+    pub(crate) index: Arc<Index>,
     /// Whether ingest can write (reads are served regardless).
-    pub health: Arc<Health>,
+    pub(crate) health: Arc<Health>,
     pool: Arc<PeerPool>,
     /// Peers found by key on the DHT.
-    pub discovery: Discovery,
+    pub(crate) discovery: Discovery,
     feeds: Mutex<HashMap<Key, FeedTask>>,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) backfill: Backfill,
     last_seen: Mutex<i64>,
     /// Counters.
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// The open file limit and the gates of our listeners (for /metrics), once serving.
     net: Mutex<(
         Option<apiary_net::fdlimit::FdLimit>,

@@ -1,4 +1,4 @@
-//! The publisher's error type; `main` maps it to a message and an exit code.
+//! The publisher's error type; [`crate::run`] maps it to a message and an exit code.
 
 use std::path::{Path, PathBuf};
 
@@ -80,14 +80,14 @@ impl Error {
     }
 
     /// Process exit code: 2 for bad input, 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         exit_code_of(self.code())
     }
 }
 
 /// The exit code of an error code: 2 for the user's mistakes (including a malformed control
 /// request), 1 for everything else. One table, so relayed errors exit as local ones do.
-fn exit_code_of(code: &str) -> i32 {
+fn exit_code_of(code: &str) -> u8 {
     match code {
         "bad_input" | "not_found" | "config" | "bad_request" | "too_long" => 2,
         _ => 1,

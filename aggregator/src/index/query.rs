@@ -270,3 +270,58 @@ fn decode_offset_cursor(c: &str) -> Result<usize> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn feed_cursors_round_trip() {
+        let id = entry_id(&"y".repeat(52), b"key|with/odd\xffbytes");
+        for sort_at in [0, 1, -5, 1_732_960_000_000_000, i64::MIN, i64::MAX] {
+            let c = encode_feed_cursor(sort_at, &id);
+            assert_eq!(decode_feed_cursor(&c).unwrap(), (sort_at, id.clone()));
+        }
+        assert_eq!(
+            decode_feed_cursor(&encode_feed_cursor(7, "")).unwrap(),
+            (7, String::new())
+        );
+    }
+
+    #[test]
+    fn cursors_not_made_here_are_bad_requests() {
+        for c in [
+            String::new(),
+            "zz".into(),
+            hex::encode("o20"),
+            hex::encode("f|x"),
+            hex::encode("fx|x"),
+            hex::encode("f1x"),
+            hex::encode([b'f', b'1', b'|', 0xff]),
+        ] {
+            assert!(
+                matches!(decode_feed_cursor(&c), Err(Error::BadRequest(_))),
+                "{c}"
+            );
+        }
+        assert_eq!(decode_offset_cursor(&hex::encode("o20")).unwrap(), 20);
+        assert_eq!(
+            decode_offset_cursor(&hex::encode("o10000")).unwrap(),
+            10_000
+        );
+        for c in [
+            hex::encode("o10001"),
+            hex::encode("o-1"),
+            hex::encode("o"),
+            hex::encode("f1|x"),
+            "6f3".into(),
+        ] {
+            assert!(
+                matches!(decode_offset_cursor(&c), Err(Error::BadRequest(_))),
+                "{c}"
+            );
+        }
+    }
+}
