@@ -163,7 +163,17 @@ async fn silent_peer_times_out_and_another_peer_serves() {
     }
     // With only the silent peer left, a get fails with a timeout, not a hang.
     honest.close();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(Duration::from_secs(5), honest.closed())
+        .await
+        .expect("the honest connection closed")
+        .expect("a clean close");
+    wait_until(
+        "the reader dropped the honest peer",
+        Duration::from_secs(5),
+        || core.peers().len() == 1,
+    )
+    .await;
+    assert!(!silent.is_closed(), "the silent peer is still connected");
     let t = std::time::Instant::now();
     let asked = silent_srv.ignored();
     let e = core.get(10).await.unwrap_err();
