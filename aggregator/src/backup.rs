@@ -206,7 +206,7 @@ fn snapshot(agg: &Aggregator, dir: &Path, rt: &tokio::runtime::Handle) -> Result
         .unwrap_or(0);
     let manifest = json!({
         "format": 1,
-        "createdAt": crate::ingest::format_time(now),
+        "createdAt": crate::extract::format_time(now),
         "apiaryVersion": env!("CARGO_PKG_VERSION"),
         "dir": dir,
         "from": agg.cfg.data_dir,

@@ -1,4 +1,5 @@
-//! Turning bee log entries into index documents.
+//! Value extraction: what an entry's JSON value gives the index besides the value itself
+//! (its text, type, tags and creation time), and the time forms of the API.
 //!
 //! Any JSON value is indexed: its text is gathered from the common text fields (`text`,
 //! `title`, `body`, `name`, `description`, … at any depth up to 4, or the value itself if it is
@@ -137,7 +138,7 @@ pub fn parse_time(v: &Value) -> Option<i64> {
     }
 }
 
-/// Microseconds → RFC 3339.
+/// Microseconds → RFC 3339 (how the API writes every time).
 pub fn format_time(micros: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
         .ok()

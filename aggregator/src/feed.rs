@@ -20,9 +20,9 @@ use serde_json::Value;
 
 use crate::config::Backfill;
 use crate::error::{Error, Result};
+use crate::extract;
 use crate::follow::Aggregator;
 use crate::index::{EntryDoc, IndexOp};
-use crate::ingest;
 
 const CHUNK: u64 = 4096;
 /// Block requests in flight per range (a chunk and its prefetch: twice this per feed).
@@ -201,7 +201,7 @@ impl Aggregator {
                                 continue;
                             }
                         };
-                        let extracted = ingest::extract(&value);
+                        let extracted = extract::extract(&value);
                         // The author's JSON text as it is (it parsed, so it is UTF-8):
                         // writing the value out again cost more than parsing it.
                         let text = match String::from_utf8(raw) {
@@ -383,7 +383,7 @@ mod tests {
             seq,
             version: seq + 1,
             seen_at: 0,
-            extracted: ingest::extract(&Value::Null),
+            extracted: extract::extract(&Value::Null),
             value: "null".into(),
         });
         if insert {

@@ -16,9 +16,9 @@ use tokio::sync::Semaphore;
 use crate::config::{Backfill, Config};
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
+use crate::extract;
 use crate::health::Health;
 use crate::index::{Index, IndexOp};
-use crate::ingest;
 use crate::peers::PeerPool;
 use crate::state::{Follow, State};
 
@@ -182,7 +182,7 @@ impl Aggregator {
         }
         let mut f = self.state.follow(&key)?.unwrap_or_else(|| Follow {
             peers: Vec::new(),
-            added_at: ingest::format_time(now_micros()),
+            added_at: extract::format_time(now_micros()),
         });
         for p in peers {
             if !f.peers.contains(&p) {

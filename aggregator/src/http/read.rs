@@ -69,7 +69,7 @@ fn time_param(name: &str, v: &str) -> Result<i64> {
             .unwrap_or(if neg { i64::MIN } else { i64::MAX });
         return Ok(ms.saturating_mul(1000));
     }
-    crate::ingest::parse_time(&Value::String(v.to_owned())).ok_or_else(|| {
+    crate::extract::parse_time(&Value::String(v.to_owned())).ok_or_else(|| {
         Error::BadRequest(format!(
             "{name} must be RFC 3339 or epoch milliseconds, got {v:?}"
         ))

@@ -27,8 +27,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::api::Entry;
 use crate::error::{Error, Result};
+use crate::extract;
 use crate::health::Health;
-use crate::ingest;
 
 mod query;
 mod snapshot;
@@ -90,7 +90,7 @@ pub struct EntryDoc {
     /// When we saw it (µs).
     pub seen_at: i64,
     /// Extracted fields.
-    pub extracted: ingest::Extracted,
+    pub extracted: extract::Extracted,
     /// The value as JSON text.
     pub value: String,
 }

@@ -12,7 +12,7 @@ use tantivy::{DocAddress, Order, TantivyDocument, Term};
 use super::{Fields, Filters, Index, Page, MAX_LIMIT};
 use crate::api::Entry;
 use crate::error::{Error, Result};
-use crate::ingest;
+use crate::extract;
 
 impl Index {
     fn filter_clauses(&self, fl: &Filters, upper: Option<i64>) -> Vec<(Occur, Box<dyn Query>)> {
@@ -218,8 +218,8 @@ pub(super) fn doc_entry(f: &Fields, d: &TantivyDocument) -> Entry {
         key,
         seq: u(f.seq),
         version: u(f.version),
-        seen_at: i(f.seen_at).map(ingest::format_time),
-        sort_at: i(f.sort_at).map(ingest::format_time),
+        seen_at: i(f.seen_at).map(extract::format_time),
+        sort_at: i(f.sort_at).map(extract::format_time),
         typ: s(f.typ),
         tags,
         value,

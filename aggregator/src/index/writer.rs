@@ -14,8 +14,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::query::doc_entry;
 use super::{entry_id, payload, Batch, Checkpoint, EntryDoc, Fields, IndexOp};
 use crate::api::Entry;
+use crate::extract;
 use crate::health::Health;
-use crate::ingest;
 
 pub(super) struct WriterTask {
     writer: IndexWriter<TantivyDocument>,
@@ -149,7 +149,7 @@ impl WriterTask {
         if replace {
             self.writer.delete_term(Term::from_field_text(f.id, &id));
         }
-        let sort_at = ingest::sort_at(e.extracted.created_at, e.seen_at);
+        let sort_at = extract::sort_at(e.extracted.created_at, e.seen_at);
         let mut d = doc!(
             f.kind => "entry",
             f.id => id,
