@@ -107,6 +107,8 @@ impl Connection {
 struct Channel {
     replica: Arc<Replica>,
     peer: Arc<Peer>,
+    /// What the remote told us about its copy; ours to write, the peer handle reads it.
+    remote: watch::Sender<RemoteState>,
     remote_id: Option<u64>,
     inflight: HashMap<u64, Reply>,
     next_req: u64,
@@ -221,6 +223,7 @@ impl Conn {
 
     fn teardown(&mut self) {
         for (_, ch) in self.channels.drain() {
+            ch.remote.send_modify(|r| r.closed = true);
             ch.replica.remove_peer(&ch.peer);
             for (_, reply) in ch.inflight {
                 reply.send(Err(Error::closed("connection closed")));
@@ -296,12 +299,13 @@ impl Conn {
             Some(replica.discovery_key().as_bytes()),
             &hs.encode(),
         )));
-        let peer = Arc::new(Peer::new(self.peer_tx.clone(), id, &self.info));
+        let (peer, remote) = Peer::new(self.peer_tx.clone(), id, &self.info);
         self.channels.insert(
             id,
             Channel {
                 replica: replica.clone(),
-                peer,
+                peer: Arc::new(peer),
+                remote,
                 remote_id: None,
                 inflight: HashMap::new(),
                 next_req: 1,
@@ -319,6 +323,7 @@ impl Conn {
                 self.by_remote.remove(&r);
             }
             self.by_dk.remove(ch.replica.discovery_key());
+            ch.remote.send_modify(|r| r.closed = true);
             ch.replica.remove_peer(&ch.peer);
             for (_, reply) in ch.inflight {
                 reply.send(Err(Error::closed("channel closed")));

@@ -99,20 +99,10 @@ impl Replica {
 
     /// The least busy peer that has block `seq`, waiting a while for one to appear.
     async fn pick_peer(&self, seq: u64, fork: u64) -> Option<Arc<Peer>> {
-        let mut changes = self.peers_tx.subscribe();
+        let mut changes = self.peer_changes();
         let deadline = tokio::time::Instant::now() + self.opts.request_timeout;
         loop {
-            let best = self
-                .peers()
-                .into_iter()
-                .filter(|p| {
-                    let r = p.remote();
-                    r.fork == fork && r.length > seq
-                })
-                .min_by_key(|p| {
-                    let r = p.remote();
-                    (r.strikes, r.contiguous <= seq, r.inflight)
-                });
+            let best = self.peer_for_block(seq, fork);
             if best.is_some() {
                 return best;
             }

@@ -23,6 +23,7 @@
 mod connection;
 mod fetch;
 mod fork;
+mod peers;
 mod range;
 mod replica;
 mod writer;

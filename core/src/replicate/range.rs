@@ -72,7 +72,7 @@ impl Replica {
         let mut turn = 0usize;
         loop {
             if first_err.is_none() && next < end && waiting.len() + slow.len() < parallel {
-                let peers = self.bulk_peers();
+                let peers = self.bulk_peers(self.fork());
                 while next < end && waiting.len() + slow.len() < parallel {
                     let seq = next;
                     next += 1;
@@ -119,31 +119,13 @@ impl Replica {
                 () = tokio::time::sleep(self.opts.request_timeout), if !waiting.is_empty() => {
                     // Nothing came back for a whole timeout: ask those again the slow way.
                     for (seq, peer) in waiting.drain() {
-                        strike(&peer);
+                        self.strike(&peer);
                         self.get_slowly(&mut slow, seq);
                     }
                 }
             }
         }
         first_err.map_or(Ok(()), Err)
-    }
-
-    /// Peers on our fork, fewest strikes first (those are the ones [`pick`] uses).
-    fn bulk_peers(&self) -> Vec<(Arc<Peer>, u64)> {
-        let fork = self.fork();
-        let mut peers: Vec<(Arc<Peer>, u64, u32)> = self
-            .peers()
-            .into_iter()
-            .filter_map(|p| {
-                let r = p.remote();
-                let (f, len, strikes) = (r.fork, r.length, r.strikes);
-                drop(r);
-                (f == fork).then_some((p, len, strikes))
-            })
-            .collect();
-        let best = peers.iter().map(|p| p.2).min().unwrap_or(0);
-        peers.retain(|p| p.2 == best);
-        peers.into_iter().map(|(p, len, _)| (p, len)).collect()
     }
 
     /// Sends the request for block `seq` to `peer`, answered on `tx`. False if the
@@ -188,12 +170,9 @@ impl Replica {
             Err(_) => false,
         };
         if ok {
-            let mut r = peer.remote();
-            if r.strikes > 0 {
-                r.strikes = 0;
-            }
+            self.forgive(&peer);
         } else {
-            strike(&peer);
+            self.strike(&peer);
             self.get_slowly(slow, seq);
         }
     }
@@ -210,9 +189,4 @@ fn pick<'a>(peers: &'a [(Arc<Peer>, u64)], seq: u64, turn: &mut usize) -> Option
         }
     }
     None
-}
-
-fn strike(peer: &Peer) {
-    let mut r = peer.remote();
-    r.strikes = r.strikes.saturating_add(1);
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use super::connection::{Peer, RemoteState};
+use super::peers::PeerEntry;
 use crate::crypto::KeyPair;
 use crate::error::{Error, Result};
 use crate::id::{DiscoveryKey, Key};
@@ -82,7 +83,6 @@ impl State {
 pub(super) struct State {
     pub(super) record: CoreRecord,
     pub(super) verifier: Option<Verifier>,
-    pub(super) peers: Vec<Arc<Peer>>,
     pub(super) inflight: HashMap<u64, Vec<oneshot::Sender<()>>>,
     pub(super) upgrading: bool,
 }
@@ -94,6 +94,8 @@ pub struct Replica {
     pub(super) store: CoreStore,
     pub(super) opts: ReplicaOptions,
     pub(super) state: Mutex<State>,
+    /// The peers and our bookkeeping of them (`peers.rs`).
+    pub(super) peers: Mutex<Vec<PeerEntry>>,
     /// Held (shared) while verified data is written, (exclusive) while a truncation applies.
     pub(super) fork_guard: std::sync::RwLock<()>,
     pub(super) head_tx: watch::Sender<HeadEvent>,
@@ -150,10 +152,10 @@ impl Replica {
             state: Mutex::new(State {
                 record,
                 verifier,
-                peers: Vec::new(),
                 inflight: HashMap::new(),
                 upgrading: false,
             }),
+            peers: Mutex::new(Vec::new()),
             fork_guard: std::sync::RwLock::new(()),
             head_tx,
             peers_tx,
@@ -237,28 +239,6 @@ impl Replica {
     pub fn subscribe(&self) -> watch::Receiver<HeadEvent> {
         self.head_tx.subscribe()
     }
-    /// The peers that have a channel open for this core.
-    pub fn peers(&self) -> Vec<Arc<Peer>> {
-        self.lock()
-            .peers
-            .iter()
-            .filter(|p| !p.remote().closed)
-            .cloned()
-            .collect()
-    }
-    /// The largest length any peer on our fork (or a newer one) announced.
-    pub fn remote_length(&self) -> u64 {
-        let s = self.lock();
-        let fork = s.record.head.fork;
-        s.peers
-            .iter()
-            .map(|p| p.remote())
-            .filter(|r| !r.closed && r.fork >= fork)
-            .map(|r| r.length)
-            .max()
-            .unwrap_or(0)
-    }
-
     /// The sync message we send to a peer.
     pub(crate) fn sync_for(&self, remote: &RemoteState) -> Sync {
         let s = self.lock();
@@ -279,23 +259,9 @@ impl Replica {
         }
     }
 
-    pub(crate) fn add_peer(&self, link: Arc<Peer>) {
-        let mut s = self.lock();
-        s.peers.retain(|p| !p.remote().closed);
-        s.peers.push(link);
-        drop(s);
-        self.peers_tx.send_modify(|n| *n += 1);
-    }
-
-    pub(crate) fn remove_peer(&self, link: &Arc<Peer>) {
-        link.remote().closed = true;
-        self.lock().peers.retain(|p| !Arc::ptr_eq(p, link));
-        self.peers_tx.send_modify(|n| *n += 1);
-    }
-
     /// A peer's sync arrived: maybe fetch a newer head.
     pub(crate) fn on_peer_update(self: &Arc<Self>) {
-        self.peers_tx.send_modify(|n| *n += 1);
+        self.peer_changed();
         if !self.opts.auto_upgrade || self.writer.is_some() {
             return;
         }
@@ -310,13 +276,11 @@ impl Replica {
     }
 
     fn wants_upgrade(&self) -> bool {
-        let s = self.lock();
-        let head = &s.record.head;
-        !s.upgrading
-            && s.peers.iter().any(|p| {
-                let r = p.remote();
-                !r.closed && (r.fork > head.fork || (r.fork == head.fork && r.length > head.length))
-            })
+        let (upgrading, fork, length) = {
+            let s = self.lock();
+            (s.upgrading, s.record.head.fork, s.record.head.length)
+        };
+        !upgrading && self.peer_ahead(fork, length).is_some()
     }
 
     /// Tells every connected peer about our head (after an append or an upgrade).
@@ -330,13 +294,12 @@ impl Replica {
     /// peer to appear). Returns the length.
     pub async fn update(self: &Arc<Self>, wait: Duration) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut peers = self.peers_tx.subscribe();
+        let mut peers = self.peer_changes();
         loop {
-            if self
-                .peers()
-                .iter()
-                .any(|p| p.remote().length > 0 || p.remote().fork > 0)
-                || self.writer.is_some()
+            if self.peers().iter().any(|p| {
+                let r = p.remote();
+                r.length > 0 || r.fork > 0
+            }) || self.writer.is_some()
             {
                 break;
             }
@@ -389,22 +352,11 @@ impl Replica {
             let s = self.lock();
             (s.record.head.clone(), s.verifier.is_none())
         };
-        let best = self
-            .peers()
-            .into_iter()
-            .filter(|p| {
-                let r = p.remote();
-                r.fork > head.fork || (r.fork == head.fork && r.length > head.length)
-            })
-            .max_by_key(|p| {
-                let r = p.remote();
-                (r.fork, r.length)
-            });
-        let Some(peer) = best else { return Ok(()) };
-        let (rfork, rlen, has_manifest) = {
-            let r = peer.remote();
-            (r.fork, r.length, r.has_manifest)
+        let Some(peer) = self.peer_ahead(head.fork, head.length) else {
+            return Ok(());
         };
+        let r = peer.remote();
+        let (rfork, rlen, has_manifest) = (r.fork, r.length, r.has_manifest);
         let start = if rfork == head.fork { head.length } else { 0 };
         let req = Request {
             fork: rfork,
@@ -414,29 +366,6 @@ impl Replica {
         };
         let data = self.request(&peer, req).await?;
         self.apply(&peer, data).await
-    }
-
-    /// Sends one request to a peer and waits for its answer.
-    pub(super) async fn request(&self, peer: &Arc<Peer>, req: Request) -> Result<Data> {
-        peer.remote().inflight += 1;
-        struct Dec<'a>(&'a Peer);
-        impl Drop for Dec<'_> {
-            fn drop(&mut self) {
-                let mut r = self.0.remote();
-                r.inflight = r.inflight.saturating_sub(1);
-            }
-        }
-        let _dec = Dec(peer);
-        let res = peer.request(req, self.opts.request_timeout).await;
-        {
-            let mut r = peer.remote();
-            r.strikes = if res.is_ok() {
-                0
-            } else {
-                r.strikes.saturating_add(1)
-            };
-        }
-        res
     }
 
     /// Verifies a proof from `peer` and stores it; a bad proof ends that peer's connection.

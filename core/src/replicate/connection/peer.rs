@@ -1,12 +1,12 @@
 //! [`Peer`]: the handle a replica holds on one channel of a connection, and all it sees of
 //! that connection. Requests, announcements and a verdict on the peer go to the connection's
 //! task as [`PeerCommand`]s (private to the connection); answers come back on the channel the
-//! request named ([`Reply`]).
+//! request named ([`Reply`]). What the remote told us about its copy ([`RemoteState`]) is the
+//! connection's: it alone writes it, and the peer handle reads it from a `watch`.
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::wire::messages::{Data, Request};
@@ -60,8 +60,8 @@ impl Reply {
     }
 }
 
-/// What a peer told us about its copy of a core.
-#[derive(Debug, Clone, Default)]
+/// What a peer told us about its copy of a core (written by its connection only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RemoteState {
     /// Its fork.
     pub fork: u64,
@@ -73,12 +73,8 @@ pub struct RemoteState {
     pub has_manifest: bool,
     /// It wants data.
     pub downloading: bool,
-    /// Requests of ours in flight to it.
-    pub inflight: usize,
     /// The channel is gone.
     pub closed: bool,
-    /// Requests that failed or timed out since its last good answer (picks other peers first).
-    pub strikes: u32,
 }
 
 /// One peer's channel for a core: what a replica sees of a connection.
@@ -86,7 +82,7 @@ pub struct RemoteState {
 pub struct Peer {
     cmds: mpsc::Sender<PeerCommand>,
     channel: u64,
-    remote: Mutex<RemoteState>,
+    remote: watch::Receiver<RemoteState>,
     /// The remote end (an address), for logs and status.
     pub label: String,
     /// How the session with it was made.
@@ -96,19 +92,34 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub(super) fn new(cmds: mpsc::Sender<PeerCommand>, channel: u64, info: &SessionInfo) -> Self {
-        Peer {
+    /// A peer for `channel` of the connection fed by `cmds`, and the sender of its remote
+    /// state, which the connection keeps.
+    pub(super) fn new(
+        cmds: mpsc::Sender<PeerCommand>,
+        channel: u64,
+        info: &SessionInfo,
+    ) -> (Self, watch::Sender<RemoteState>) {
+        let (tx, remote) = watch::channel(RemoteState::default());
+        let peer = Peer {
             cmds,
             channel,
-            remote: Mutex::new(RemoteState::default()),
+            remote,
             label: info.remote_label.clone(),
             origin: info.origin,
             remote_public_key: info.remote_public_key,
-        }
+        };
+        (peer, tx)
     }
 
-    pub(crate) fn remote(&self) -> MutexGuard<'_, RemoteState> {
-        self.remote.lock().unwrap_or_else(|p| p.into_inner())
+    /// What the peer last told us about its copy.
+    pub fn remote(&self) -> RemoteState {
+        *self.remote.borrow()
+    }
+
+    /// The channel (or the whole connection) is gone.
+    pub fn is_closed(&self) -> bool {
+        // The connection drops the sender with the channel; it says `closed` before that.
+        self.remote.borrow().closed || self.remote.has_changed().is_err()
     }
 
     /// Sends `req` and waits up to `timeout` for its answer (`noData` is

@@ -19,7 +19,7 @@ impl Conn {
         else {
             return;
         };
-        let remote = ch.peer.remote().clone();
+        let remote = *ch.remote.borrow();
         let sync = ch.replica.sync_for(&remote);
         let contiguous = ch.replica.contiguous_length();
         let send_sync = force || ch.last_sync.as_ref() != Some(&sync);
@@ -160,8 +160,7 @@ impl Conn {
         };
         match msg {
             Message::Sync(s) => {
-                {
-                    let mut r = ch.peer.remote();
+                ch.remote.send_modify(|r| {
                     if r.fork != s.fork {
                         r.contiguous = 0;
                     }
@@ -169,7 +168,7 @@ impl Conn {
                     r.length = s.length;
                     r.has_manifest = s.has_manifest;
                     r.downloading = s.downloading;
-                }
+                });
                 let replica = ch.replica.clone();
                 replica.on_peer_update();
                 self.send_sync(local, false);
@@ -192,14 +191,13 @@ impl Conn {
                 start,
                 length,
             } => {
-                {
-                    let mut r = ch.peer.remote();
+                ch.remote.send_modify(|r| {
                     if !dropped && start <= r.contiguous {
                         r.contiguous = r.contiguous.max(start.saturating_add(length));
                     } else if dropped && start < r.contiguous {
                         r.contiguous = start;
                     }
-                }
+                });
                 ch.replica.on_peer_update();
             }
             Message::Want { .. } => {
