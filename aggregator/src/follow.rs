@@ -1,5 +1,5 @@
 //! The aggregator: the follow list (persisted in sled), one task per followed feed (its
-//! ingest loop is in `feed.rs`), replication through known addresses (`peers.rs`), the DHT
+//! ingest loop is in `ingest.rs`), replication through known addresses (`peers.rs`), the DHT
 //! (`discovery.rs`) and publishers that dial in, and each feed's status.
 
 use std::collections::HashMap;
