@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::follow::Aggregator;
+use crate::Aggregator;
 
 /// Written last into a finished backup.
 pub const MANIFEST: &str = "backup.json";

@@ -1,180 +1,20 @@
-//! The aggregator: the follow list (persisted in sled), one task per followed feed (its
-//! ingest loop is in `ingest.rs`), replication through known addresses (`peers.rs`), the DHT
-//! (`discovery.rs`) and publishers that dial in, and each feed's status.
+//! The follow list: following a feed (its known peers, its ingest task, asking every live
+//! connection for it), unfollowing and purging it, and each feed's status. Persisted in
+//! sled (`state.rs`); a feed's ingest loop is in `ingest.rs`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use apiary_core::replicate::{Replica, Replicator, ReplicatorOptions};
-use apiary_core::store::Store;
 use apiary_core::Key;
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
 
-use crate::config::{Backfill, Config};
-use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use crate::extract;
-use crate::health::Health;
-use crate::index::{Index, IndexOp};
-use crate::peers::PeerPool;
-use crate::state::{Follow, State};
-
-struct FeedTask {
-    task: tokio::task::JoinHandle<()>,
-    replica: Arc<Replica>,
-}
-
-/// Process-wide counters for /metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Log entries turned into index ops.
-    pub entries_ingested: AtomicU64,
-    /// Ingest errors.
-    pub ingest_errors: AtomicU64,
-}
-
-/// The aggregator: follows, replication, index.
-pub struct Aggregator {
-    /// Configuration.
-    pub(crate) cfg: Config,
-    pub(crate) rep: Replicator,
-    pub(crate) state: State,
-    /// The search index.
-    pub(crate) index: Arc<Index>,
-    /// Whether ingest can write (reads are served regardless).
-    pub(crate) health: Arc<Health>,
-    pool: Arc<PeerPool>,
-    /// Peers found by key on the DHT.
-    pub(crate) discovery: Discovery,
-    feeds: Mutex<HashMap<Key, FeedTask>>,
-    pub(crate) permits: Arc<Semaphore>,
-    pub(crate) backfill: Backfill,
-    last_seen: Mutex<i64>,
-    /// Counters.
-    pub(crate) metrics: Metrics,
-    /// The open file limit and the gates of our listeners (for /metrics), once serving.
-    net: Mutex<(
-        Option<apiary_net::fdlimit::FdLimit>,
-        Vec<Arc<apiary_net::gate::Gate>>,
-    )>,
-}
-
-impl std::fmt::Debug for Aggregator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Aggregator")
-    }
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+use crate::index::IndexOp;
+use crate::state::Follow;
+use crate::{now_micros, Aggregator, FeedTask};
 
 impl Aggregator {
-    /// Opens the data directory and resumes every persisted follow.
-    pub async fn open(cfg: Config) -> Result<Arc<Self>> {
-        cfg.validate()?;
-        std::fs::create_dir_all(&cfg.data_dir)?;
-        let db = sled::Config::new()
-            .path(cfg.data_dir.join("state"))
-            .cache_capacity(128 * 1024 * 1024)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.to_string().contains("lock")
-                        || io.kind() == std::io::ErrorKind::WouldBlock =>
-                {
-                    Error::Config(format!(
-                        "the data directory {} is in use by another apiary-aggregator",
-                        cfg.data_dir.display()
-                    ))
-                }
-                e => Error::Store(e),
-            })?;
-        let store = Store::from_db(db.clone())?;
-        let state = State::open(&db)?;
-        let health = Arc::new(Health::default());
-        let index = Index::open(
-            &cfg.data_dir.join("index"),
-            cfg.index_memory_mb,
-            Duration::from_millis(cfg.commit_interval_ms),
-            health.clone(),
-        )?;
-        // One identity for TCP and the DHT, stable across restarts.
-        let seed = state.identity_seed()?;
-        let rep = Replicator::with_identity(
-            store,
-            apiary_core::crypto::KeyPair::from_seed(&seed),
-            ReplicatorOptions::default(),
-        );
-        let discovery = Discovery::start(&cfg, seed, rep.clone());
-        let backfill = cfg.backfill()?;
-        let agg = Arc::new(Aggregator {
-            permits: Arc::new(Semaphore::new(cfg.max_concurrent_ingest.max(1))),
-            pool: PeerPool::new(rep.clone()),
-            discovery,
-            cfg,
-            rep,
-            state,
-            index,
-            health,
-            feeds: Mutex::new(HashMap::new()),
-            backfill,
-            last_seen: Mutex::new(0),
-            metrics: Metrics::default(),
-            net: Mutex::new((None, Vec::new())),
-        });
-        for f in agg.cfg.follow.clone() {
-            let key = Key::parse(&f.key)?;
-            agg.follow(key, f.peers).await?;
-        }
-        for (key, f) in agg.state.follows()? {
-            agg.start(key, &f.peers)?;
-        }
-        tokio::spawn(crate::health::watch_disk_and_store(
-            Arc::downgrade(&agg),
-            agg.cfg.data_dir.clone(),
-            agg.cfg.min_free_disk_mb,
-        ));
-        Ok(agg)
-    }
-
-    /// Records the open file limit and the listeners' gates, for /metrics.
-    pub fn set_net(
-        &self,
-        fd: apiary_net::fdlimit::FdLimit,
-        gates: Vec<Arc<apiary_net::gate::Gate>>,
-    ) {
-        *self.net.lock().unwrap_or_else(|p| p.into_inner()) = (Some(fd), gates);
-    }
-
-    /// The open file limit and the listeners' gates.
-    pub fn net(
-        &self,
-    ) -> (
-        Option<apiary_net::fdlimit::FdLimit>,
-        Vec<Arc<apiary_net::gate::Gate>>,
-    ) {
-        self.net.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The replicator (for listening).
-    pub fn replicator(&self) -> &Replicator {
-        &self.rep
-    }
-
-    /// A strictly increasing "seen at" clock, so entries seen together still sort.
-    pub(crate) fn seen_now(&self) -> i64 {
-        let mut l = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-        *l = now_micros().max(*l + 1);
-        *l
-    }
-
     /// Follows a feed (or adds peers to a followed one). Returns true if it is new.
     pub async fn follow(self: &Arc<Self>, key: Key, peers: Vec<String>) -> Result<bool> {
         for p in &peers {
@@ -194,7 +34,8 @@ impl Aggregator {
         Ok(new)
     }
 
-    fn start(self: &Arc<Self>, key: Key, peers: &[String]) -> Result<()> {
+    /// Starts the ingest task of a followed feed (once), with its known peers.
+    pub(crate) fn start(self: &Arc<Self>, key: Key, peers: &[String]) -> Result<()> {
         let replica = self.rep.replica(key)?;
         for p in peers {
             self.pool.want(p, replica.clone());

@@ -101,7 +101,7 @@ impl Health {
 /// block store cannot recover from a failed write without a restart, so it must not reach
 /// one), and ends the process, after a grace period for reads, when the store did fail.
 pub(crate) async fn watch_disk_and_store(
-    agg: std::sync::Weak<crate::follow::Aggregator>,
+    agg: std::sync::Weak<crate::Aggregator>,
     dir: std::path::PathBuf,
     min_free_mb: u64,
 ) {

@@ -27,7 +27,7 @@ use crate::api::{
     HealthStatus, Ready,
 };
 use crate::error::{Error, ErrorBody, Result};
-use crate::follow::Aggregator;
+use crate::Aggregator;
 
 pub(crate) mod read;
 #[cfg(test)]

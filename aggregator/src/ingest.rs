@@ -21,8 +21,8 @@ use serde_json::Value;
 use crate::config::Backfill;
 use crate::error::{Error, Result};
 use crate::extract;
-use crate::follow::Aggregator;
 use crate::index::{EntryDoc, IndexOp};
+use crate::Aggregator;
 
 const CHUNK: u64 = 4096;
 /// Block requests in flight per range (a chunk and its prefetch: twice this per feed).

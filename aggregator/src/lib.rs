@@ -25,8 +25,16 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use apiary_core::replicate::{Replica, Replicator, ReplicatorOptions};
+use apiary_core::store::Store;
+use apiary_core::Key;
+use tokio::sync::Semaphore;
 
 mod api;
 mod backup;
@@ -50,9 +58,14 @@ mod state;
 pub use cli::{Cli, Command};
 pub use config::{Backfill, BackfillSetting, Config, FollowConfig, LogFormat};
 pub use error::{Code, Error, Result};
-pub use follow::Aggregator;
 pub use http::router;
 pub use serve::serve;
+
+use crate::discovery::Discovery;
+use crate::health::Health;
+use crate::index::Index;
+use crate::peers::PeerPool;
+use crate::state::State;
 
 /// The `apiary-aggregator` process: the configuration from `cli`, the logs, then the server
 /// (or the subcommand). Returns the exit code: 0, 2 for what the user must fix (the
@@ -85,5 +98,164 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// A followed feed's ingest task, and its replica.
+struct FeedTask {
+    task: tokio::task::JoinHandle<()>,
+    replica: Arc<Replica>,
+}
+
+/// Process-wide counters for /metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    /// Log entries turned into index ops.
+    pub entries_ingested: AtomicU64,
+    /// Ingest errors.
+    pub ingest_errors: AtomicU64,
+}
+
+/// The aggregator: the followed feeds and their ingest tasks, replication (known addresses,
+/// publishers that dial in, the DHT), the index, and the health of the write path.
+///
+/// [`Aggregator::open`] resumes every follow of its data directory; following, unfollowing
+/// and a feed's status are in `follow.rs`, a feed's ingest loop in `ingest.rs`.
+pub struct Aggregator {
+    /// Configuration.
+    pub(crate) cfg: Config,
+    pub(crate) rep: Replicator,
+    pub(crate) state: State,
+    /// The search index.
+    pub(crate) index: Arc<Index>,
+    /// Whether ingest can write (reads are served regardless).
+    pub(crate) health: Arc<Health>,
+    pool: Arc<PeerPool>,
+    /// Peers found by key on the DHT.
+    pub(crate) discovery: Discovery,
+    feeds: Mutex<HashMap<Key, FeedTask>>,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) backfill: Backfill,
+    last_seen: Mutex<i64>,
+    /// Counters.
+    pub(crate) metrics: Metrics,
+    /// The open file limit and the gates of our listeners (for /metrics), once serving.
+    net: Mutex<(
+        Option<apiary_net::fdlimit::FdLimit>,
+        Vec<Arc<apiary_net::gate::Gate>>,
+    )>,
+}
+
+impl std::fmt::Debug for Aggregator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Aggregator")
+    }
+}
+
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl Aggregator {
+    /// Opens the data directory and resumes every persisted follow.
+    pub async fn open(cfg: Config) -> Result<Arc<Self>> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let db = sled::Config::new()
+            .path(cfg.data_dir.join("state"))
+            .cache_capacity(128 * 1024 * 1024)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.to_string().contains("lock")
+                        || io.kind() == std::io::ErrorKind::WouldBlock =>
+                {
+                    Error::Config(format!(
+                        "the data directory {} is in use by another apiary-aggregator",
+                        cfg.data_dir.display()
+                    ))
+                }
+                e => Error::Store(e),
+            })?;
+        let store = Store::from_db(db.clone())?;
+        let state = State::open(&db)?;
+        let health = Arc::new(Health::default());
+        let index = Index::open(
+            &cfg.data_dir.join("index"),
+            cfg.index_memory_mb,
+            Duration::from_millis(cfg.commit_interval_ms),
+            health.clone(),
+        )?;
+        // One identity for TCP and the DHT, stable across restarts.
+        let seed = state.identity_seed()?;
+        let rep = Replicator::with_identity(
+            store,
+            apiary_core::crypto::KeyPair::from_seed(&seed),
+            ReplicatorOptions::default(),
+        );
+        let discovery = Discovery::start(&cfg, seed, rep.clone());
+        let backfill = cfg.backfill()?;
+        let agg = Arc::new(Aggregator {
+            permits: Arc::new(Semaphore::new(cfg.max_concurrent_ingest.max(1))),
+            pool: PeerPool::new(rep.clone()),
+            discovery,
+            cfg,
+            rep,
+            state,
+            index,
+            health,
+            feeds: Mutex::new(HashMap::new()),
+            backfill,
+            last_seen: Mutex::new(0),
+            metrics: Metrics::default(),
+            net: Mutex::new((None, Vec::new())),
+        });
+        for f in agg.cfg.follow.clone() {
+            let key = Key::parse(&f.key)?;
+            agg.follow(key, f.peers).await?;
+        }
+        for (key, f) in agg.state.follows()? {
+            agg.start(key, &f.peers)?;
+        }
+        tokio::spawn(crate::health::watch_disk_and_store(
+            Arc::downgrade(&agg),
+            agg.cfg.data_dir.clone(),
+            agg.cfg.min_free_disk_mb,
+        ));
+        Ok(agg)
+    }
+
+    /// Records the open file limit and the listeners' gates, for /metrics.
+    pub fn set_net(
+        &self,
+        fd: apiary_net::fdlimit::FdLimit,
+        gates: Vec<Arc<apiary_net::gate::Gate>>,
+    ) {
+        *self.net.lock().unwrap_or_else(|p| p.into_inner()) = (Some(fd), gates);
+    }
+
+    /// The open file limit and the listeners' gates.
+    pub fn net(
+        &self,
+    ) -> (
+        Option<apiary_net::fdlimit::FdLimit>,
+        Vec<Arc<apiary_net::gate::Gate>>,
+    ) {
+        self.net.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The replicator (for listening).
+    pub fn replicator(&self) -> &Replicator {
+        &self.rep
+    }
+
+    /// A strictly increasing "seen at" clock, so entries seen together still sort.
+    pub(crate) fn seen_now(&self) -> i64 {
+        let mut l = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        *l = now_micros().max(*l + 1);
+        *l
     }
 }

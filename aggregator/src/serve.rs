@@ -10,7 +10,7 @@ use apiary_net::listen::GatedListener;
 
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
-use crate::{follow, http};
+use crate::{http, Aggregator};
 
 /// Runs the aggregator on `cfg` until SIGTERM or Ctrl-C, then shuts it down (within
 /// `SHUTDOWN_WITHIN`, 20 s): the listeners stop, ingest stops, a last index commit, the DHT is
@@ -50,7 +50,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             per_ip: cfg.replication_max_connections_per_ip.min(repl_cap),
         },
     );
-    let agg = follow::Aggregator::open(cfg.clone()).await?;
+    let agg = Aggregator::open(cfg.clone()).await?;
     agg.set_net(fd, vec![http_gate.clone(), repl_gate.clone()]);
     let listen = if cfg.listen.is_empty() {
         None
@@ -138,7 +138,7 @@ async fn stop_signal() -> &'static str {
 /// connections, ingest stopped, the index committed (checkpoints with it), the DHT left, peers
 /// closed, the store flushed.
 async fn shutdown(
-    agg: &Arc<follow::Aggregator>,
+    agg: &Arc<Aggregator>,
     http: tokio::task::JoinHandle<()>,
     listen: Option<tokio::task::JoinHandle<()>>,
 ) -> Result<()> {

@@ -17,7 +17,7 @@ use tower::ServiceExt;
 
 use super::{feed_status, request_timeout, router};
 use crate::config::Config;
-use crate::follow::Aggregator;
+use crate::Aggregator;
 
 pub(crate) const KEY: &str = "tkrq8zmwb8a3m9k15csu3q17qmfgqnp9dskbrg9uq1rydpyxp7qy";
 pub(crate) const LOOPBACK: &str = "127.0.0.1:40000";
