@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::bees::Bees;
 use crate::entries;
 use crate::error::{Error, Result};
-use crate::io;
+use crate::jsonl;
 
 /// A command over the bees: parsed from the command line, and the request of the control
 /// socket (`{"cmd": "put", "name": …, "key": …, "json": …}`, see `control`).
@@ -319,7 +319,7 @@ async fn run_inner(bees: &Bees, cmd: BeeCommand, sink: &Sink) -> Result<Value> {
             limit,
         } => {
             let w = bees.writer(&name)?;
-            for e in io::list(w.bee(), prefix.as_deref(), reverse, limit).await? {
+            for e in jsonl::list(w.bee(), prefix.as_deref(), reverse, limit).await? {
                 sink.out(e).await?;
             }
         }
@@ -328,13 +328,13 @@ async fn run_inner(bees: &Bees, cmd: BeeCommand, sink: &Sink) -> Result<Value> {
         }
         BeeCommand::Import { name, file, batch } => {
             let w = bees.writer(&name)?;
-            let n = io::import(&w, &file, batch.max(1), sink).await?;
+            let n = jsonl::import(&w, &file, batch.max(1), sink).await?;
             sink.out(json!({"imported": n, "length": w.bee().core().length()}))
                 .await?;
         }
         BeeCommand::Export { name, file } => {
             let w = bees.writer(&name)?;
-            let n = io::export(w.bee(), file.as_deref(), sink).await?;
+            let n = jsonl::export(w.bee(), file.as_deref(), sink).await?;
             sink.note(format!("exported {n} entries")).await?;
         }
         BeeCommand::Info { name } => {

@@ -36,7 +36,7 @@ mod config;
 mod control;
 mod entries;
 mod error;
-mod io;
+mod jsonl;
 mod page;
 mod register;
 mod serve;

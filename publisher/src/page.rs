@@ -102,7 +102,7 @@ async fn list_entries(
     let w = bees.writer(&name)?;
     let limit = Some(q.limit.unwrap_or(100).min(10_000));
     Ok(Json(Value::Array(
-        crate::io::list(w.bee(), q.prefix.as_deref(), q.reverse, limit).await?,
+        crate::jsonl::list(w.bee(), q.prefix.as_deref(), q.reverse, limit).await?,
     )))
 }
 

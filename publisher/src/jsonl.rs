@@ -1,4 +1,4 @@
-//! Listing, importing and exporting entries.
+//! Entries as JSON lines: listing, importing and exporting them.
 //!
 //! Import reads the whole JSONL file first and checks every line (`{"key": string, "value":
 //! any JSON}`); a bad line is reported with its number and nothing is written. Then entries
