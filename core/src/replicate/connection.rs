@@ -33,7 +33,8 @@ use super::Registry;
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::id::DiscoveryKey;
-use crate::wire::messages::{ChannelHandshake, Message, Sync};
+use crate::merkle::flat;
+use crate::wire::messages::{ChannelHandshake, Message, Request, Sync};
 use crate::wire::mux::{self, Batch};
 use crate::wire::{FramedSession, Incoming, SessionInfo};
 
@@ -110,10 +111,29 @@ struct Channel {
     /// What the remote told us about its copy; ours to write, the peer handle reads it.
     remote: watch::Sender<RemoteState>,
     remote_id: Option<u64>,
-    inflight: HashMap<u64, Reply>,
+    /// Our requests awaiting an answer, by request id.
+    inflight: HashMap<u64, Pending>,
     next_req: u64,
     last_sync: Option<Sync>,
     announced: u64,
+}
+
+/// A request of ours awaiting its answer.
+struct Pending {
+    reply: Reply,
+    /// The block it is for (see [`subject`]): what a `noData` answer says is not available.
+    seq: u64,
+}
+
+/// The block a request is for: the block asked for, else the first block under the node
+/// asked for, else the first block of the upgrade.
+fn subject(req: &Request) -> u64 {
+    match (req.block, req.hash, req.upgrade) {
+        (Some((seq, _)), _, _) => seq,
+        (None, Some((index, _)), _) => flat::left_span(index) / 2,
+        (None, None, Some((start, _))) => start,
+        (None, None, None) => 0,
+    }
 }
 
 enum Out {
@@ -225,8 +245,8 @@ impl Conn {
         for (_, ch) in self.channels.drain() {
             ch.remote.send_modify(|r| r.closed = true);
             ch.replica.remove_peer(&ch.peer);
-            for (_, reply) in ch.inflight {
-                reply.send(Err(Error::closed("connection closed")));
+            for (_, p) in ch.inflight {
+                p.reply.send(Err(Error::closed("connection closed")));
             }
         }
     }
@@ -325,8 +345,8 @@ impl Conn {
             self.by_dk.remove(ch.replica.discovery_key());
             ch.remote.send_modify(|r| r.closed = true);
             ch.replica.remove_peer(&ch.peer);
-            for (_, reply) in ch.inflight {
-                reply.send(Err(Error::closed("channel closed")));
+            for (_, p) in ch.inflight {
+                p.reply.send(Err(Error::closed("channel closed")));
             }
         }
     }
@@ -366,7 +386,8 @@ impl Conn {
                 };
                 req.id = ch.next_req;
                 ch.next_req += 1;
-                ch.inflight.insert(req.id, reply);
+                let seq = subject(&req);
+                ch.inflight.insert(req.id, Pending { reply, seq });
                 self.send_msg(channel, &Message::Request(req));
             }
             PeerCommand::Sync { channel } => self.send_sync(channel, false),

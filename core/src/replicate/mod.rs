@@ -26,6 +26,7 @@ mod fork;
 mod peers;
 mod range;
 mod replica;
+mod serve;
 mod writer;
 
 pub use connection::{Connection, Peer, RemoteState, PROTOCOL};

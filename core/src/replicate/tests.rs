@@ -93,6 +93,52 @@ async fn compat_core_replicates() {
     assert_eq!(reader.get(1).await.unwrap(), b"b");
 }
 
+#[tokio::test]
+async fn no_data_says_which_block_it_answers() {
+    let server = rep(true);
+    let writer = server.create_core(KeyPair::generate(), false).unwrap();
+    writer.append(&[b"a".to_vec(), b"b".to_vec()]).unwrap();
+    let (addr, _task) = server.listen("127.0.0.1:0").await.unwrap();
+    let client = rep(false);
+    let reader = client.replica(*writer.key()).unwrap();
+    let conn = client.connect(&addr.to_string()).await.unwrap();
+    conn.open(&reader).await.unwrap();
+    assert_eq!(reader.update(Duration::from_secs(5)).await.unwrap(), 2);
+    let peer = reader.peers().pop().unwrap();
+    // (request, the block its noData is about): a block past the length, an upgrade past
+    // it, the hash of a node past it (node 9 spans blocks 4..8).
+    let asks = [
+        (
+            crate::wire::messages::Request {
+                block: Some((5, 0)),
+                ..Default::default()
+            },
+            5,
+        ),
+        (
+            crate::wire::messages::Request {
+                upgrade: Some((2, 3)),
+                ..Default::default()
+            },
+            2,
+        ),
+        (
+            crate::wire::messages::Request {
+                hash: Some((9, 0)),
+                ..Default::default()
+            },
+            4,
+        ),
+    ];
+    for (req, want) in asks {
+        match peer.request(req.clone(), Duration::from_secs(5)).await {
+            Err(Error::NotAvailable { seq }) => assert_eq!(seq, want, "{req:?}"),
+            other => panic!("{req:?}: expected noData, got {other:?}"),
+        }
+    }
+    assert!(!conn.is_closed(), "noData is an answer, not a failure");
+}
+
 /// What a `kill -9` leaves of a store: its files as they are on disk now, opened elsewhere.
 fn crash_copy(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -5,8 +5,7 @@ use super::{Conn, Out, FLUSH_AT, MAX_INVALID_REQUESTS, PROTOCOL};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::id::DiscoveryKey;
-use crate::merkle::{generate_proof, ProofRequest};
-use crate::wire::messages::{self, ChannelHandshake, Data, Message, Request};
+use crate::wire::messages::{self, ChannelHandshake, Message, Request};
 use crate::wire::mux::{self, MuxMessage};
 
 impl Conn {
@@ -47,8 +46,8 @@ impl Conn {
     pub(super) fn cancel_abandoned(&mut self) {
         let mut cancels = Vec::new();
         for (local, ch) in self.channels.iter_mut() {
-            ch.inflight.retain(|id, reply| {
-                let keep = !reply.is_closed();
+            ch.inflight.retain(|id, p| {
+                let keep = !p.reply.is_closed();
                 if !keep {
                     cancels.push((*local, *id));
                 }
@@ -176,14 +175,14 @@ impl Conn {
             Message::Request(r) => self.serve(local, r)?,
             Message::Cancel { .. } => {} // we answer at once; nothing to cancel
             Message::Data(d) => {
-                if let Some(reply) = ch.inflight.remove(&d.request) {
-                    reply.send(Ok(*d));
+                if let Some(p) = ch.inflight.remove(&d.request) {
+                    p.reply.send(Ok(*d));
                 }
             }
             Message::NoData { request, .. } => {
-                if let Some(reply) = ch.inflight.remove(&request) {
-                    let seq = 0;
-                    reply.send(Err(Error::NotAvailable { seq }));
+                // Named by the request it answers: the error says which block that was for.
+                if let Some(p) = ch.inflight.remove(&request) {
+                    p.reply.send(Err(Error::NotAvailable { seq: p.seq }));
                 }
             }
             Message::Range {
@@ -220,50 +219,23 @@ impl Conn {
         Ok(())
     }
 
+    /// Answers a request of the remote ([`Replica::answer`](crate::replicate::Replica::answer));
+    /// too many invalid ones end the connection.
     fn serve(&mut self, local: u64, r: Request) -> Result<()> {
         let Some(ch) = self.channels.get(&local) else {
             return Ok(());
         };
-        let replica = ch.replica.clone();
-        let head = replica.head();
-        let no_data = |reason| Message::NoData {
-            request: r.id,
-            reason,
-        };
-        let reply = if r.fork != head.fork || r.seek.is_some() {
-            no_data(messages::NOT_AVAILABLE)
-        } else {
-            let store = replica.store();
-            let value = match r.block {
-                Some((i, _)) => store.block(i)?,
-                None => None,
-            };
-            if r.block.is_some() && value.is_none() {
-                no_data(messages::NOT_AVAILABLE)
-            } else {
-                let req = ProofRequest {
-                    block: r.block,
-                    hash: r.hash,
-                    upgrade: r.upgrade,
-                };
-                match generate_proof(&head, &req, value, |i| store.node(i)) {
-                    Ok(proof) => Message::Data(Box::new(Data {
-                        request: r.id,
-                        proof,
-                        manifest: if r.manifest { replica.manifest() } else { None },
-                    })),
-                    Err(Error::NotAvailable { .. }) => no_data(messages::NOT_AVAILABLE),
-                    Err(Error::Store(e)) => return Err(Error::Store(e)),
-                    Err(_) => {
-                        self.invalid += 1;
-                        if self.invalid > MAX_INVALID_REQUESTS {
-                            return Err(Error::protocol("too many invalid requests"));
-                        }
-                        no_data(messages::INVALID_REQUEST)
-                    }
-                }
+        let reply = ch.replica.answer(&r)?;
+        if let Message::NoData {
+            reason: messages::INVALID_REQUEST,
+            ..
+        } = reply
+        {
+            self.invalid += 1;
+            if self.invalid > MAX_INVALID_REQUESTS {
+                return Err(Error::protocol("too many invalid requests"));
             }
-        };
+        }
         self.send_msg(local, &reply);
         Ok(())
     }
