@@ -46,9 +46,18 @@ pub enum Error {
     /// The configuration is wrong.
     #[error("config: {0}")]
     Config(String),
-    /// The search index failed.
+    /// Another process holds the data directory.
+    #[error("the data directory {} is in use by another apiary-aggregator", .path.display())]
+    Locked {
+        /// The data directory.
+        path: std::path::PathBuf,
+    },
+    /// The search index failed (copying it for a backup).
     #[error("index: {0}")]
     Index(String),
+    /// The search index failed (tantivy).
+    #[error("index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
     /// Our own stored state is not what we wrote.
     #[error("data corruption: {0}")]
     Corrupt(String),
@@ -69,12 +78,6 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-impl From<tantivy::TantivyError> for Error {
-    fn from(e: tantivy::TantivyError) -> Self {
-        Error::Index(e.to_string())
-    }
-}
-
 /// The stable `code` of an error response; clients branch on it, not on the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -93,6 +96,8 @@ pub enum Code {
     MethodNotAllowed,
     /// The request took longer than the server's request timeout.
     Timeout,
+    /// No peer answered in time what the request needed from the network.
+    PeerTimeout,
     /// The request conflicts with the server's state.
     Conflict,
     /// The request body is over the server's limit.
@@ -101,7 +106,8 @@ pub enum Code {
     UnsupportedMediaType,
     /// The server failed; see its log.
     Internal,
-    /// The server cannot serve this now (shutting down, a task gone).
+    /// The server cannot serve this now (shutting down, a task gone, the block store
+    /// closed, no peer has what the request needs).
     Unavailable,
 }
 
@@ -126,7 +132,7 @@ impl Error {
     /// configuration, a request the server refused), 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::BadRequest(_) => 2,
+            Error::Config(_) | Error::BadRequest(_) | Error::Locked { .. } => 2,
             _ => 1,
         }
     }
@@ -149,10 +155,20 @@ impl Error {
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, Code::Unauthorized),
             Error::Conflict(_) => (StatusCode::CONFLICT, Code::Conflict),
             Error::RateLimited => (StatusCode::TOO_MANY_REQUESTS, Code::RateLimited),
-            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
+            Error::Unavailable(_) | Error::Locked { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable)
+            }
+            // What the network did not give in time, or at all: a later try may succeed.
+            Error::Core(apiary_core::Error::Timeout { .. }) => {
+                (StatusCode::GATEWAY_TIMEOUT, Code::PeerTimeout)
+            }
+            Error::Core(
+                apiary_core::Error::NotAvailable { .. } | apiary_core::Error::Closed { .. },
+            ) => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
             Error::Config(_)
             | Error::Internal(_)
             | Error::Index(_)
+            | Error::Tantivy(_)
             | Error::Corrupt(_)
             | Error::Core(_)
             | Error::Store(_)
@@ -214,3 +230,87 @@ impl IntoResponse for Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn kinds_map_to_statuses_and_codes() {
+        use apiary_core::Error as Core;
+        let cases = [
+            (
+                Error::Core(Core::Timeout {
+                    what: "block 7".into(),
+                }),
+                504,
+                Code::PeerTimeout,
+            ),
+            (
+                Error::Core(Core::NotAvailable { seq: 7 }),
+                503,
+                Code::Unavailable,
+            ),
+            (
+                Error::Core(Core::Closed {
+                    reason: "the store is closed".into(),
+                }),
+                503,
+                Code::Unavailable,
+            ),
+            (
+                Error::Core(Core::InvalidKey {
+                    reason: "short".into(),
+                }),
+                400,
+                Code::BadKey,
+            ),
+            (
+                Error::Core(Core::DataCorruption { reason: "x".into() }),
+                500,
+                Code::Internal,
+            ),
+            (
+                Error::Locked {
+                    path: "/data".into(),
+                },
+                503,
+                Code::Unavailable,
+            ),
+            (Error::Timeout(10), 408, Code::Timeout),
+            (Error::Unavailable("x".into()), 503, Code::Unavailable),
+            (Error::Io(std::io::Error::other("x")), 500, Code::Internal),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(
+                e.status(),
+                (StatusCode::from_u16(status).unwrap(), code),
+                "{e}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_timeout_is_a_json_504() {
+        let e = Error::Core(apiary_core::Error::Timeout {
+            what: "block 7".into(),
+        });
+        let res = e.into_response();
+        assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "peer_timeout");
+        assert_eq!(v["error"]["message"], "timed out: block 7");
+    }
+
+    #[test]
+    fn the_source_of_an_index_error_is_kept() {
+        let e = Error::from(tantivy::TantivyError::InvalidArgument("x".into()));
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(e.to_string().starts_with("index: "), "{e}");
+    }
+}

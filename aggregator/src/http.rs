@@ -310,7 +310,7 @@ async fn openapi_json(State(s): State<Http>) -> impl IntoResponse {
         (status = 413, description = "Body over `max_body_bytes`", body = ErrorBody),
         (status = 415, description = "Body not declared as application/json", body = ErrorBody),
         (status = 500, description = "The copy failed (see the log); nothing is left in `dir`", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
+        (status = 503, description = "Shutting down, or the block store stopped", body = ErrorBody),
     ))]
 async fn backup(
     State(s): State<Http>,
@@ -339,7 +339,7 @@ async fn backup(
         (status = 413, description = "Body over `max_body_bytes`", body = ErrorBody),
         (status = 415, description = "Body not declared as application/json", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
+        (status = 503, description = "Shutting down, or the block store stopped", body = ErrorBody),
     ))]
 async fn add_feed(
     State(s): State<Http>,
@@ -383,7 +383,7 @@ async fn add_feed(
         (status = 401, description = "Not admin", body = ErrorBody),
         (status = 404, description = "Not followed", body = ErrorBody),
         (status = 500, description = "The index or the store failed", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
+        (status = 503, description = "Shutting down, or the block store stopped", body = ErrorBody),
     ))]
 async fn remove_feed(
     State(s): State<Http>,

@@ -48,6 +48,7 @@ mod health;
 mod http;
 mod index;
 mod ingest;
+mod lock;
 mod metrics;
 mod openapi;
 mod page;
@@ -144,6 +145,8 @@ pub struct Aggregator {
         Option<apiary_net::fdlimit::FdLimit>,
         Vec<Arc<apiary_net::gate::Gate>>,
     )>,
+    /// Held while the data directory is ours.
+    _lock: lock::DirLock,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -163,23 +166,12 @@ impl Aggregator {
     /// Opens the data directory and resumes every persisted follow.
     pub async fn open(cfg: Config) -> Result<Arc<Self>> {
         cfg.validate()?;
-        std::fs::create_dir_all(&cfg.data_dir)?;
+        // Before anything in it is opened: another aggregator on it is `Error::Locked`.
+        let lock = lock::lock(&cfg.data_dir)?;
         let db = sled::Config::new()
             .path(cfg.data_dir.join("state"))
             .cache_capacity(128 * 1024 * 1024)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.to_string().contains("lock")
-                        || io.kind() == std::io::ErrorKind::WouldBlock =>
-                {
-                    Error::Config(format!(
-                        "the data directory {} is in use by another apiary-aggregator",
-                        cfg.data_dir.display()
-                    ))
-                }
-                e => Error::Store(e),
-            })?;
+            .open()?;
         let store = Store::from_db(db.clone())?;
         let state = State::open(&db)?;
         let health = Arc::new(Health::default());
@@ -212,6 +204,7 @@ impl Aggregator {
             last_seen: Mutex::new(0),
             metrics: Metrics::default(),
             net: Mutex::new((None, Vec::new())),
+            _lock: lock,
         });
         for f in agg.cfg.follow.clone() {
             let key = Key::parse(&f.key)?;
