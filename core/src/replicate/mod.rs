@@ -21,13 +21,7 @@
 //! ```
 
 mod connection;
-mod fetch;
-mod fork;
-mod peers;
-mod range;
 mod replica;
-mod serve;
-mod writer;
 
 pub use connection::{Connection, Peer, RemoteState, PROTOCOL};
 pub use replica::{HeadEvent, Replica, ReplicaOptions, ReplicaStats};

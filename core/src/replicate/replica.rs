@@ -2,19 +2,34 @@
 //! and the request logic of a sparse reader (fetch a block, upgrade to the newest length,
 //! follow a new fork).
 //!
-//! Requests go out through the connection task of a peer ([`Peer`]); the answer comes
-//! back to the caller's task, which verifies it and writes it to the store. Verification thus
-//! runs in parallel across callers, and connections only move bytes.
+//! Requests go out through a peer's handle ([`Peer`]), all the replica sees of a connection;
+//! the answer comes back to the caller's task, which verifies it and writes it to the store.
+//! Verification thus runs in parallel across callers, and connections verify nothing. What we
+//! answer to a peer is decided here too ([`Replica::answer`]); its connection sends it.
+//!
+//! This file holds the state and its locks (the rules are on [`Replica`]), the head, upgrades
+//! and the verify-and-store path. The rest, each an `impl Replica`:
+//! - `peers`: the peers and our tally of each (in flight, strikes); which peer to ask;
+//! - `fetch`: one block on demand (deduplicated, retried); `range`: many blocks at once;
+//! - `fork`: following an author's truncation; `writer`: append and truncate our own cores;
+//! - `serve`: the answer to a peer's request.
+
+mod fetch;
+mod fork;
+mod peers;
+mod range;
+mod serve;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
+use self::peers::PeerEntry;
 use super::connection::{Peer, RemoteState};
-use super::peers::PeerEntry;
 use crate::crypto::KeyPair;
 use crate::error::{Error, Result};
 use crate::id::{DiscoveryKey, Key};
@@ -66,7 +81,7 @@ pub struct ReplicaStats {
 }
 
 impl State {
-    pub(super) fn event(&self) -> HeadEvent {
+    fn event(&self) -> HeadEvent {
         let r = &self.record;
         HeadEvent {
             length: r.head.length,
@@ -80,27 +95,64 @@ impl State {
     }
 }
 
-pub(super) struct State {
-    pub(super) record: CoreRecord,
-    pub(super) verifier: Option<Verifier>,
-    pub(super) inflight: HashMap<u64, Vec<oneshot::Sender<()>>>,
-    pub(super) upgrading: bool,
+/// What the `state` lock of a [`Replica`] guards.
+struct State {
+    /// The verified head, the contiguous length, the truncations, the manifest: what the
+    /// store's head record says (or will say once saved; see `verify_and_store`).
+    record: CoreRecord,
+    /// Checks signatures; `None` until a manifest is known.
+    verifier: Option<Verifier>,
+    /// Blocks a `get` is fetching, with the callers waiting for it (`fetch`).
+    inflight: HashMap<u64, Vec<oneshot::Sender<()>>>,
+    /// An upgrade is running (one at a time).
+    upgrading: bool,
 }
 
 /// A core: store, head, peers.
+///
+/// # Who owns what
+///
+/// The replica owns its verified head and its bookkeeping of peers; each peer's own state
+/// (its fork, length, ...) belongs to its connection, which publishes it on a watch that the
+/// [`Peer`] handle reads. The replica never writes it, and the connection never writes
+/// anything of the replica's: it calls `add_peer`, `remove_peer`, `on_peer_update`,
+/// `sync_for` and [`Replica::answer`].
+///
+/// # Locks
+///
+/// All three are `std` locks, held briefly and never across an `.await`.
+///
+/// - `state` (a mutex over `State`): the verified record, the verifier, the `get` dedupe
+///   map, the upgrade flag. A new head is written to the store first (our own appends and
+///   truncations also sync it), then put into `state`, and only after the lock is released
+///   shown to watchers (`head_tx`) and peers (`announce`). Store reads and writes may happen
+///   under it; taking `peers` may not.
+/// - `fork_guard` (a read-write lock over nothing): taken before `state`, never after.
+///   Shared while verified blocks and nodes are written to the store outside `state`
+///   (`verify_and_store`, which checks the fork again under it); exclusive while a
+///   truncation cuts the store and replaces the record (`fork::switch_fork`,
+///   `writer::truncate`). So no block of an old fork lands in the store after the cut.
+/// - `peers` (a mutex over the peer list and its tally, `peers.rs`): a leaf. Nothing else is
+///   taken under it but a peer's watch (read), and it is never taken under `state`.
+///
+/// The fields are private to this module and its children (`replica/*.rs`).
 pub struct Replica {
-    pub(super) key: Key,
-    pub(super) discovery_key: DiscoveryKey,
-    pub(super) store: CoreStore,
-    pub(super) opts: ReplicaOptions,
-    pub(super) state: Mutex<State>,
-    /// The peers and our bookkeeping of them (`peers.rs`).
-    pub(super) peers: Mutex<Vec<PeerEntry>>,
-    /// Held (shared) while verified data is written, (exclusive) while a truncation applies.
-    pub(super) fork_guard: std::sync::RwLock<()>,
-    pub(super) head_tx: watch::Sender<HeadEvent>,
-    pub(super) peers_tx: watch::Sender<u64>,
-    pub(crate) writer: Option<KeyPair>,
+    key: Key,
+    discovery_key: DiscoveryKey,
+    store: CoreStore,
+    opts: ReplicaOptions,
+    /// See "Locks".
+    state: Mutex<State>,
+    /// See "Locks".
+    peers: Mutex<Vec<PeerEntry>>,
+    /// See "Locks".
+    fork_guard: RwLock<()>,
+    /// The head as watchers see it (after the lock is released).
+    head_tx: watch::Sender<HeadEvent>,
+    /// Ticks when a peer joins, leaves or tells us something.
+    peers_tx: watch::Sender<u64>,
+    /// The key pair of a core we sign.
+    writer: Option<KeyPair>,
     /// Download counters.
     pub stats: ReplicaStats,
 }
@@ -156,7 +208,7 @@ impl Replica {
                 upgrading: false,
             }),
             peers: Mutex::new(Vec::new()),
-            fork_guard: std::sync::RwLock::new(()),
+            fork_guard: RwLock::new(()),
             head_tx,
             peers_tx,
             writer,
@@ -164,17 +216,28 @@ impl Replica {
         })
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+    /// The `state` lock.
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` on the locked state (never across an await).
-    pub(super) fn with_state<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+    fn with_state<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         f(&mut self.lock())
     }
 
-    /// Tells watchers and peers about a new head.
-    pub(super) fn publish(&self, event: HeadEvent) {
+    /// `fork_guard`, shared: verified data is being written.
+    fn fork_shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.fork_guard.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `fork_guard`, exclusive: a truncation is being applied.
+    fn fork_exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.fork_guard.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells watchers and peers about a new head (call without holding `state`).
+    fn publish(&self, event: HeadEvent) {
         self.head_tx.send_replace(event);
         self.announce();
     }
@@ -369,7 +432,7 @@ impl Replica {
     }
 
     /// Verifies a proof from `peer` and stores it; a bad proof ends that peer's connection.
-    pub(super) async fn apply(self: &Arc<Self>, peer: &Arc<Peer>, data: Data) -> Result<()> {
+    async fn apply(self: &Arc<Self>, peer: &Arc<Peer>, data: Data) -> Result<()> {
         let res = self.verify_and_store(&data.proof, data.manifest);
         match res {
             Ok(Applied::Done) => Ok(()),
@@ -386,7 +449,7 @@ impl Replica {
         }
     }
 
-    pub(super) fn verifier_for(&self, manifest: Option<Manifest>) -> Result<Verifier> {
+    fn verifier_for(&self, manifest: Option<Manifest>) -> Result<Verifier> {
         if let Some(v) = self.lock().verifier.clone() {
             return Ok(v);
         }
@@ -413,7 +476,7 @@ impl Replica {
         }
         // Blocks and nodes are verified: write them without the state lock, so callers verify
         // and store in parallel. The fork guard keeps a truncation from interleaving.
-        let _fork = self.fork_guard.read().unwrap_or_else(|p| p.into_inner());
+        let _fork = self.fork_shared();
         if self.fork() != local.fork {
             return Err(Error::Truncated {
                 fork: self.fork(),

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::connection::Peer;
-use super::replica::Replica;
+use super::Replica;
 use crate::error::{Error, Result};
 use crate::manifest::Verifier;
 use crate::merkle::{flat, Head, Node};
+use crate::replicate::connection::Peer;
 use crate::store::CoreRecord;
 use crate::wire::messages::Request;
 
@@ -80,7 +80,7 @@ impl Replica {
             }
         }
         let cut = common.min(old.length).min(head.length);
-        let _fork = self.fork_guard.write().unwrap_or_else(|p| p.into_inner());
+        let _fork = self.fork_exclusive();
         let mut s = self.lock();
         if s.record.head.fork >= head.fork {
             return Ok(()); // another task switched already

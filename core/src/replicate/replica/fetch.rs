@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::connection::Peer;
-use super::replica::Replica;
+use super::Replica;
 use crate::error::{Error, Result};
 use crate::merkle::flat;
+use crate::replicate::connection::Peer;
 use crate::wire::messages::Request;
 
 impl Replica {

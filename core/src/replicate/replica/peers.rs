@@ -7,9 +7,9 @@ use std::sync::{Arc, MutexGuard};
 
 use tokio::sync::watch;
 
-use super::connection::Peer;
-use super::replica::Replica;
+use super::Replica;
 use crate::error::Result;
+use crate::replicate::connection::Peer;
 use crate::wire::messages::{Data, Request};
 
 /// A peer and our bookkeeping of it (under the replica's `peers` lock).

@@ -8,13 +8,13 @@
 
 use std::sync::Arc;
 
-use super::replica::Replica;
-use super::Replicator;
+use super::Replica;
 use crate::crypto::KeyPair;
 use crate::error::{Error, Result};
 use crate::id::Key;
 use crate::manifest::{Manifest, Verifier};
 use crate::merkle::{append_root, flat, Head, Node};
+use crate::replicate::Replicator;
 
 impl Replicator {
     /// Opens (or creates) the core signed by `keys`. With `compat` the core key is the public
@@ -100,7 +100,7 @@ impl Replica {
     /// Cuts the core back to `length` blocks and starts a new fork (JS `core.truncate`).
     pub fn truncate(&self, length: u64) -> Result<()> {
         let kp = self.signer()?;
-        let _fork = self.fork_guard.write().unwrap_or_else(|p| p.into_inner());
+        let _fork = self.fork_exclusive();
         let event = self.with_state(|s| {
             let verifier = s
                 .verifier

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::connection::{Answers, Peer};
-use super::replica::Replica;
+use super::Replica;
 use crate::error::{Error, Result};
+use crate::replicate::connection::{Answers, Peer};
 use crate::wire::messages::{Data, Request};
 
 /// Requests of one range sent to peers and not answered yet, by block.

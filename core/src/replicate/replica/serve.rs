@@ -2,7 +2,7 @@
 //! apart from the store reads: the connection sends what this returns and keeps its own count
 //! of invalid requests.
 
-use super::replica::Replica;
+use super::Replica;
 use crate::error::{Error, Result};
 use crate::merkle::{generate_proof, ProofRequest};
 use crate::wire::messages::{self, Data, Message, Request};
