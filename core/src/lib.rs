@@ -5,6 +5,10 @@
 //! - [`encoding`]: compact-encoding, the byte format of the wire messages.
 //! - [`manifest`]: manifests and signature verification (manifest v1 and compat cores).
 //! - [`merkle`]: flat-tree math, proof generation and verification.
+//! - [`wire`]: Noise, secret-stream, protomux and the hypercore messages; a
+//!   [`wire::FramedSession`] is what replication runs on.
+//! - [`transport`]: where sessions come from (TCP: dial, accept, listen).
+//! - [`replicate`]: cores, connections and the replicator; [`bee`]: Hyperbee on a core.
 
 pub mod bee;
 pub mod crypto;
@@ -15,6 +19,7 @@ pub mod manifest;
 pub mod merkle;
 pub mod replicate;
 pub mod store;
+pub mod transport;
 pub mod wire;
 
 pub use error::{Error, Result};

@@ -1,5 +1,15 @@
 //! Replication: the cores this process holds ([`Replica`]), the connections it has
-//! ([`Connection`]) and the [`Replicator`] that ties them together.
+//! ([`Connection`]) and the [`Replicator`] that ties them together. It runs on a
+//! [`FramedSession`] and never on a socket: sockets are in [`crate::transport`] (and the DHT
+//! in `apiary-swarm`); `connect`, `accept` and `listen` here only delegate to it.
+//!
+//! Dependencies run one way: the [`Replicator`] holds replicas and connections; a connection
+//! (an actor: its task and the [`Connection`] handle) holds the replicas it has channels for,
+//! and calls into them to serve and to report what peers say; a replica sees a connection
+//! only as the [`Peer`] handle of a channel (requests, announcements, a verdict), which knows
+//! nothing of replicas. Each side owns its state: the connection a peer's [`RemoteState`]
+//! (published on a watch), the replica its head and its tally of peers (see [`Replica`] for
+//! its locks).
 //!
 //! ```no_run
 //! # async fn run() -> apiary_core::Result<()> {
@@ -33,13 +43,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::crypto::KeyPair;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::{DiscoveryKey, Key};
 use crate::store::Store;
-use crate::wire::{secret_stream, FramedSession};
+use crate::transport;
+use crate::wire::FramedSession;
 
 /// The cores a process shares, by discovery key (what remote opens name).
 #[derive(Debug, Default)]
@@ -196,56 +207,29 @@ impl Replicator {
         conn
     }
 
-    /// Dials `addr` over TCP, runs the Noise handshake as initiator, and starts replicating.
+    /// Dials `addr` over TCP, runs the Noise handshake as initiator, and starts replicating
+    /// ([`transport::dial`], then [`Replicator::attach`]).
     pub async fn connect(&self, addr: &str) -> Result<Connection> {
-        let sock = tokio::time::timeout(
-            crate::wire::stream::HANDSHAKE_TIMEOUT,
-            TcpStream::connect(addr),
-        )
-        .await
-        .map_err(|_| Error::Timeout {
-            what: format!("connecting to {addr}"),
-        })??;
-        let _ = sock.set_nodelay(true);
-        let session =
-            secret_stream(sock, true, self.inner.identity.clone(), addr.to_owned()).await?;
+        let session = transport::dial(addr, &self.inner.identity).await?;
         Ok(self.attach(session))
     }
 
     /// Runs the Noise handshake as responder on an accepted socket and starts replicating.
     /// (Binaries accept through `apiary-net`'s gated listener and call this.)
     pub async fn accept(&self, sock: TcpStream, label: String) -> Result<Connection> {
-        let _ = sock.set_nodelay(true);
-        let session = secret_stream(sock, false, self.inner.identity.clone(), label).await?;
+        let session = transport::accept(sock, &self.inner.identity, label).await?;
         Ok(self.attach(session))
     }
 
     /// Listens on `addr` and replicates with everyone who connects (as Noise responder), with
-    /// no caps: for tests and tools. Returns the bound address; the accept loop runs until
-    /// the task is aborted.
+    /// no caps: for tests and tools ([`transport::listen`]). Returns the bound address; the
+    /// accept loop runs until the task is aborted.
     pub async fn listen(&self, addr: &str) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-        let listener = TcpListener::bind(addr).await?;
-        let local = listener.local_addr()?;
         let me = self.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let (sock, peer) = match listener.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let me = me.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = me.accept(sock, peer.to_string()).await {
-                        tracing::info!(%peer, "handshake failed: {e}");
-                    }
-                });
-            }
-        });
-        Ok((local, task))
+        transport::listen(addr, self.inner.identity.clone(), move |session| {
+            me.attach(session);
+        })
+        .await
     }
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::error::Error;
 
 fn rep(announce_all: bool) -> Replicator {
     Replicator::new(
