@@ -5,6 +5,8 @@
 //! store/              sled database: every core's blocks and tree, plus the `bees` tree
 //! keys/NAME.secret    the bee's Ed25519 secret key (hex of 64 bytes, mode 0600)
 //! keys/identity.secret  this publisher's Noise identity (what peers see)
+//! run/serve.sock      a running `serve`'s control socket (`control`)
+//! lock                held by the process that has the directory open (`lock`)
 //! ```
 //! The `bees` sled tree maps a bee name to `{"key": hex, "compat": bool, "created": rfc3339}`.
 //! Secret keys are never logged or printed.
@@ -48,6 +50,8 @@ pub struct Bees {
     writers: std::sync::Mutex<BTreeMap<String, Arc<BeeWriter>>>,
     creating: tokio::sync::Mutex<()>,
     created: tokio::sync::broadcast::Sender<(String, Key)>,
+    /// Held while the data directory is ours.
+    _lock: crate::lock::DirLock,
 }
 
 impl std::fmt::Debug for Bees {
@@ -107,7 +111,7 @@ fn now_rfc3339() -> String {
 }
 
 impl Bees {
-    /// Opens the data directory (creating it). Fails clearly if another process holds it.
+    /// Opens the data directory (creating it). [`Error::Busy`] if another process holds it.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir.join("keys")).map_err(|e| Error::io(dir, e))?;
         #[cfg(unix)]
@@ -116,18 +120,9 @@ impl Bees {
             let _ =
                 std::fs::set_permissions(dir.join("keys"), std::fs::Permissions::from_mode(0o700));
         }
-        let store_dir = dir.join("store");
-        let store = Store::open(&store_dir).map_err(|e| match e {
-            apiary_core::Error::Store(sled::Error::Io(io))
-                if io.kind() == std::io::ErrorKind::WouldBlock =>
-            {
-                Error::Busy(dir.to_path_buf())
-            }
-            apiary_core::Error::Store(sled::Error::Io(io)) if io.to_string().contains("lock") => {
-                Error::Busy(dir.to_path_buf())
-            }
-            e => Error::Core(e),
-        })?;
+        // Before the store: another process on this directory is `Error::Busy`.
+        let lock = crate::lock::lock(dir)?;
+        let store = Store::open(dir.join("store"))?;
         let meta = store
             .db()
             .open_tree("bees")
@@ -157,6 +152,7 @@ impl Bees {
             writers: Default::default(),
             creating: Default::default(),
             created: tokio::sync::broadcast::channel(CREATED_BACKLOG).0,
+            _lock: lock,
         })
     }
 

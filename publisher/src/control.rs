@@ -34,8 +34,8 @@
 //!   {"ok": true}                            (or the record, for "info")
 //!   {"error": {"code": s, "message": s}}    the CLI prints "error: " + message and exits 2
 //!                                           for bad_request, too_long, bad_input, not_found,
-//!                                           config; 1 for busy, corrupt, io, remote, core,
-//!                                           control
+//!                                           config; 1 for busy, corrupt, io, remote,
+//!                                           peer_timeout, unavailable, core, control
 //! ```
 //! `bad_request` is a line that is not JSON or not a request. A command that wrote is on disk
 //! before its final line. A client that disconnects stops its command at the next event.
@@ -52,7 +52,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
 
 use crate::bees::Bees;
 use crate::commands::{self, BeeCommand, Event, Sink};
-use crate::error::{Error, Result};
+use crate::error::{error_json, Error, Result};
 
 /// Longest request line.
 pub const MAX_REQUEST: usize = 1024 * 1024;
@@ -112,10 +112,6 @@ fn event_json(e: Event) -> Value {
         Event::Note(s) => json!({ "err": s }),
         Event::Progress { done, total } => json!({"progress": {"done": done, "total": total}}),
     }
-}
-
-fn error_json(code: &str, message: &str) -> Value {
-    json!({"error": {"code": code, "message": message}})
 }
 
 /// Runs `cmd` through the `serve` that answers on the socket of `dir`, showing its events
@@ -314,7 +310,7 @@ async fn client(sock: tokio::net::UnixStream, bees: &Bees) -> std::io::Result<()
             ),
             Ok(cmd) => match execute(cmd, bees, &mut wr).await? {
                 Ok(v) => json!({ "ok": v }),
-                Err(e) => error_json(e.code(), &e.to_string()),
+                Err(e) => e.to_json(),
             },
         };
         send(&mut wr, &reply).await?;

@@ -1,6 +1,15 @@
-//! The publisher's error type; [`crate::run`] maps it to a message and an exit code.
+//! The publisher's error type, and the one place that maps its kinds to codes, exit codes
+//! and HTTP statuses.
+//!
+//! Every error has a short `code` ([`Error::code`]); the exit code of the CLI and the HTTP
+//! status of the local page follow from it, each from one table, so an error relayed by a
+//! `serve` (which arrives as its code) fails as it would have here. Errors travel as
+//! `{"error": {"code", "message"}}`, on the control socket and from the page alike.
 
 use std::path::{Path, PathBuf};
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
 
 /// What can go wrong in the publisher.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +72,8 @@ impl Error {
         }
     }
 
-    /// A short name of the kind, for the control socket's error replies.
+    /// A short name of the kind: what clients branch on (the control socket's and the page's
+    /// error replies), and what the exit code and the HTTP status follow from.
     pub fn code(&self) -> &str {
         match self {
             Error::BadInput(_) => "bad_input",
@@ -73,6 +83,11 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Config(_) => "config",
             Error::Remote(_) => "remote",
+            // What the network did not give in time, or at all: a later try may succeed.
+            Error::Core(apiary_core::Error::Timeout { .. }) => "peer_timeout",
+            Error::Core(
+                apiary_core::Error::NotAvailable { .. } | apiary_core::Error::Closed { .. },
+            ) => "unavailable",
             Error::Core(_) => "core",
             Error::Control(_) => "control",
             Error::Relayed { code, .. } => code,
@@ -82,6 +97,33 @@ impl Error {
     /// Process exit code: 2 for bad input, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         exit_code_of(self.code())
+    }
+
+    /// The HTTP status of this error on the local page.
+    pub fn http_status(&self) -> StatusCode {
+        http_status_of(self.code())
+    }
+
+    /// `{"error": {"code", "message"}}`.
+    pub fn to_json(&self) -> Value {
+        error_json(self.code(), &self.to_string())
+    }
+}
+
+/// `{"error": {"code", "message"}}`: every error reply, of the control socket (also for
+/// its own codes, such as `bad_request`) and of the page.
+pub(crate) fn error_json(code: &str, message: &str) -> Value {
+    json!({"error": {"code": code, "message": message}})
+}
+
+/// The HTTP status of an error code: one table, like the exit codes.
+fn http_status_of(code: &str) -> StatusCode {
+    match code {
+        "bad_input" | "config" | "bad_request" | "too_long" => StatusCode::BAD_REQUEST,
+        "not_found" => StatusCode::NOT_FOUND,
+        "busy" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "peer_timeout" => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -96,3 +138,62 @@ fn exit_code_of(code: &str) -> u8 {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_decide_exit_codes_and_statuses_locally_and_relayed() {
+        use apiary_core::Error as Core;
+        let cases = [
+            (Error::BadInput("x".into()), "bad_input", 2, 400),
+            (Error::Config("x".into()), "config", 2, 400),
+            (Error::NotFound("x".into()), "not_found", 2, 404),
+            (Error::Busy("/d".into()), "busy", 1, 503),
+            (Error::Corrupt("x".into()), "corrupt", 1, 500),
+            (
+                Error::Core(Core::Timeout { what: "x".into() }),
+                "peer_timeout",
+                1,
+                504,
+            ),
+            (
+                Error::Core(Core::NotAvailable { seq: 1 }),
+                "unavailable",
+                1,
+                503,
+            ),
+            (
+                Error::Core(Core::Closed { reason: "x".into() }),
+                "unavailable",
+                1,
+                503,
+            ),
+            (
+                Error::Core(Core::Io(std::io::Error::other("x"))),
+                "core",
+                1,
+                500,
+            ),
+            (Error::Control("x".into()), "control", 1, 500),
+        ];
+        for (e, code, exit, status) in cases {
+            assert_eq!(
+                (e.code(), e.exit_code(), e.http_status().as_u16()),
+                (code, exit, status),
+                "{e}"
+            );
+            let relayed = Error::Relayed {
+                code: code.into(),
+                message: e.to_string(),
+            };
+            assert_eq!(
+                (relayed.exit_code(), relayed.http_status()),
+                (e.exit_code(), e.http_status())
+            );
+            assert_eq!(e.to_json()["error"]["code"], code);
+            assert_eq!(e.to_json()["error"]["message"], e.to_string());
+        }
+    }
+}

@@ -37,6 +37,7 @@ mod control;
 mod entries;
 mod error;
 mod jsonl;
+mod lock;
 mod page;
 mod register;
 mod serve;

@@ -8,19 +8,22 @@
 //! DELETE /api/bees/{name}/entries/{key}                            → {deleted, seq}
 //! POST   /api/bees/{name}/posts          {text, tags?}             → {key, seq, value}
 //! ```
-//! Errors are `{"error": message}` with 400, 404 or 500. The handlers call the functions of
-//! `commands`, as the CLI does, so both write and fail alike.
+//! Errors are `{"error": {"code", "message"}}`, as on the control socket, with the status
+//! [`Error::http_status`] gives the code: 400 (input, also a body, query or path the
+//! endpoint cannot read), 404 (no such bee, entry or endpoint), 503/504 (the network did not
+//! give what was needed), 500. The handlers call the functions of `commands`, as the CLI
+//! does, so both write and fail alike.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::bees::Bees;
 use crate::error::{Error, Result};
@@ -30,12 +33,7 @@ struct ApiError(Error);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self.0 {
-            Error::BadInput(_) | Error::Config(_) => StatusCode::BAD_REQUEST,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        (status, Json(json!({"error": self.0.to_string()}))).into_response()
+        (self.0.http_status(), Json(self.0.to_json())).into_response()
     }
 }
 
@@ -61,6 +59,7 @@ pub async fn serve(
         )
         .route("/api/bees/{name}/entries/{key}", delete(del_entry))
         .route("/api/bees/{name}/posts", post(add_post))
+        .fallback(|| async { ApiError(Error::NotFound("no such page or endpoint".into())) })
         .layer(DefaultBodyLimit::max(entries::MAX_VALUE + 64 * 1024))
         .with_state(bees);
     // A page for one person: a few connections per address, with the same header and
@@ -82,6 +81,11 @@ pub async fn serve(
     Ok((bound, task))
 }
 
+/// A path whose parameters cannot be decoded (e.g. not UTF-8 once percent-decoded).
+fn bad_path(e: PathRejection) -> Error {
+    Error::BadInput(e.body_text())
+}
+
 async fn list_bees(State(bees): State<Arc<Bees>>) -> ApiResult<Json<Value>> {
     Ok(Json(Value::Array(commands::bee_rows(&bees)?)))
 }
@@ -96,9 +100,11 @@ struct ListQuery {
 
 async fn list_entries(
     State(bees): State<Arc<Bees>>,
-    Path(name): Path<String>,
-    Query(q): Query<ListQuery>,
+    name: std::result::Result<Path<String>, PathRejection>,
+    q: std::result::Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Path(name) = name.map_err(bad_path)?;
+    let Query(q) = q.map_err(|e| Error::BadInput(e.body_text()))?;
     let w = bees.writer(&name)?;
     let limit = Some(q.limit.unwrap_or(100).min(10_000));
     Ok(Json(Value::Array(
@@ -114,9 +120,10 @@ struct PutBody {
 
 async fn put_entry(
     State(bees): State<Arc<Bees>>,
-    Path(name): Path<String>,
-    body: std::result::Result<Json<PutBody>, axum::extract::rejection::JsonRejection>,
+    name: std::result::Result<Path<String>, PathRejection>,
+    body: std::result::Result<Json<PutBody>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Path(name) = name.map_err(bad_path)?;
     let Json(b) = body.map_err(|e| {
         Error::BadInput(format!(
             "body must be {{\"key\": string, \"value\": JSON}}: {e}"
@@ -129,8 +136,9 @@ async fn put_entry(
 
 async fn del_entry(
     State(bees): State<Arc<Bees>>,
-    Path((name, key)): Path<(String, String)>,
+    path: std::result::Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Path((name, key)) = path.map_err(bad_path)?;
     Ok(Json(commands::del(&bees, &name, &key).await?))
 }
 
@@ -143,9 +151,10 @@ struct PostBody {
 
 async fn add_post(
     State(bees): State<Arc<Bees>>,
-    Path(name): Path<String>,
-    body: std::result::Result<Json<PostBody>, axum::extract::rejection::JsonRejection>,
+    name: std::result::Result<Path<String>, PathRejection>,
+    body: std::result::Result<Json<PostBody>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Path(name) = name.map_err(bad_path)?;
     let Json(b) = body.map_err(|e| {
         Error::BadInput(format!(
             "body must be {{\"text\": string, \"tags\": [..]}}: {e}"
@@ -186,7 +195,7 @@ const $ = (id) => document.getElementById(id);
 const api = async (path, opts) => {
   const r = await fetch(path, opts);
   const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body.error || r.statusText);
+  if (!r.ok) throw new Error((body.error && body.error.message) || r.statusText);
   return body;
 };
 const bee = () => encodeURIComponent($('bee').value);
@@ -236,3 +245,93 @@ $('post-form').addEventListener('submit', async (ev) => {
 loadBees().catch((e) => { $('msg').textContent = e.message });
 </script></body></html>
 "#;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// The page on a scratch data directory with one bee, "movies"; its base URL.
+    async fn page() -> (tempfile::TempDir, String, tokio::task::JoinHandle<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let bees = Arc::new(Bees::open(dir.path()).unwrap());
+        bees.create("movies", false).await.unwrap();
+        let (addr, task) = serve(bees, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        (dir, format!("http://{addr}"), task)
+    }
+
+    async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn errors_are_json_with_a_code_and_a_message() {
+        let (_dir, base, task) = page().await;
+        let c = reqwest::Client::new();
+        let entries = format!("{base}/api/bees/movies/entries");
+        let (s, v) = call(
+            c.post(&entries)
+                .json(&json!({"key": "m1", "value": {"title": "Alien"}})),
+        )
+        .await;
+        assert_eq!((s, &v), (200, &json!({"key": "m1", "seq": 1})));
+        let cases = [
+            (
+                c.get(format!("{base}/api/bees/nope/entries")),
+                404,
+                "not_found",
+            ),
+            (c.get(format!("{entries}?limit=many")), 400, "bad_input"),
+            (
+                c.get(format!("{base}/api/bees/%FF/entries")),
+                400,
+                "bad_input",
+            ),
+            (
+                c.post(&entries).json(&json!({"key": "", "value": 1})),
+                400,
+                "bad_input",
+            ),
+            (
+                c.post(&entries)
+                    .header("content-type", "application/json")
+                    .body("{not json"),
+                400,
+                "bad_input",
+            ),
+            (c.delete(format!("{entries}/missing")), 404, "not_found"),
+            (
+                c.post(format!("{base}/api/bees/movies/posts"))
+                    .json(&json!({"tags": []})),
+                400,
+                "bad_input",
+            ),
+            (c.get(format!("{base}/api/nothing")), 404, "not_found"),
+        ];
+        for (req, status, code) in cases {
+            let (s, v) = call(req).await;
+            assert_eq!(
+                (s, v["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{v}"
+            );
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{v}"
+            );
+        }
+        task.abort();
+    }
+
+    #[test]
+    fn the_page_reads_the_message_of_an_error() {
+        assert!(PAGE.contains("body.error && body.error.message"));
+    }
+}
