@@ -40,6 +40,8 @@
 # results/aggregator-<UTC date>.json; the processes' stderr to the log named at the end.
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=lib.sh
+source ./lib.sh
 
 N=${N:-100000}
 PARTS=${PARTS:-ingest live query feeds}
@@ -78,69 +80,19 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/apiary-bench-agg-XXXXXX")
 LOG="$WORK/run.log"
 : >"$WORK/ingest.jsonl" >"$WORK/ref.jsonl" >"$WORK/live.jsonl" >"$WORK/query.jsonl" >"$WORK/load.jsonl" >"$WORK/feeds.jsonl" >"$WORK/loadavg.jsonl"
 
-note() { echo "# $*" >&2; }
-has_part() { [[ " $PARTS " == *" $1 "* ]]; }
-loadavg() { # label
-  jq -cn --arg at "$1" --arg l "$(cut -d' ' -f1-3 /proc/loadavg)" '{at: $at, loadavg: $l}' >>"$WORK/loadavg.jsonl"
-  note "load average ($1): $(cut -d' ' -f1-3 /proc/loadavg)"
-}
-
 # What was built: core/ and aggregator/ as they are in the working tree (a hash of their
 # uncommitted changes, tracked and untracked, goes into meta next to the commit).
 TREE_SHA=$(cd ../.. && { git diff HEAD -- core aggregator; git ls-files --others --exclude-standard -z -- core aggregator | xargs -0 -r cat; } | sha256sum | cut -d' ' -f1)
 note "building apiary-aggregator and apiary-bench (release)"
 (cd ../.. && cargo build --release -p apiary-aggregator -p apiary-bench >&2)
 
-# ---- writers (bee-writer, js/writer.js, bee-farm): long-lived processes over FIFOs ----
-declare -A W_PID W_IN W_OUT W_LINE
-
-start_writer() { # name cmd...
-  local name=$1 dir="$WORK/writer-$1" fd_in fd_out line
-  shift
-  mkdir -p "$dir"
-  mkfifo "$dir/in" "$dir/out"
-  echo "--- writer $name: $*" >>"$LOG"
-  "$@" <"$dir/in" >"$dir/out" 2>>"$LOG" &
-  W_PID[$name]=$!
-  exec {fd_in}>"$dir/in" {fd_out}<"$dir/out"
-  W_IN[$name]=$fd_in
-  W_OUT[$name]=$fd_out
-  if ! read -r -t 1800 line <&"$fd_out"; then
-    note "writer $name did not start; the log:"
-    tail -n 30 "$LOG" >&2
-    exit 1
-  fi
-  W_LINE[$name]=$line
-  note "writer $name: $line"
-}
-
+# ---- writers (bee-writer, js/writer.js, bee-farm): long-lived processes over FIFOs (lib.sh) ----
 writer_cmd() { # tool n
   if [[ $1 == js ]]; then
     echo node js/writer.js --n "$2"
   else
     echo "$BIN/bee-writer" --n "$2"
   fi
-}
-
-writer_say() { # name command [timeout s]
-  local line
-  echo "$2" >&"${W_IN[$1]}"
-  read -r -t "${3:-30}" line <&"${W_OUT[$1]}"
-  echo "$line"
-}
-
-stop_writer() { # name
-  local name=$1 pid=${W_PID[$1]:-}
-  [[ -z $pid ]] && return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    echo quit >&"${W_IN[$name]}" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  local fd_in=${W_IN[$name]} fd_out=${W_OUT[$name]}
-  exec {fd_in}>&- {fd_out}<&- || true
-  unset "W_PID[$name]"
 }
 
 # ---- the aggregator: a fresh data dir and config per case ----
@@ -168,12 +120,7 @@ start_agg() { # name
   echo "--- aggregator $1: $AGG --config $AGG_DIR/aggregator.toml" >>"$LOG"
   "$AGG" --config "$AGG_DIR/aggregator.toml" >"$AGG_DIR/stdout" 2>>"$LOG" &
   AGG_PID=$!
-  for _ in $(seq 300); do
-    AGG_HTTP=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$AGG_DIR/stdout" 2>/dev/null | head -n1 || true)
-    [[ -n $AGG_HTTP ]] && break
-    kill -0 "$AGG_PID" 2>/dev/null || break
-    sleep 0.1
-  done
+  AGG_HTTP=$(await_match "$AGG_DIR/stdout" 'http://127\.0\.0\.1:[0-9]*' "$AGG_PID" 300 0.1)
   if [[ -z $AGG_HTTP ]]; then
     note "aggregator $1 did not start; the log:"
     tail -n 30 "$LOG" >&2
@@ -182,29 +129,13 @@ start_agg() { # name
   note "aggregator $1: pid $AGG_PID, $AGG_HTTP"
 }
 
-agg_proc() { # -> {"cpu": s, "vmRssMB", "vmHwmMB", "fds", "threads"} of the aggregator now
-  local stat status
-  stat=$(cut -d')' -f2- "/proc/$AGG_PID/stat")
-  status=$(cat "/proc/$AGG_PID/status")
-  jq -cn --arg stat "$stat" --arg status "$status" --argjson fds "$(find "/proc/$AGG_PID/fd" -mindepth 1 -maxdepth 1 | wc -l)" '
-    ($stat | split(" ") | map(select(. != ""))) as $f
-    | ($status | split("\n") | map(split(":") | {(.[0]): ((.[1] // "") | gsub("^\\s+|\\s*kB$"; ""))}) | add) as $s
-    | {cpu: ((($f[11] | tonumber) + ($f[12] | tonumber)) / 100),
-       vmRssMB: (($s.VmRSS | tonumber) / 1024 * 10 | round / 10),
-       vmHwmMB: (($s.VmHWM | tonumber) / 1024 * 10 | round / 10),
-       rssAnonMB: (($s.RssAnon | tonumber) / 1024 * 10 | round / 10),
-       rssFileMB: (($s.RssFile | tonumber) / 1024 * 10 | round / 10),
-       fds: $fds, threads: ($s.Threads | tonumber)}'
+agg_proc() { # -> {"cpu": s, "vmRssMB", "vmHwmMB", "rssAnonMB", "rssFileMB", "fds", "threads"} of the aggregator now
+  proc_full "$AGG_PID"
 }
 
 stop_agg() {
   [[ -z $AGG_PID ]] && return 0
-  if kill -0 "$AGG_PID" 2>/dev/null; then
-    kill -INT "$AGG_PID" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$AGG_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$AGG_PID" 2>/dev/null || true
-  fi
-  wait "$AGG_PID" 2>/dev/null || true
+  stop_pid "$AGG_PID"
   AGG_PID=''
   [[ -z $KEEP_DATA && -n $AGG_DIR ]] && rm -rf "$AGG_DIR/data"
   true
@@ -232,7 +163,7 @@ perf_stop() {
 stop_all() {
   perf_stop
   stop_agg
-  for name in "${!W_PID[@]}"; do stop_writer "$name"; done
+  stop_writers
 }
 trap stop_all EXIT
 
@@ -324,11 +255,7 @@ if has_part live; then
       --search-every "$every" --poll-ms "$LIVE_POLL_MS" >"$out" 2>>"$LOG" &
     cpid=$!
     ready=0
-    for _ in $(seq 300); do
-      if grep -q '"ready"' "$out" 2>/dev/null; then ready=1; break; fi
-      kill -0 "$cpid" 2>/dev/null || break
-      sleep 0.1
-    done
+    [[ -n $(await_match "$out" '"ready"' "$cpid" 300 0.1) ]] && ready=1
     p0=$(agg_proc)
     rc=0
     if [[ $ready == 1 ]]; then

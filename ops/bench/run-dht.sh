@@ -55,6 +55,8 @@
 # results/dht-<UTC date>.json; the processes' stderr to the log named at the end.
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=lib.sh
+source ./lib.sh
 
 N=${N:-100000}
 PARTS=${PARTS:-ingest js first idle}
@@ -87,15 +89,6 @@ LOG="$WORK/run.log"
 : >"$WORK/ingest.jsonl" >"$WORK/js.jsonl" >"$WORK/first.jsonl" >"$WORK/idle.jsonl" >"$WORK/loadavg.jsonl"
 : >"$WORK/empty.toml"
 
-note() { echo "# $*" >&2; }
-has_part() { [[ " $PARTS " == *" $1 "* ]]; }
-loadavg() { # label
-  jq -cn --arg at "$1" --arg l "$(cut -d' ' -f1-3 /proc/loadavg)" '{at: $at, loadavg: $l}' >>"$WORK/loadavg.jsonl"
-  note "load average ($1): $(cut -d' ' -f1-3 /proc/loadavg)"
-}
-now() { date +%s.%N; }
-unix_ms() { echo $(($(date +%s%N) / 1000000)); }
-
 # What was built: core/, swarm/, aggregator/ and publisher/ as they are in the working tree (a
 # hash of their uncommitted changes, tracked and untracked, goes into meta with the commit,
 # taken before and after the build: the tree is shared, and a difference means someone changed
@@ -123,26 +116,7 @@ if [[ ! -d ../../tests/js/node_modules/hyperswarm ]]; then
   (cd ../../tests/js && npm ci --no-audit --no-fund >>"$LOG" 2>&1)
 fi
 
-# ---- /proc figures of any process ----
-cpu_of() { # pid -> utime+stime in seconds (empty when gone)
-  local s
-  s=$(cut -d')' -f2- "/proc/$1/stat" 2>/dev/null) || return 0
-  awk '{printf "%.2f\n", ($12 + $13) / 100}' <<<"$s"
-}
-proc_of() { # pid -> {"cpu": s, "vmRssMB", "vmHwmMB"} now, or null when gone
-  local stat status
-  if ! stat=$(cut -d')' -f2- "/proc/$1/stat" 2>/dev/null) || ! status=$(cat "/proc/$1/status" 2>/dev/null); then
-    echo null
-    return 0
-  fi
-  jq -cn --arg stat "$stat" --arg status "$status" '
-    ($stat | split(" ") | map(select(. != ""))) as $f
-    | ($status | split("\n") | map(split(":") | {(.[0]): ((.[1] // "") | gsub("^\\s+|\\s*kB$"; ""))}) | add) as $s
-    | {cpu: ((($f[11] | tonumber) + ($f[12] | tonumber)) / 100),
-       vmRssMB: (($s.VmRSS | tonumber) / 1024 * 10 | round / 10),
-       vmHwmMB: (($s.VmHWM | tonumber) / 1024 * 10 | round / 10),
-       threads: ($s.Threads | tonumber)}'
-}
+# ---- /proc figures of any process: cpu_of, proc_of, delta (lib.sh) ----
 bridge_of() { # parent pid -> pid of its `node …bridge.js` child (waits up to 60 s), or empty
   local c
   for _ in $(seq 600); do
@@ -155,9 +129,6 @@ bridge_of() { # parent pid -> pid of its `node …bridge.js` child (waits up to 
     kill -0 "$1" 2>/dev/null || return 0
     sleep 0.1
   done
-}
-delta() { # before after -> after - before (seconds, 2 decimals) or null
-  if [[ -z $1 || -z $2 || $1 == null || $2 == null ]]; then echo null; else awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f\n", b - a}'; fi
 }
 
 # ---- the private DHT ----
@@ -192,46 +163,7 @@ stop_dht() {
   DHT_PID=''
 }
 
-# ---- JS writers: long-lived processes over FIFOs (as run-aggregator.sh) ----
-declare -A W_PID W_IN W_OUT W_LINE
-start_writer() { # name cmd...
-  local name=$1 dir="$WORK/writer-$1" fd_in fd_out line
-  shift
-  mkdir -p "$dir"
-  mkfifo "$dir/in" "$dir/out"
-  echo "--- writer $name: $*" >>"$LOG"
-  "$@" <"$dir/in" >"$dir/out" 2>>"$LOG" &
-  W_PID[$name]=$!
-  exec {fd_in}>"$dir/in" {fd_out}<"$dir/out"
-  W_IN[$name]=$fd_in
-  W_OUT[$name]=$fd_out
-  if ! read -r -t 1800 line <&"$fd_out"; then
-    note "writer $name did not start; the log:"
-    tail -n 30 "$LOG" >&2
-    exit 1
-  fi
-  W_LINE[$name]=$line
-  note "writer $name: $line"
-}
-writer_say() { # name command [timeout s]
-  local line
-  echo "$2" >&"${W_IN[$1]}"
-  read -r -t "${3:-30}" line <&"${W_OUT[$1]}"
-  echo "$line"
-}
-stop_writer() { # name
-  local name=$1 pid=${W_PID[$1]:-}
-  [[ -z $pid ]] && return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    echo quit >&"${W_IN[$name]}" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  local fd_in=${W_IN[$name]} fd_out=${W_OUT[$name]}
-  exec {fd_in}>&- {fd_out}<&- || true
-  unset "W_PID[$name]"
-}
+# ---- JS writers: long-lived processes over FIFOs: start_writer, writer_say, stop_writer (lib.sh) ----
 
 # ---- publishers: `apiary-publisher serve` on a prepared data dir ----
 declare -A P_PID P_PORT P_DIR
@@ -267,12 +199,7 @@ start_pub() { # name bees (waits until every bee is announced on the DHT)
 stop_pub() { # name
   local pid=${P_PID[$1]:-}
   [[ -z $pid ]] && return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -INT "$pid" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
+  stop_pid "$pid"
   unset "P_PID[$1]"
 }
 
@@ -303,13 +230,7 @@ start_agg() { # name dht(0|1)
   AGG_STARTED_MS=$(unix_ms)
   "$AGG" --config "$AGG_DIR/aggregator.toml" >"$AGG_DIR/stdout" 2>"$AGG_DIR/stderr" &
   AGG_PID=$!
-  AGG_HTTP=''
-  for _ in $(seq 3000); do
-    AGG_HTTP=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$AGG_DIR/stdout" 2>/dev/null | head -n1 || true)
-    [[ -n $AGG_HTTP ]] && break
-    kill -0 "$AGG_PID" 2>/dev/null || break
-    sleep 0.01
-  done
+  AGG_HTTP=$(await_match "$AGG_DIR/stdout" 'http://127\.0\.0\.1:[0-9]*' "$AGG_PID" 3000 0.01)
   if [[ -z $AGG_HTTP ]]; then
     note "aggregator $1 did not start; its stderr:"
     tail -n 30 "$AGG_DIR/stderr" >&2
@@ -340,12 +261,7 @@ stop_agg() {
   local bridge
   bridge=$(for c in $(cat /proc/"$AGG_PID"/task/*/children 2>/dev/null); do
     tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null | grep -q 'bridge\.js' && echo "$c"; done | head -n1 || true)
-  if kill -0 "$AGG_PID" 2>/dev/null; then
-    kill -INT "$AGG_PID" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$AGG_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$AGG_PID" 2>/dev/null || true
-  fi
-  wait "$AGG_PID" 2>/dev/null || true
+  stop_pid "$AGG_PID"
   # Its bridge leaves when its stdin closes; make sure it is gone.
   if [[ -n $bridge ]]; then
     for _ in $(seq 100); do kill -0 "$bridge" 2>/dev/null || break; sleep 0.1; done
@@ -359,7 +275,7 @@ stop_agg() {
 
 stop_all() {
   stop_agg
-  for name in "${!W_PID[@]}"; do stop_writer "$name"; done
+  stop_writers
   for name in "${!P_PID[@]}"; do stop_pub "$name"; done
   stop_dht
 }

@@ -14,6 +14,8 @@
 # Everything is also written to results/replicate-<UTC date>.json.
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=lib.sh
+source ./lib.sh
 
 N=${N:-100000}
 ROUNDS=${ROUNDS:-2}
@@ -32,40 +34,25 @@ LOG="$WORK/run.log"
 PHASES="$WORK/phases.jsonl"
 : >"$PHASES"
 
-note() { echo "# $*" >&2; }
-
 note "building apiary-bench (release)"
 cargo build --release -p apiary-bench >&2
 
-# ---- the writer: one node process for the whole run, driven over stdin/stdout ----
+# ---- the writer: one node process for the whole run, driven over FIFOs (lib.sh) ----
 note "starting the JS writer with N=$N (log: $LOG)"
-coproc WRITER { exec node js/writer.js --n "$N" 2>>"$LOG"; }
-W_PID=$WRITER_PID
-exec {W_OUT}<&"${WRITER[0]}" {W_IN}>&"${WRITER[1]}"
-
-stop_writer() {
-  if kill -0 "$W_PID" 2>/dev/null; then
-    echo quit >&"$W_IN" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$W_PID" 2>/dev/null || break; sleep 0.1; done
-    kill "$W_PID" 2>/dev/null || true
-  fi
-}
-trap stop_writer EXIT
-
-if ! read -r -t 1800 WRITER_LINE <&"$W_OUT"; then
+WRITER_STOP_TRIES=50
+trap stop_writers EXIT
+if ! spawn_writer js node js/writer.js --n "$N"; then
   note "the writer did not start; its log:"
   cat "$LOG" >&2
   exit 1
 fi
+WRITER_LINE=${W_LINE[js]}
 note "writer: $WRITER_LINE"
 KEY=$(jq -r .key <<<"$WRITER_LINE")
 PORT=$(jq -r .port <<<"$WRITER_LINE")
 
 writer_cpu() {
-  echo cpu >&"$W_IN"
-  local line
-  read -r -t 30 line <&"$W_OUT"
-  echo "$line"
+  writer_say js cpu
 }
 
 # ---- one phase: fresh reader process, writer CPU read before and after ----
@@ -109,7 +96,7 @@ for round in $(seq "$ROUNDS"); do
   run_phase "$round" rust tail
 done
 
-stop_writer
+stop_writers
 trap - EXIT
 
 # ---- results file and table ----

@@ -23,6 +23,8 @@
 # results/writer-<UTC date>.json; the processes' stderr to the log named at the end.
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=lib.sh
+source ./lib.sh
 
 N=${N:-100000}
 ROUNDS=${ROUNDS:-2}
@@ -49,15 +51,13 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/apiary-bench-writer-XXXXXX")
 LOG="$WORK/run.log"
 : >"$WORK/data.txt" >"$WORK/builds.jsonl" >"$WORK/phases.jsonl" >"$WORK/live.jsonl" >"$WORK/writers.jsonl"
 
-note() { echo "# $*" >&2; }
-has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 rust_threads() { [[ -n $THREADS ]] && echo --threads "$THREADS"; true; }
 
 note "building apiary-bench (release)"
 cargo build --release -p apiary-bench >&2
 
-# ---- writers: long-lived processes driven over FIFOs (stdin commands, stdout JSON lines) ----
-declare -A W_PID W_IN W_OUT W_LINE
+# ---- writers: long-lived processes driven over FIFOs (stdin commands, stdout JSON lines; lib.sh) ----
+WRITER_STOP_TRIES=50
 
 writer_cmd_of() { # tool n
   if [[ $1 == js ]]; then
@@ -67,50 +67,14 @@ writer_cmd_of() { # tool n
   fi
 }
 
-start_writer() { # name tool n
-  local name=$1 tool=$2 n=$3 dir="$WORK/writer-$1" fd_in fd_out line
-  mkdir -p "$dir"
-  mkfifo "$dir/in" "$dir/out"
-  echo "--- writer $name: $(writer_cmd_of "$tool" "$n")" >>"$LOG"
+start_bench_writer() { # name tool n
   # shellcheck disable=SC2046
-  $(writer_cmd_of "$tool" "$n") <"$dir/in" >"$dir/out" 2>>"$LOG" &
-  W_PID[$name]=$!
-  exec {fd_in}>"$dir/in" {fd_out}<"$dir/out"
-  W_IN[$name]=$fd_in
-  W_OUT[$name]=$fd_out
-  if ! read -r -t 1800 line <&"$fd_out"; then
-    note "writer $name did not start; the log:"
-    tail -n 30 "$LOG" >&2
-    exit 1
-  fi
-  W_LINE[$name]=$line
-  jq -c --arg name "$name" '{writer: $name} + .' <<<"$line" >>"$WORK/writers.jsonl"
-  note "writer $name: $line"
-}
-
-writer_say() { # name command [timeout s] -> the writer's one-line answer
-  local line
-  echo "$2" >&"${W_IN[$1]}"
-  read -r -t "${3:-30}" line <&"${W_OUT[$1]}"
-  echo "$line"
-}
-
-stop_writer() { # name
-  local name=$1 pid=${W_PID[$1]:-}
-  [[ -z $pid ]] && return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    echo quit >&"${W_IN[$name]}" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  local fd_in=${W_IN[$name]} fd_out=${W_OUT[$name]}
-  exec {fd_in}>&- {fd_out}<&- || true
-  unset "W_PID[$name]"
+  start_writer "$1" $(writer_cmd_of "$2" "$3")
+  jq -c --arg name "$1" '{writer: $name} + .' <<<"${W_LINE[$1]}" >>"$WORK/writers.jsonl"
 }
 
 stop_all() {
-  for name in "${!W_PID[@]}"; do stop_writer "$name"; done
+  stop_writers
 }
 trap stop_all EXIT
 
@@ -181,9 +145,9 @@ run_phase() { # round reader mode server
 }
 if has_part serve; then
   note "starting the serving writers (N=$N each; log: $LOG)"
-  start_writer js js "$N"
+  start_bench_writer js js "$N"
   sleep 1
-  start_writer rust rust "$N"
+  start_bench_writer rust rust "$N"
   sleep 1
   for round in $(seq "$ROUNDS"); do
     for p in $SERVE_PHASES; do
@@ -198,7 +162,7 @@ fi
 # ---- live: fresh writer + fresh live reader per pair ----
 live_pair() { # round writer-tool reader-tool
   local round=$1 wt=$2 rt=$3 name="live-$1-$2-$3" port key cmd rpid out ready=0 wline rline rc=0
-  start_writer "$name" "$wt" "$LIVE_N"
+  start_bench_writer "$name" "$wt" "$LIVE_N"
   port=$(jq -r .port <<<"${W_LINE[$name]}")
   key=$(jq -r .key <<<"${W_LINE[$name]}")
   if [[ $rt == js ]]; then
@@ -211,11 +175,7 @@ live_pair() { # round writer-tool reader-tool
   echo "--- live round $round $wt -> $rt: ${cmd[*]}" >>"$LOG"
   timeout "$PHASE_TIMEOUT" "${cmd[@]}" >"$out" 2>>"$LOG" &
   rpid=$!
-  for _ in $(seq 300); do
-    if grep -q '"ready"' "$out" 2>/dev/null; then ready=1; break; fi
-    kill -0 "$rpid" 2>/dev/null || break
-    sleep 0.1
-  done
+  [[ -n $(await_match "$out" '"ready"' "$rpid" 300 0.1) ]] && ready=1
   if [[ $ready == 1 ]]; then
     wline=$(writer_say "$name" "live $LIVE_INTERVAL $LIVE_COUNT" $((LIVE_COUNT * LIVE_INTERVAL / 1000 + 120))) || wline=''
     jq -e . >/dev/null 2>&1 <<<"$wline" || wline='{"error": "no answer to live"}'
