@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{bin_path, free_port, wait_listening};
+use crate::{bin_path, printed, StdoutLines};
 
 /// A running aggregator process.
 pub struct AggProc {
@@ -26,11 +26,15 @@ pub struct AggProc {
     pub env: Vec<(String, String)>,
     /// A command the binary runs under (e.g. `prlimit --nofile=256:256`), if any.
     pub prefix: Vec<String>,
+    /// What the current process printed on stdout.
+    pub stdout: StdoutLines,
 }
 
 impl AggProc {
     /// Writes a config (`extra` TOML lines appended) and starts the binary. The DHT is off
-    /// unless `extra` sets `dht` (tests never reach the public DHT).
+    /// unless `extra` sets `dht` (tests never reach the public DHT). Its first start binds
+    /// port 0 for HTTP and replication and reads the addresses it prints; the config is then
+    /// rewritten with them, so that restarts (and anyone dialing `listen`) keep them.
     pub async fn start(dir: PathBuf, extra: &str) -> AggProc {
         Self::start_env(dir, extra, Vec::new()).await
     }
@@ -53,30 +57,34 @@ impl AggProc {
         prefix: Vec<String>,
     ) -> AggProc {
         std::fs::create_dir_all(&dir).unwrap();
-        let http_port = free_port();
-        let listen = format!("127.0.0.1:{}", free_port());
         let config = dir.join("aggregator.toml");
         let dht = if extra.lines().any(|l| l.trim_start().starts_with("dht")) {
             ""
         } else {
             "dht = false\n"
         };
-        let text = format!(
-            "data_dir = {:?}\nhttp = \"127.0.0.1:{http_port}\"\nlisten = \"{listen}\"\nrate_limit_per_second = 10000\nrate_limit_burst = 10000\nlog = \"warn\"\n{dht}{extra}\n",
-            dir.join("data")
-        );
-        std::fs::write(&config, text).unwrap();
+        let text = |http: &str, listen: &str| {
+            format!(
+                "data_dir = {:?}\nhttp = \"{http}\"\nlisten = \"{listen}\"\nrate_limit_per_second = 10000\nrate_limit_burst = 10000\nlog = \"warn\"\n{dht}{extra}\n",
+                dir.join("data")
+            )
+        };
+        std::fs::write(&config, text("127.0.0.1:0", "127.0.0.1:0")).unwrap();
         let mut a = AggProc {
             child: None,
-            base: format!("http://127.0.0.1:{http_port}"),
-            listen,
+            base: String::new(),
+            listen: String::new(),
             config,
-            dir,
+            dir: dir.clone(),
             http: reqwest::Client::new(),
             env,
             prefix,
+            stdout: StdoutLines::default(),
         };
-        a.restart().await;
+        let (http, listen) = a.spawn().await;
+        a.base = format!("http://{http}");
+        a.listen = listen.unwrap_or_default();
+        std::fs::write(&a.config, text(&http, &a.listen)).unwrap();
         a
     }
 
@@ -111,8 +119,24 @@ impl AggProc {
         None
     }
 
-    /// (Re)starts the process on the same config and data.
+    /// (Re)starts the process on the same config and data; it must bind the same addresses.
     pub async fn restart(&mut self) {
+        let (http, listen) = self.spawn().await;
+        assert_eq!(
+            format!("http://{http}"),
+            self.base,
+            "HTTP address after a restart"
+        );
+        assert_eq!(
+            listen.unwrap_or_default(),
+            self.listen,
+            "replication address after a restart"
+        );
+    }
+
+    /// Starts the process; waits until it prints its HTTP and replication addresses (it binds
+    /// both before printing them) and returns them.
+    async fn spawn(&mut self) -> (String, Option<String>) {
         let bin = bin_path("apiary-aggregator", "apiary-aggregator");
         let mut cmd = match self.prefix.split_first() {
             Some((first, rest)) => {
@@ -122,17 +146,34 @@ impl AggProc {
             }
             None => tokio::process::Command::new(bin),
         };
-        let child = cmd
+        let mut child = cmd
             .arg("--config")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
+        self.stdout = StdoutLines::collect(child.stdout.take().unwrap());
         self.child = Some(child);
-        let addr = self.base.trim_start_matches("http://").to_owned();
-        wait_listening(&addr, Duration::from_secs(30)).await;
+        let wait = Duration::from_secs(30);
+        let http = self
+            .stdout
+            .wait_for(
+                "the aggregator's HTTP address",
+                wait,
+                printed::aggregator_http,
+            )
+            .await;
+        let listen = self
+            .stdout
+            .wait_for(
+                "the aggregator's replication address",
+                wait,
+                printed::aggregator_replication,
+            )
+            .await;
+        (http, listen)
     }
 
     /// SIGKILL, no goodbye.

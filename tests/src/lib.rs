@@ -16,7 +16,8 @@ pub mod publisher;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -263,7 +264,10 @@ pub fn run_browser(args: &[&str]) -> Value {
     serde_json::from_str(&line).unwrap_or(json!({"ok": false, "error": line}))
 }
 
-/// A free TCP port on loopback (bound and released; fine for tests).
+/// A free TCP port on loopback, bound and released: another test may take it before the
+/// caller binds it. Prefer binding port 0 and reading the address back (the binaries print
+/// theirs: [`printed`], [`StdoutLines`]); this is for what cannot, e.g. a process in another
+/// network namespace.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -293,5 +297,96 @@ pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() ->
             "timed out after {timeout:?} waiting until {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A child's stdout, read line by line into memory by a background task.
+#[derive(Debug, Clone, Default)]
+pub struct StdoutLines {
+    lines: Arc<Mutex<Vec<String>>>,
+    ended: Arc<AtomicBool>,
+}
+
+impl StdoutLines {
+    /// Starts reading `out`.
+    pub fn collect(out: ChildStdout) -> StdoutLines {
+        let me = StdoutLines::default();
+        let (lines, ended) = (me.lines.clone(), me.ended.clone());
+        tokio::spawn(async move {
+            let mut out = BufReader::new(out).lines();
+            while let Ok(Some(line)) = out.next_line().await {
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+            ended.store(true, Ordering::SeqCst);
+        });
+        me
+    }
+
+    /// The lines read so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits for the first line `pick` takes; panics when the output ends first (the process
+    /// exited) or after `timeout`.
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pick: impl FnMut(&str) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Read `ended` first: lines pushed before it was set are then all seen.
+            let ended = self.ended.load(Ordering::SeqCst);
+            if let Some(v) = self.lines().iter().find_map(|l| pick(l)) {
+                return v;
+            }
+            assert!(
+                !ended,
+                "the process's output ended without {what}: {:?}",
+                self.lines()
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {what} within {timeout:?}: {:?}",
+                self.lines()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// What the binaries print at start about the addresses they bound (so tests can bind port 0).
+pub mod printed {
+    /// `apiary-aggregator`: `  browse page and HTTP API: http://ADDR/ ...` → ADDR.
+    pub fn aggregator_http(line: &str) -> Option<String> {
+        let rest = line
+            .trim_start()
+            .strip_prefix("browse page and HTTP API: http://")?;
+        Some(rest.split('/').next()?.to_owned())
+    }
+
+    /// `apiary-aggregator`: `  replication (publishers dial in here): ADDR` → `Some(ADDR)`,
+    /// `  replication: not listening ...` → `None`.
+    pub fn aggregator_replication(line: &str) -> Option<Option<String>> {
+        let line = line.trim();
+        if let Some(a) = line.strip_prefix("replication (publishers dial in here): ") {
+            return Some(Some(a.to_owned()));
+        }
+        line.starts_with("replication: not listening")
+            .then_some(None)
+    }
+
+    /// `apiary-publisher serve`: `serving N bee(s) for replication on ADDR` → ADDR.
+    pub fn publisher_replication(line: &str) -> Option<String> {
+        let (head, addr) = line.trim().rsplit_once(" for replication on ")?;
+        head.starts_with("serving ").then(|| addr.to_owned())
+    }
+
+    /// `apiary-publisher serve`: `local page: http://ADDR/` → ADDR.
+    pub fn publisher_page(line: &str) -> Option<String> {
+        let rest = line.trim().strip_prefix("local page: http://")?;
+        Some(rest.split('/').next()?.to_owned())
     }
 }

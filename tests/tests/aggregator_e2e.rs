@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use apiary_tests::agg::{temp_dir, AggProc};
-use apiary_tests::{bin_path, free_port, init_tracing, run_bin, wait_listening, JsPeer};
+use apiary_tests::{bin_path, init_tracing, printed, run_bin, JsPeer, StdoutLines};
 use serde_json::{json, Value};
 
 fn random_id() -> String {
@@ -21,28 +21,24 @@ fn rand_bytes() -> [u8; 8] {
         .to_le_bytes()
 }
 
-/// Starts `apiary-publisher serve` on `port` (no page) and waits for it.
-async fn serve_publisher(
-    bin: &std::path::Path,
-    data_dir: &str,
-    port: u16,
-) -> tokio::process::Child {
-    let child = tokio::process::Command::new(bin)
-        .args([
-            "--data-dir",
-            data_dir,
-            "serve",
-            "--no-dht",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--no-page",
-        ])
-        .stdout(std::process::Stdio::null())
+/// Starts `apiary-publisher serve` (no page) on a port of its choosing; returns it and the
+/// replication address it printed.
+async fn serve_publisher(bin: &std::path::Path, data_dir: &str) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(bin)
+        .args(["--data-dir", data_dir, "serve", "--no-dht"])
+        .args(["--listen", "127.0.0.1:0", "--no-page"])
+        .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(20)).await;
-    child
+    let addr = StdoutLines::collect(child.stdout.take().unwrap())
+        .wait_for(
+            "the publisher's address",
+            Duration::from_secs(20),
+            printed::publisher_replication,
+        )
+        .await;
+    (child, addr)
 }
 
 fn keys_of(entries: &[Value]) -> Vec<String> {
@@ -72,8 +68,7 @@ async fn follows_our_publisher_and_a_js_one() {
         );
         assert_eq!(c, 0, "{e}");
     }
-    let pport = free_port();
-    let mut publisher = serve_publisher(&p, &pd, pport).await;
+    let (mut publisher, paddr) = serve_publisher(&p, &pd).await;
 
     // A JS publisher: movies {title} under random keys.
     let mut js = JsPeer::start().await;
@@ -93,9 +88,7 @@ async fn follows_our_publisher_and_a_js_one() {
 
     let mut agg = AggProc::start(dir.join("agg"), "").await;
     // Follow both through the API (no token configured: loopback is admin).
-    let (s, v) = agg
-        .follow(&social, Some(&format!("127.0.0.1:{pport}")))
-        .await;
+    let (s, v) = agg.follow(&social, Some(&paddr)).await;
     assert_eq!(s, 201, "{v}");
     let (s, _) = agg.follow(&mkey, Some(&format!("127.0.0.1:{jport}"))).await;
     assert_eq!(s, 201);
@@ -464,11 +457,10 @@ async fn browse_page_search_in_headless_chromium() {
             r#"{"title":"Other film"}"#,
         ],
     );
-    let pport = free_port();
-    let mut publisher = serve_publisher(&p, &pd, pport).await;
+    let (mut publisher, paddr) = serve_publisher(&p, &pd).await;
     let agg = AggProc::start(
         dir.join("agg"),
-        &format!("[[follow]]\nkey = \"{key}\"\npeers = [\"127.0.0.1:{pport}\"]"),
+        &format!("[[follow]]\nkey = \"{key}\"\npeers = [\"{paddr}\"]"),
     )
     .await;
     agg.wait_for("/v1/search?q=nostromo", Duration::from_secs(15), |v| {

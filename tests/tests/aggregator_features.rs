@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use apiary_tests::agg::{temp_dir, AggProc};
-use apiary_tests::{bin_path, free_port, run_bin, wait_listening};
+use apiary_tests::{bin_path, printed, run_bin, StdoutLines};
 use serde_json::{json, Value};
+
+/// Listen on a port of the process's choosing.
+const ANY: &str = "127.0.0.1:0";
 
 struct Publisher {
     bin: std::path::PathBuf,
@@ -31,31 +34,40 @@ impl Publisher {
         let url = self.run(&["init", name]).lines().next().unwrap().to_owned();
         url.trim_start_matches("hyper://").to_owned()
     }
-    async fn serve(&self, port: u16, page: Option<u16>) -> tokio::process::Child {
-        let listen = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            "--data-dir".to_owned(),
-            self.dir.clone(),
-            "serve".into(),
-            "--no-dht".into(),
-            "--listen".into(),
-            listen.clone(),
-        ];
-        match page {
-            Some(p) => args.extend(["--page".into(), format!("127.0.0.1:{p}")]),
-            None => args.push("--no-page".into()),
-        }
-        let c = tokio::process::Command::new(&self.bin)
-            .args(&args)
-            .stdout(std::process::Stdio::null())
+    /// `serve` on `listen` (`127.0.0.1:0`: a port of its choosing), with the local page on a
+    /// port of its choosing or without: the process, its replication address and its page's
+    /// (as printed).
+    async fn serve(
+        &self,
+        listen: &str,
+        page: bool,
+    ) -> (tokio::process::Child, String, Option<String>) {
+        let page_args = if page {
+            ["--page", "127.0.0.1:0"].as_slice()
+        } else {
+            ["--no-page"].as_slice()
+        };
+        let mut c = tokio::process::Command::new(&self.bin)
+            .args(["--data-dir", &self.dir, "serve", "--no-dht"])
+            .args(["--listen", listen])
+            .args(page_args)
+            .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        wait_listening(&listen, Duration::from_secs(20)).await;
-        if let Some(p) = page {
-            wait_listening(&format!("127.0.0.1:{p}"), Duration::from_secs(20)).await;
-        }
-        c
+        let out = StdoutLines::collect(c.stdout.take().unwrap());
+        let start = Duration::from_secs(20);
+        let addr = out
+            .wait_for("the address", start, printed::publisher_replication)
+            .await;
+        let page_addr = match page {
+            true => Some(
+                out.wait_for("the page", start, printed::publisher_page)
+                    .await,
+            ),
+            false => None,
+        };
+        (c, addr, page_addr)
     }
 }
 
@@ -64,11 +76,11 @@ async fn live_stream_sends_new_entries() {
     let (_keep, dir) = temp_dir();
     let p = Publisher::new(&dir.join("pub"));
     let key = p.init("social");
-    let (port, page) = (free_port(), free_port());
-    let mut child = p.serve(port, Some(page)).await;
+    let (mut child, addr, page) = p.serve(ANY, true).await;
+    let page = page.unwrap();
     let agg = AggProc::start(
         dir.join("agg"),
-        &format!("[[follow]]\nkey = \"{key}\"\npeers = [\"127.0.0.1:{port}\"]"),
+        &format!("[[follow]]\nkey = \"{key}\"\npeers = [\"{addr}\"]"),
     )
     .await;
     agg.wait_for(&format!("/v1/feeds/{key}"), Duration::from_secs(10), |v| {
@@ -85,7 +97,7 @@ async fn live_stream_sends_new_entries() {
     // One that the filter drops, then one it passes.
     for (text, tag) in [("not this one", "other"), ("hello live world", "live")] {
         let r = client
-            .post(format!("http://127.0.0.1:{page}/api/bees/social/posts"))
+            .post(format!("http://{page}/api/bees/social/posts"))
             .json(&json!({"text": text, "tags": [tag]}))
             .send()
             .await
@@ -132,12 +144,11 @@ async fn oversized_values_are_skipped_and_counted_and_backfill_window_reads_spar
             &json!({"title": format!("item {i}")}).to_string(),
         ]);
     }
-    let port = free_port();
-    let mut child = p.serve(port, None).await;
+    let (mut child, addr, _) = p.serve(ANY, false).await;
     let agg = AggProc::start(
         dir.join("agg"),
         &format!(
-            "max_value_bytes = 1000\nbackfill = 10\n[[follow]]\nkey = \"{big}\"\npeers = [\"127.0.0.1:{port}\"]\n[[follow]]\nkey = \"{many}\"\npeers = [\"127.0.0.1:{port}\"]"
+            "max_value_bytes = 1000\nbackfill = 10\n[[follow]]\nkey = \"{big}\"\npeers = [\"{addr}\"]\n[[follow]]\nkey = \"{many}\"\npeers = [\"{addr}\"]"
         ),
     )
     .await;
@@ -195,8 +206,7 @@ async fn publisher_registers_its_bee_with_a_token() {
     let p = Publisher::new(&dir.join("pub"));
     let key = p.init("notes");
     p.run(&["put", "notes", "n1", r#"{"title":"registered"}"#]);
-    let port = free_port();
-    let mut child = p.serve(port, None).await;
+    let (mut child, addr, _) = p.serve(ANY, false).await;
     // serve holds the data dir: register reads it, so stop serve, register, serve again.
     child.kill().await.unwrap();
     let _ = child.wait().await;
@@ -221,16 +231,18 @@ async fn publisher_registers_its_bee_with_a_token() {
         "--token",
         token,
         "--address",
-        &format!("127.0.0.1:{port}"),
+        &addr,
     ]);
     assert!(out.contains("registered notes"), "{out}");
-    let mut child = p.serve(port, None).await;
+    // Again on the address it had (and registered).
+    let (mut child, again, _) = p.serve(&addr, false).await;
+    assert_eq!(again, addr);
     agg.wait_for("/v1/search?q=registered", Duration::from_secs(15), |v| {
         v["entries"].as_array().unwrap().len() == 1
     })
     .await;
     let (_, st) = agg.get(&format!("/v1/feeds/{key}")).await;
-    assert_eq!(st["peers"][0]["address"], format!("127.0.0.1:{port}"));
+    assert_eq!(st["peers"][0]["address"], json!(addr));
     child.kill().await.unwrap();
 }
 
@@ -256,11 +268,10 @@ async fn feed_pages_walk_entries_spread_over_years_newest_first() {
             &json!({"text": format!("entry {i}"), "createdAt": d}).to_string(),
         ]);
     }
-    let port = free_port();
-    let mut child = p.serve(port, None).await;
+    let (mut child, addr, _) = p.serve(ANY, false).await;
     let agg = AggProc::start(
         dir.join("agg"),
-        &format!("[[follow]]\nkey = \"{key}\"\npeers = [\"127.0.0.1:{port}\"]"),
+        &format!("[[follow]]\nkey = \"{key}\"\npeers = [\"{addr}\"]"),
     )
     .await;
     agg.wait_for(&format!("/v1/feeds/{key}"), Duration::from_secs(10), |v| {

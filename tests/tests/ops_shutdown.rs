@@ -7,7 +7,7 @@ use std::time::Duration;
 use apiary_tests::agg::{temp_dir, AggProc};
 use apiary_tests::dht::TestDht;
 use apiary_tests::publisher::Publisher;
-use apiary_tests::{bin_path, free_port, init_tracing, JsPeer};
+use apiary_tests::{bin_path, init_tracing, printed, JsPeer, StdoutLines};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -134,20 +134,26 @@ async fn publisher_serve_stops_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregator_logs_json_lines() {
     let (_keep, dir) = temp_dir();
-    let http = format!("127.0.0.1:{}", free_port());
     let mut child =
         tokio::process::Command::new(bin_path("apiary-aggregator", "apiary-aggregator"))
             .args(["--log-format", "json", "--no-dht", "--listen", ""])
-            .args(["--http", &http, "--data-dir"])
+            .args(["--http", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    apiary_tests::wait_listening(&http, Duration::from_secs(30)).await;
+    // It prints its address once it listens.
+    StdoutLines::collect(child.stdout.take().unwrap())
+        .wait_for(
+            "the HTTP address",
+            Duration::from_secs(30),
+            printed::aggregator_http,
+        )
+        .await;
     let pid = child.id().unwrap().to_string();
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -6,16 +6,14 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apiary_core::bee::Bee;
 use apiary_core::replicate::{Replicator, ReplicatorOptions};
 use apiary_core::store::Store;
 use apiary_core::Key;
-use apiary_tests::{bin_path, free_port, init_tracing, run_bin, wait_listening, JsPeer};
+use apiary_tests::{bin_path, init_tracing, printed, run_bin, JsPeer, StdoutLines};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 
 // Every command while `serve` runs, through its control socket.
@@ -53,46 +51,46 @@ impl Pub {
             .find(|v| v["name"] == json!(name));
         line.unwrap()["length"].as_u64().unwrap()
     }
-    /// `serve` on `listen` without the page, `extra` flags added; waits for its control
-    /// socket and collects its stdout.
-    async fn serve_ctl(&self, listen: &str, extra: &[&str]) -> Served {
+    /// `serve` without the page, `extra` flags added, replication on a port of its choosing
+    /// (read from what it prints); waits for its control socket.
+    async fn serve_ctl(&self, extra: &[&str]) -> Served {
+        let srv = self.spawn_serve(&["--no-page"], extra).await;
+        wait_control(self.dir.path()).await;
+        srv
+    }
+    /// `serve` with the local page, both on ports of its choosing; the page's address.
+    async fn serve_page(&self) -> (Served, String) {
+        let srv = self.spawn_serve(&["--page", "127.0.0.1:0"], &[]).await;
+        let page = srv
+            .out
+            .wait_for("the page's address", SERVE_START, printed::publisher_page)
+            .await;
+        (srv, page)
+    }
+    async fn spawn_serve(&self, page: &[&str], extra: &[&str]) -> Served {
         let mut child = tokio::process::Command::new(&self.bin)
             .args(["--data-dir", &self.dir.path().to_string_lossy(), "serve"])
-            .args(["--listen", listen, "--no-page", "--no-dht"])
+            .args(["--listen", "127.0.0.1:0", "--no-dht"])
+            .args(page)
             .args(extra)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        let l = lines.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = out.next_line().await {
-                l.lock().unwrap().push(line);
-            }
-        });
-        wait_control(self.dir.path()).await;
-        Served { child, lines }
-    }
-    fn serve(&self, listen: &str, page: &str) -> tokio::process::Child {
-        tokio::process::Command::new(&self.bin)
-            .args([
-                "--data-dir",
-                &self.dir.path().to_string_lossy(),
-                "serve",
-                "--no-dht",
-                "--listen",
-                listen,
-                "--page",
-                page,
-            ])
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
+        let out = StdoutLines::collect(child.stdout.take().unwrap());
+        let addr = out
+            .wait_for(
+                "the replication address",
+                SERVE_START,
+                printed::publisher_replication,
+            )
+            .await;
+        Served { child, out, addr }
     }
 }
+
+/// How long `serve` may take to print its addresses.
+const SERVE_START: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_post_list_serve_then_js_and_rust_read_it() {
@@ -137,10 +135,9 @@ async fn init_post_list_serve_then_js_and_rust_read_it() {
         "time-sortable keys: newest last"
     );
 
-    let port = free_port();
-    let mut child = p.serve(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
-    let addr = format!("127.0.0.1:{port}");
-    wait_listening(&addr, Duration::from_secs(20)).await;
+    let (mut srv, _) = p.serve_page().await;
+    let addr = srv.addr.clone();
+    let port = srv.port();
 
     // JS hyperbee reads the posts by key.
     let mut js = JsPeer::start().await;
@@ -180,7 +177,7 @@ async fn init_post_list_serve_then_js_and_rust_read_it() {
     assert_eq!(wait_length(&bee, 5).await, 5);
     let e = bee.snapshot().get(b"k").await.unwrap().unwrap();
     assert_eq!(e.value.as_deref(), Some(&b"1"[..]));
-    child.kill().await.unwrap();
+    srv.child.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,10 +245,7 @@ async fn import_10k_and_bad_input_leaves_the_bee_unchanged() {
 async fn local_page_adds_a_movie_in_headless_chromium() {
     let p = Pub::new();
     p.ok(&["init", "movies"]);
-    let page_port = free_port();
-    let mut child = p.serve("127.0.0.1:0", &format!("127.0.0.1:{page_port}"));
-    let page = format!("127.0.0.1:{page_port}");
-    wait_listening(&page, Duration::from_secs(20)).await;
+    let (mut srv, page) = p.serve_page().await;
 
     // The JSON endpoints behind the page.
     let client = reqwest::Client::new();
@@ -300,7 +294,7 @@ async fn local_page_adds_a_movie_in_headless_chromium() {
     } else {
         eprintln!("browser part skipped: set APIARY_BROWSER_TESTS=1 (as .ci/run does) with Debian chromium installed");
     }
-    child.kill().await.unwrap();
+    srv.child.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,11 +390,9 @@ async fn kill_9_during_import_leaves_the_last_good_length() {
         .next()
         .map(|l| serde_json::from_str::<Value>(l).unwrap()["hex"].clone())
         .unwrap();
-    let port = free_port();
-    let mut srv = p.serve(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
-    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(20)).await;
+    let (mut srv, _) = p.serve_page().await;
     let mut js = JsPeer::start().await;
-    js.call(json!({"cmd": "connect", "port": port})).await;
+    js.call(json!({"cmd": "connect", "port": srv.port()})).await;
     js.call(json!({"cmd": "open", "name": "c", "key": hex}))
         .await;
     let all = js
@@ -408,24 +400,27 @@ async fn kill_9_during_import_leaves_the_last_good_length() {
         .await;
     assert_eq!(all["entries"].as_array().unwrap().len() as u64, len);
     js.close().await;
-    srv.kill().await.unwrap();
+    srv.child.kill().await.unwrap();
 }
 
 /// A running `serve` and the lines it printed.
 struct Served {
     child: tokio::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    out: StdoutLines,
+    /// Its replication address.
+    addr: String,
 }
 
 impl Served {
     async fn wait_line(&self, pred: impl Fn(&str) -> bool) -> String {
-        for _ in 0..400 {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
-                return l.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("serve never printed it: {:?}", self.lines.lock().unwrap());
+        self.out
+            .wait_for("the line", Duration::from_secs(20), |l| {
+                pred(l).then(|| l.to_owned())
+            })
+            .await
+    }
+    fn port(&self) -> u16 {
+        self.addr.rsplit_once(':').unwrap().1.parse().unwrap()
     }
     fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()

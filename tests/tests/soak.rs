@@ -1319,6 +1319,29 @@ async fn publisher_serve_kill_9_never_takes_back_a_length_a_reader_saw() {
     follower.js.close().await;
 }
 
+/// `serve` of data directory `dir` on `listen`, no page; the address it printed.
+async fn serve_on(
+    bin: &std::path::Path,
+    dir: &str,
+    listen: &str,
+) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(bin)
+        .args(["--data-dir", dir, "serve", "--no-dht", "--no-page"])
+        .args(["--listen", listen])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = apiary_tests::StdoutLines::collect(child.stdout.take().unwrap())
+        .wait_for(
+            "the serve's address",
+            Duration::from_secs(20),
+            apiary_tests::printed::publisher_replication,
+        )
+        .await;
+    (child, addr)
+}
+
 /// The same through the aggregator: it followed a bee whose `serve` was killed mid-import.
 /// Before the fix, the bee came back shorter than the aggregator had seen; the aggregator
 /// then waited for blocks the publisher no longer had ("block N is not available") and never
@@ -1342,26 +1365,9 @@ async fn aggregator_follows_a_publisher_across_a_kill_9_of_serve_mid_import() {
     let d = p.dir.path().to_string_lossy().into_owned();
     let (_keep, dir) = temp_dir();
     let agg = AggProc::start(dir.join("agg"), "commit_interval_ms = 20").await;
-    // One address across restarts, as the aggregator knows it.
-    let addr = format!("127.0.0.1:{}", apiary_tests::free_port());
-    let serve = || {
-        tokio::process::Command::new(&p.bin)
-            .args([
-                "--data-dir",
-                &d,
-                "serve",
-                "--no-dht",
-                "--no-page",
-                "--listen",
-                &addr,
-            ])
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let mut srv = serve();
-    apiary_tests::wait_listening(&addr, Duration::from_secs(20)).await;
+    // The first serve picks a port; the restarts take the same address, as the aggregator
+    // knows it.
+    let (mut srv, addr) = serve_on(&p.bin, &d, "127.0.0.1:0").await;
     let (s, v) = agg.follow(&hex, Some(&addr)).await;
     assert_eq!(s, 201, "{v}");
     let status = format!("/v1/feeds/{hex}");
@@ -1391,8 +1397,9 @@ async fn aggregator_follows_a_publisher_across_a_kill_9_of_serve_mid_import() {
         let _ = srv.start_kill();
         let _ = srv.wait().await;
         let done = import.wait_with_output().await.unwrap().status.success();
-        srv = serve();
-        apiary_tests::wait_listening(&addr, Duration::from_secs(20)).await;
+        let again;
+        (srv, again) = serve_on(&p.bin, &d, &addr).await;
+        assert_eq!(again, addr);
         let seen = field(&st, "length");
         let len = bee_length(&p, "live");
         eprintln!("round {rounds}: the aggregator held {seen}, the bee came back at {len}");

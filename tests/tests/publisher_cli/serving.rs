@@ -10,7 +10,6 @@ use apiary_core::replicate::{Replicator, ReplicatorOptions};
 use apiary_core::store::Store;
 use apiary_core::Key;
 use apiary_tests::agg::{temp_dir, AggProc};
-use apiary_tests::free_port;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -44,7 +43,7 @@ fn import_file(dir: &Path, name: &str, n: usize, bad_at: Option<usize>) -> Strin
 async fn every_command_runs_through_serve_and_prints_what_it_prints_locally() {
     let local = Pub::new();
     let served = Pub::new();
-    let srv = served.serve_ctl("127.0.0.1:0", &[]).await;
+    let srv = served.serve_ctl(&[]).await;
     for p in [&local, &served] {
         let out = p.ok(&["init", "notes"]);
         let lines: Vec<&str> = out.lines().collect();
@@ -192,8 +191,8 @@ async fn readers_see_cli_writes_and_new_bees_live_through_serve() {
     let url = p.ok(&["init", "notes"]).lines().next().unwrap().to_owned();
     p.ok(&["put", "notes", "n1", r#"{"title":"before serving"}"#]);
     assert_eq!(agg.follow(&url, None).await.0, 201);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut srv = p.serve_ctl(&addr, &["--aggregator", &agg.listen]).await;
+    let mut srv = p.serve_ctl(&["--aggregator", &agg.listen]).await;
+    let addr = srv.addr.clone();
     let search = |q: &str| format!("/v1/search?q={q}");
     let hits = |n: usize| move |v: &Value| v["entries"].as_array().unwrap().len() == n;
     agg.wait_for(&search("before"), Duration::from_secs(20), hits(1))
@@ -240,8 +239,8 @@ async fn register_works_while_serve_runs() {
         "n1",
         r#"{"title":"registered while serving"}"#,
     ]);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut srv = p.serve_ctl(&addr, &[]).await;
+    let mut srv = p.serve_ctl(&[]).await;
+    let addr = srv.addr.clone();
     let (code, _, err) = p.run(&["register", "notes", "--aggregator", &agg.base]);
     assert_eq!(
         code, 1,
@@ -315,7 +314,7 @@ async fn control_socket_refuses_garbage_and_stale_sockets_are_replaced() {
     let p = Pub::new();
     p.ok(&["init", "notes"]);
     p.ok(&["put", "notes", "a", "1"]);
-    let mut srv = p.serve_ctl("127.0.0.1:0", &[]).await;
+    let mut srv = p.serve_ctl(&[]).await;
     let sock = socket_of(p.dir.path());
     let mode = |f: &Path| std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(sock.parent().unwrap()), 0o700);
@@ -370,7 +369,7 @@ async fn control_socket_refuses_garbage_and_stale_sockets_are_replaced() {
     srv.child.kill().await.unwrap();
     assert!(sock.exists());
     assert_eq!(p.ok(&["get", "notes", "b"]), "2\n");
-    let mut srv = p.serve_ctl("127.0.0.1:0", &[]).await;
+    let mut srv = p.serve_ctl(&[]).await;
     assert_eq!(
         p.ok(&["put", "notes", "c", "3"]),
         "{\"key\":\"c\",\"seq\":3}\n"
