@@ -7,18 +7,22 @@ use apiary_tests::agg::{temp_dir, AggProc};
 use apiary_tests::{bin_path, init_tracing, printed, run_bin, JsPeer, StdoutLines};
 use serde_json::{json, Value};
 
+/// A random-looking key, different on every call: a counter (seeded from the clock once)
+/// through splitmix64, a bijection, so two calls never give the same id.
 fn random_id() -> String {
-    hex::encode(rand_bytes())
-}
-
-fn rand_bytes() -> [u8; 8] {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    (t as u64 ^ 0x9e37_79b9_7f4a_7c15)
-        .wrapping_mul(0x2545_f491_4f6c_dd1d)
-        .to_le_bytes()
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut z = seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hex::encode((z ^ (z >> 31)).to_le_bytes())
 }
 
 /// Starts `apiary-publisher serve` (no page) on a port of its choosing; returns it and the
@@ -82,8 +86,9 @@ async fn follows_our_publisher_and_a_js_one() {
         js.call(json!({"cmd": "put", "name": "movies", "key": k, "value": {"title": t}}))
             .await;
         movie_keys.push(k);
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    let distinct: std::collections::HashSet<_> = movie_keys.iter().collect();
+    assert_eq!(distinct.len(), 4, "four keys: {movie_keys:?}");
     let jport = js.serve().await;
 
     let mut agg = AggProc::start(dir.join("agg"), "").await;
