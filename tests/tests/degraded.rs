@@ -114,9 +114,14 @@ async fn a_full_disk_pauses_ingest_and_it_resumes_with_nothing_lost() {
     // Reads go on.
     let (s, page) = agg.get(&format!("/v1/feed?feed={key}&limit=5")).await;
     assert_eq!(s, 200, "{page}");
-    // Writes made meanwhile wait.
+    // Writes made meanwhile wait: the aggregator hears of them (the peer announces the new
+    // length) and, degraded, indexes none of them in a window of 150 commit intervals.
     js.call(json!({"cmd": "fill", "name": "b", "start": 500, "count": 40, "valueBytes": 200}))
         .await;
+    agg.wait_for(&format!("/v1/feeds/{key}"), Duration::from_secs(15), |v| {
+        v["remoteLength"] == json!(541)
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, st) = agg.get(&format!("/v1/feeds/{key}")).await;
     assert_eq!(st["indexedVersion"], json!(501), "paused: {st}");

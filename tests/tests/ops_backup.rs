@@ -2,12 +2,12 @@
 //! a restore (an aggregator on the backup) that has exactly what the backup covered and
 //! catches up from the peer without doubling anything.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apiary_tests::agg::{temp_dir, AggProc};
-use apiary_tests::{bin_path, init_tracing, run_bin, JsPeer};
+use apiary_tests::{bin_path, init_tracing, run_bin, wait_until, JsPeer};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 struct Relay {
     port: u16,
     open: Arc<AtomicBool>,
+    /// Connections accepted and dropped while shut.
+    refused: Arc<AtomicU64>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     task: JoinHandle<()>,
 }
@@ -25,12 +27,14 @@ impl Relay {
     async fn to(port: u16) -> Relay {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let open = Arc::new(AtomicBool::new(true));
+        let refused = Arc::new(AtomicU64::new(0));
         let conns = Arc::new(Mutex::new(Vec::new()));
-        let (o, c) = (open.clone(), conns.clone());
+        let (o, r, c) = (open.clone(), refused.clone(), conns.clone());
         let relay_port = l.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
                 if !o.load(Ordering::SeqCst) {
+                    r.fetch_add(1, Ordering::SeqCst);
                     continue; // dropped: the dialer sees the connection end
                 }
                 c.lock().unwrap().push(tokio::spawn(async move {
@@ -43,9 +47,14 @@ impl Relay {
         Relay {
             port: relay_port,
             open,
+            refused,
             conns,
             task,
         }
+    }
+
+    fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
     }
 
     fn set_open(&self, open: bool) {
@@ -173,13 +182,19 @@ async fn backup_while_running_then_restore_catches_up_without_duplicates() {
     let v = st["indexedVersion"].as_u64().unwrap();
     assert!(v >= at && v <= copied, "{st}");
     assert_eq!(st["length"], json!(copied), "{st}");
-    // Without a peer it indexes the copied blocks, and no further.
+    // Without a peer it indexes the copied blocks, and no further: it dialed its peer (the
+    // old one is dead, so every refusal is the restored one's) and got nothing.
     restored
         .wait_for(&path, Duration::from_secs(30), |v| {
             v["indexedVersion"] == json!(copied)
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(
+        "the restored aggregator dialed its peer",
+        Duration::from_secs(30),
+        || relay.refused() > 0,
+    )
+    .await;
     let (_, st) = restored.get(&path).await;
     assert_eq!(st["indexedVersion"], json!(copied), "{st}");
     assert_eq!(keys_of(&restored.all_entries(&key).await), keys_at(copied));
