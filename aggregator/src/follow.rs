@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::extract;
 use crate::index::IndexOp;
 use crate::state::Follow;
-use crate::{now_micros, Aggregator, FeedTask};
+use crate::{Aggregator, FeedTask};
 
 impl Aggregator {
     /// Follows a feed (or adds peers to a followed one). Returns true if it is new.
@@ -22,7 +22,7 @@ impl Aggregator {
         }
         let mut f = self.state.follow(&key)?.unwrap_or_else(|| Follow {
             peers: Vec::new(),
-            added_at: extract::format_time(now_micros()),
+            added_at: extract::format_time(apiary_core::tid::now_micros() as i64),
         });
         for p in peers {
             if !f.peers.contains(&p) {

@@ -155,13 +155,6 @@ impl std::fmt::Debug for Aggregator {
     }
 }
 
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 impl Aggregator {
     /// Opens the data directory and resumes every persisted follow.
     pub async fn open(cfg: Config) -> Result<Arc<Self>> {
@@ -248,7 +241,7 @@ impl Aggregator {
     /// A strictly increasing "seen at" clock, so entries seen together still sort.
     pub(crate) fn seen_now(&self) -> i64 {
         let mut l = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-        *l = now_micros().max(*l + 1);
+        *l = (apiary_core::tid::now_micros() as i64).max(*l + 1);
         *l
     }
 }

@@ -7,6 +7,7 @@
 //! - [`merkle`]: flat-tree math, proof generation and verification.
 //! - [`wire`]: Noise, secret-stream, protomux and the hypercore messages; a
 //!   [`wire::FramedSession`] is what replication runs on.
+//! - [`tid`]: time-sortable ids and the microsecond clock.
 //! - [`transport`]: where sessions come from (TCP: dial, accept, listen).
 //! - [`replicate`]: cores, connections and the replicator; [`bee`]: Hyperbee on a core.
 
@@ -19,6 +20,7 @@ pub mod manifest;
 pub mod merkle;
 pub mod replicate;
 pub mod store;
+pub mod tid;
 pub mod transport;
 pub mod wire;
 

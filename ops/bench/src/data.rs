@@ -77,20 +77,7 @@ fn pick_word(rand: &mut Prng) -> &'static str {
     &v[pick(v.len(), rand.next_f64().powf(2.5))]
 }
 
-const B32: &[u8; 32] = b"234567abcdefghijklmnopqrstuvwxyz";
-
-/// 11 base32-sortable characters of the microsecond timestamp, then 2 of clock id.
-pub fn tid(micros: u64, clock: u32) -> String {
-    let mut out = [0u8; 13];
-    let mut n = micros;
-    for k in (0..11).rev() {
-        out[k] = B32[(n & 31) as usize];
-        n >>= 5;
-    }
-    out[11] = B32[((clock >> 5) & 31) as usize];
-    out[12] = B32[(clock & 31) as usize];
-    out.iter().map(|&b| b as char).collect()
-}
+use apiary_core::tid::tid;
 
 /// 2024-01-01T00:00:00Z in ms since the epoch.
 pub const T0_MS: u64 = 1_704_067_200_000;
