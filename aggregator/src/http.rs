@@ -21,6 +21,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
+use subtle::ConstantTimeEq;
 
 use crate::api::{
     AddFeed, BackupManifest, BackupRequest, FeedPath, FeedStatus, Health as ApiHealth,
@@ -180,13 +181,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer "))
 }
 
-/// Compares without an early exit, so the time taken does not reveal a prefix of the token.
+/// Compares in constant time (`subtle`), so the time taken does not reveal a prefix of the
+/// token; only a difference in length returns early.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Admin: the configured token, or (with none configured) a client on loopback.

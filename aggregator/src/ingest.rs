@@ -17,6 +17,8 @@ use apiary_core::bee::{Bee, OpKind};
 use apiary_core::replicate::Replica;
 use apiary_core::Key;
 use serde_json::Value;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use crate::config::Backfill;
 use crate::error::{Error, Result};
@@ -112,7 +114,7 @@ impl Aggregator {
             replica.update(Duration::from_secs(10)).await?;
         }
         // Stopped with the feed (unfollow aborts the task, dropping this).
-        let mut _prefetch: Option<AbortOnDrop> = None;
+        let mut _prefetch: Option<AbortOnDropHandle<()>> = None;
         // On a feed's first pass the index holds none of its entries: keys seen so far in
         // this pass are the only ones a put may replace or a del remove.
         let mut fresh = FirstPass::new(cp.version == 0);
@@ -153,7 +155,7 @@ impl Aggregator {
             // The prefetch of this chunk first: asking again for blocks it has in flight
             // would have the peer serve them twice.
             if let Some(p) = _prefetch.take() {
-                p.join().await;
+                let _ = p.await;
             }
             // Fetch first, without a permit: a slow or dead peer must not hold up other feeds.
             replica.download_range(start, end, RANGE_PARALLEL).await?;
@@ -161,9 +163,12 @@ impl Aggregator {
             let next_end = length.min(end + CHUNK);
             if next_end > end {
                 let r = replica.clone();
-                _prefetch = Some(AbortOnDrop(Some(tokio::spawn(async move {
-                    let _ = r.download_range(end, next_end, RANGE_PARALLEL).await;
-                }))));
+                _prefetch = Some(AbortOnDropHandle::new(tokio::spawn(
+                    async move {
+                        let _ = r.download_range(end, next_end, RANGE_PARALLEL).await;
+                    }
+                    .in_current_span(),
+                )));
             }
             let _permit = self
                 .permits
@@ -350,26 +355,6 @@ fn last_op_per_key(ops: Vec<IndexOp>) -> Vec<IndexOp> {
             }
         })
         .collect()
-}
-
-/// Aborts a background task when dropped.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-
-impl AbortOnDrop {
-    /// Waits for the task to end.
-    async fn join(mut self) {
-        if let Some(h) = self.0.take() {
-            let _ = h.await;
-        }
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(h) = &self.0 {
-            h.abort();
-        }
-    }
 }
 
 #[cfg(test)]
