@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -53,26 +54,32 @@ where
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let on_session = Arc::new(on_session);
-    let task = tokio::spawn(async move {
-        loop {
-            let (sock, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let identity = identity.clone();
-            let on_session = on_session.clone();
-            tokio::spawn(async move {
-                match accept(sock, &identity, peer.to_string()).await {
-                    Ok(session) => on_session(session),
-                    Err(e) => tracing::info!(%peer, "handshake failed: {e}"),
-                }
-            });
+    let task = tokio::spawn(
+        async move {
+            loop {
+                let (sock, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let identity = identity.clone();
+                let on_session = on_session.clone();
+                tokio::spawn(
+                    async move {
+                        match accept(sock, &identity, peer.to_string()).await {
+                            Ok(session) => on_session(session),
+                            Err(e) => tracing::info!(%peer, "handshake failed: {e}"),
+                        }
+                    }
+                    .in_current_span(),
+                );
+            }
         }
-    });
+        .instrument(tracing::info_span!("listen", addr = %local)),
+    );
     Ok((local, task))
 }
 

@@ -24,6 +24,7 @@ pub use peer::{Peer, RemoteState};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::sync::{mpsc, watch};
 
@@ -185,19 +186,28 @@ pub(crate) fn spawn(
         invalid: 0,
     };
     let mut incoming = session.incoming;
-    tokio::spawn(async move {
-        for r in announce {
-            conn.open_channel(&r);
+    let span = tracing::info_span!(
+        "conn",
+        peer = %conn.info.remote_label,
+        remote = %crate::Key::from_bytes(conn.info.remote_public_key),
+        origin = %conn.info.origin,
+    );
+    tokio::spawn(
+        async move {
+            for r in announce {
+                conn.open_channel(&r);
+            }
+            let res = conn.run(&mut incoming, cmd_rx, peer_rx).await;
+            let _ = conn.flush().await;
+            conn.teardown();
+            match &res {
+                Ok(()) => tracing::debug!(peer = %conn.info.remote_label, "connection closed"),
+                Err(e) => tracing::info!(peer = %conn.info.remote_label, "connection ended: {e}"),
+            }
+            let _ = done_tx.send(Some(res.map_err(|e| e.to_string())));
         }
-        let res = conn.run(&mut incoming, cmd_rx, peer_rx).await;
-        let _ = conn.flush().await;
-        conn.teardown();
-        match &res {
-            Ok(()) => tracing::debug!(peer = %conn.info.remote_label, "connection closed"),
-            Err(e) => tracing::info!(peer = %conn.info.remote_label, "connection ended: {e}"),
-        }
-        let _ = done_tx.send(Some(res.map_err(|e| e.to_string())));
-    });
+        .instrument(span),
+    );
     handle
 }
 

@@ -42,6 +42,7 @@ pub type PeerLink = Peer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 
 use tokio::net::TcpStream;
 
@@ -154,7 +155,7 @@ impl Replicator {
         if self.inner.opts.announce_all {
             for c in self.connections() {
                 let r = replica.clone();
-                tokio::spawn(async move { c.open(&r).await });
+                tokio::spawn(async move { c.open(&r).await }.in_current_span());
             }
         }
         Ok(replica)

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::sync::{oneshot, watch};
 
@@ -330,11 +331,14 @@ impl Replica {
         }
         if self.wants_upgrade() {
             let me = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = me.upgrade_once().await {
-                    tracing::debug!(core = %me.key, "upgrade failed: {e}");
+            tokio::spawn(
+                async move {
+                    if let Err(e) = me.upgrade_once().await {
+                        tracing::debug!(core = %me.key, "upgrade failed: {e}");
+                    }
                 }
-            });
+                .in_current_span(),
+            );
         }
     }
 

@@ -11,6 +11,7 @@
 //! the same (e.g. a future DHT bridge) can be plugged in.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use std::sync::Arc;
 
@@ -297,8 +298,8 @@ where
             INCOMING_ALL.add_permits(n.clamp(1, INCOMING_BUDGET));
         }),
     );
-    tokio::spawn(read_loop(rd, pull, in_tx, budget));
-    tokio::spawn(write_loop(wr, push, out_rx));
+    tokio::spawn(read_loop(rd, pull, in_tx, budget).in_current_span());
+    tokio::spawn(write_loop(wr, push, out_rx).in_current_span());
     Ok(FramedSession {
         info: SessionInfo {
             is_initiator,

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -44,7 +45,10 @@ impl Replica {
         let per_lane = parallel.div_ceil(lanes as usize);
         let other = {
             let me = self.clone();
-            tokio::spawn(async move { me.download_lane(start, end, per_lane, 1, lanes).await })
+            tokio::spawn(
+                async move { me.download_lane(start, end, per_lane, 1, lanes).await }
+                    .in_current_span(),
+            )
         };
         let mine = self.download_lane(start, end, per_lane, 0, lanes).await;
         let theirs = match other.await {
