@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::listen::GatedListener;
 
@@ -53,27 +54,37 @@ pub fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header)
         .keep_alive(true);
-    tokio::spawn(async move {
-        loop {
-            let (sock, peer, permit) = listener.accept().await;
-            let svc = router.clone().map_request(
-                move |mut r: axum::http::Request<hyper::body::Incoming>| {
-                    r.extensions_mut().insert(ConnectInfo(peer));
-                    r
-                },
-            );
-            let conn = builder.serve_connection(
-                TokioIo::new(WriteStall::new(sock, timeouts.write)),
-                TowerToHyperService::new(svc),
-            );
-            tokio::spawn(async move {
-                let _permit = permit; // the connection's place, until it ends
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, "http connection ended: {e}");
-                }
-            });
+    let span = match listener.local_addr() {
+        Ok(addr) => tracing::info_span!("http", %addr),
+        Err(_) => tracing::info_span!("http"),
+    };
+    tokio::spawn(
+        async move {
+            loop {
+                let (sock, peer, permit) = listener.accept().await;
+                let svc = router.clone().map_request(
+                    move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                        r.extensions_mut().insert(ConnectInfo(peer));
+                        r
+                    },
+                );
+                let conn = builder.serve_connection(
+                    TokioIo::new(WriteStall::new(sock, timeouts.write)),
+                    TowerToHyperService::new(svc),
+                );
+                tokio::spawn(
+                    async move {
+                        let _permit = permit; // the connection's place, until it ends
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, "http connection ended: {e}");
+                        }
+                    }
+                    .in_current_span(),
+                );
+            }
         }
-    })
+        .instrument(span),
+    )
 }
 
 /// A socket whose writes fail once they have made no progress for a while.

@@ -26,6 +26,7 @@ use apiary_core::DiscoveryKey;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::frame::{read_frame, Frame};
 use crate::session::{self, Entry, Opened};
@@ -71,9 +72,10 @@ pub(crate) async fn run(
         return Ended::Failed("the child has no pipes".into());
     };
     let pid = child.id();
-    tokio::spawn(log_stderr(stderr, pid));
+    let span = tracing::info_span!("bridge", pid);
+    tokio::spawn(log_stderr(stderr, pid).instrument(span.clone()));
     let (link, link_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let writer = tokio::spawn(write_loop(stdin, link_rx));
+    let writer = tokio::spawn(write_loop(stdin, link_rx).instrument(span));
     let _ = link.send(control_frame(&json!({
         "op": "init",
         "seed": hex::encode(opts.seed),

@@ -49,6 +49,7 @@ use apiary_core::crypto::KeyPair;
 use apiary_core::DiscoveryKey;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 /// How to run the swarm.
 #[derive(Clone)]
@@ -258,17 +259,20 @@ impl Shared {
             );
         }
         let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            if let Some(me) = me.upgrade() {
-                let l = me.live();
-                if let (true, Some(link)) = (l.topics.contains_key(&topic), &l.link) {
-                    let _ = link.send(bridge::control_frame(&json!({
-                        "op": "refresh", "topic": hex::encode(topic.as_bytes())
-                    })));
+        tokio::spawn(
+            async move {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                if let Some(me) = me.upgrade() {
+                    let l = me.live();
+                    if let (true, Some(link)) = (l.topics.contains_key(&topic), &l.link) {
+                        let _ = link.send(bridge::control_frame(&json!({
+                            "op": "refresh", "topic": hex::encode(topic.as_bytes())
+                        })));
+                    }
                 }
             }
-        });
+            .in_current_span(),
+        );
     }
 
     fn set_flushed(&self, topic: DiscoveryKey) {
@@ -333,7 +337,7 @@ impl Swarm {
             public_key: KeyPair::from_seed(&opts.seed).public_key(),
             shutdown: watch::channel(false).0,
         });
-        tokio::spawn(supervise(shared.clone(), opts, tx));
+        tokio::spawn(supervise(shared.clone(), opts, tx).instrument(tracing::info_span!("swarm")));
         (Swarm { shared }, rx)
     }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use apiary_core::wire::{FramedSession, Incoming, Origin, SessionInfo};
 use apiary_core::DiscoveryKey;
 use tokio::sync::{mpsc, Notify};
+use tracing::Instrument;
 
 use crate::frame::{encode_data, MAX_MESSAGE};
 
@@ -102,7 +103,7 @@ pub(crate) fn open(o: Opened, link: mpsc::UnboundedSender<Vec<u8>>) -> (Entry, D
         }
     });
     let (out_tx, out_rx) = mpsc::channel(256);
-    tokio::spawn(pump_out(o.conn, out_rx, link, out.clone()));
+    tokio::spawn(pump_out(o.conn, out_rx, link, out.clone()).in_current_span());
     let session = FramedSession {
         info: o.info,
         incoming: Incoming::with_credit(in_rx, taken),
