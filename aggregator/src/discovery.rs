@@ -17,6 +17,7 @@ use apiary_core::replicate::{Connection, Replicator};
 use apiary_core::{DiscoveryKey, Key};
 use apiary_swarm::{DhtSession, JoinMode, State, Swarm, SwarmOptions, SwarmStats};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::Config;
 
@@ -42,12 +43,18 @@ impl Discovery {
         }
         let (swarm, mut rx) = Swarm::start(opts);
         let r = rep.clone();
-        tokio::spawn(async move {
-            while let Some(s) = rx.recv().await {
-                replicate(&r, s);
+        // DHT sessions' connection tasks (and their "conn" spans) start in this one's span.
+        tokio::spawn(
+            async move {
+                while let Some(s) = rx.recv().await {
+                    replicate(&r, s);
+                }
             }
-        });
-        tokio::spawn(refresh_peerless(swarm.clone(), rep));
+            .instrument(tracing::info_span!("discovery")),
+        );
+        tokio::spawn(
+            refresh_peerless(swarm.clone(), rep).instrument(tracing::info_span!("discovery")),
+        );
         Discovery { swarm: Some(swarm) }
     }
 
@@ -144,14 +151,17 @@ fn replicate(rep: &Replicator, s: DhtSession) {
     } = s;
     let conn = rep.attach(session);
     let rep = rep.clone();
-    tokio::spawn(async move {
-        for t in &topics {
-            open(&rep, &conn, t).await;
+    tokio::spawn(
+        async move {
+            for t in &topics {
+                open(&rep, &conn, t).await;
+            }
+            while let Some(t) = more_topics.recv().await {
+                open(&rep, &conn, &t).await;
+            }
         }
-        while let Some(t) = more_topics.recv().await {
-            open(&rep, &conn, &t).await;
-        }
-    });
+        .in_current_span(),
+    );
 }
 
 async fn open(rep: &Replicator, conn: &Connection, topic: &DiscoveryKey) {

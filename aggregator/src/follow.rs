@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use apiary_core::Key;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::extract;
@@ -49,11 +50,12 @@ impl Aggregator {
         // bee) may hold this one too: ask it now rather than on its next connection.
         for c in self.rep.connections() {
             let r = replica.clone();
-            tokio::spawn(async move { c.open(&r).await });
+            tokio::spawn(async move { c.open(&r).await }.in_current_span());
         }
         let me = self.clone();
         let r = replica.clone();
-        let task = tokio::spawn(async move { me.run_feed(r).await });
+        let span = tracing::info_span!("feed", feed = %key);
+        let task = tokio::spawn(async move { me.run_feed(r).await }.instrument(span));
         feeds.insert(key, FeedTask { task, replica });
         Ok(())
     }

@@ -35,6 +35,7 @@ use apiary_core::replicate::{Replica, Replicator, ReplicatorOptions};
 use apiary_core::store::Store;
 use apiary_core::Key;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 mod api;
 mod backup;
@@ -206,11 +207,14 @@ impl Aggregator {
         for (key, f) in agg.state.follows()? {
             agg.start(key, &f.peers)?;
         }
-        tokio::spawn(crate::health::watch_disk_and_store(
-            Arc::downgrade(&agg),
-            agg.cfg.data_dir.clone(),
-            agg.cfg.min_free_disk_mb,
-        ));
+        tokio::spawn(
+            crate::health::watch_disk_and_store(
+                Arc::downgrade(&agg),
+                agg.cfg.data_dir.clone(),
+                agg.cfg.min_free_disk_mb,
+            )
+            .instrument(tracing::info_span!("health")),
+        );
         Ok(agg)
     }
 

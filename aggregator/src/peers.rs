@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use apiary_core::replicate::{Connection, Replica, Replicator};
 use apiary_core::Key;
+use tracing::Instrument;
 
 struct Entry {
     wanted: HashMap<Key, Arc<Replica>>,
@@ -46,14 +47,15 @@ impl PeerPool {
         if let Some(e) = m.get_mut(addr) {
             if let Some(c) = &e.conn {
                 let (c, r) = (c.clone(), replica.clone());
-                tokio::spawn(async move { c.open(&r).await });
+                tokio::spawn(async move { c.open(&r).await }.in_current_span());
             }
             e.wanted.insert(*replica.key(), replica);
             return;
         }
         let me = self.clone();
         let a = addr.to_owned();
-        let task = tokio::spawn(async move { me.keep_up(a).await });
+        let span = tracing::info_span!("peer", addr = %a);
+        let task = tokio::spawn(async move { me.keep_up(a).await }.instrument(span));
         let mut wanted = HashMap::new();
         wanted.insert(*replica.key(), replica);
         m.insert(
@@ -73,7 +75,7 @@ impl PeerPool {
             if e.wanted.remove(key).is_some() {
                 if let Some(c) = &e.conn {
                     let (c, dk) = (c.clone(), key.discovery_key());
-                    tokio::spawn(async move { c.close_core(dk).await });
+                    tokio::spawn(async move { c.close_core(dk).await }.in_current_span());
                 }
             }
             if e.wanted.is_empty() {

@@ -24,6 +24,7 @@ use tantivy::schema::{
 };
 use tantivy::{Index as TIndex, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::api::Entry;
 use crate::error::{Error, Result};
@@ -292,7 +293,7 @@ impl Index {
             commit_every,
             me.gate.clone(),
         );
-        tokio::spawn(task.run(rx));
+        tokio::spawn(task.run(rx).instrument(tracing::info_span!("index_writer")));
         Ok(me)
     }
 
