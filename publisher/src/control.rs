@@ -236,7 +236,11 @@ pub async fn listen(bees: Arc<Bees>, dir: &Path) -> Result<ControlSocket> {
     let listener = tokio::net::UnixListener::bind(&path).map_err(|e| Error::io(&path, e))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io(&path, e))?;
-    let task = tokio::spawn(accept_loop(listener, bees));
+    let span = tracing::info_span!("control");
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        accept_loop(listener, bees),
+        span,
+    ));
     Ok(ControlSocket { path, task })
 }
 

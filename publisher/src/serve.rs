@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use apiary_core::replicate::Replicator;
 use apiary_swarm::{JoinMode, Swarm, SwarmOptions};
+use tracing::Instrument;
 
 use crate::bees::Bees;
 use crate::config::{self, FileConfig};
@@ -123,7 +124,10 @@ pub async fn serve(dir: &Path, file: &FileConfig, args: ServeArgs) -> Result<()>
     aggregators.extend(args.aggregators);
     let dialers: Vec<_> = aggregators
         .into_iter()
-        .map(|a| tokio::spawn(dial_loop(rep.clone(), a)))
+        .map(|a| {
+            let span = tracing::info_span!("dial", aggregator = %a);
+            tokio::spawn(dial_loop(rep.clone(), a).instrument(span))
+        })
         .collect();
     let watcher = tokio::spawn(print_connections(rep.clone()));
 
@@ -181,26 +185,30 @@ fn announce(
     }
     let rep = bees.replicator().clone();
     let s = swarm.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                // announce_all: the replicator opens a channel for every bee on it.
-                Some(d) = sessions.recv() => {
-                    rep.attach(d.session);
-                }
-                c = created.recv() => match c {
-                    Ok((name, key)) => join(&s, name, key),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        for r in rep.replicas() {
-                            s.join(*r.discovery_key(), JoinMode::SERVER);
-                        }
+    // DHT sessions' connection tasks (and their "conn" spans) start in this one's span.
+    let task = tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    // announce_all: the replicator opens a channel for every bee on it.
+                    Some(d) = sessions.recv() => {
+                        rep.attach(d.session);
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-                else => return,
+                    c = created.recv() => match c {
+                        Ok((name, key)) => join(&s, name, key),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            for r in rep.replicas() {
+                                s.join(*r.discovery_key(), JoinMode::SERVER);
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    else => return,
+                }
             }
         }
-    });
+        .instrument(tracing::info_span!("discovery")),
+    );
     (swarm, task)
 }
 
@@ -209,10 +217,13 @@ fn join(swarm: &Swarm, name: String, key: apiary_core::Key) {
     let dk = key.discovery_key();
     swarm.join(dk, JoinMode::SERVER);
     let s = swarm.clone();
-    tokio::spawn(async move {
-        s.flushed(&dk).await;
-        println!("announced on the DHT: {name}  {}", key.to_url());
-    });
+    tokio::spawn(
+        async move {
+            s.flushed(&dk).await;
+            println!("announced on the DHT: {name}  {}", key.to_url());
+        }
+        .in_current_span(),
+    );
 }
 
 /// Waits for Ctrl-C, or SIGTERM (what service managers send).
