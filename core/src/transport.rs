@@ -10,10 +10,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::crypto::KeyPair;
 use crate::error::{Error, Result};

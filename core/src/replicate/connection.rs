@@ -24,9 +24,9 @@ pub use peer::{Peer, RemoteState};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
 
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use self::peer::{PeerCommand, Reply};
 use super::replica::Replica;

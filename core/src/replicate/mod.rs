@@ -42,9 +42,9 @@ pub type PeerLink = Peer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tracing::Instrument;
 
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::crypto::KeyPair;
 use crate::error::Result;

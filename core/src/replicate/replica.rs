@@ -25,9 +25,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
-use tracing::Instrument;
 
 use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
 
 use self::peers::PeerEntry;
 use super::connection::{Peer, RemoteState};

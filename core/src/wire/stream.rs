@@ -11,12 +11,12 @@
 //! the same (e.g. a future DHT bridge) can be plugged in.
 
 use std::time::Duration;
-use tracing::Instrument;
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument;
 
 use super::noise::Handshake;
 use super::secretstream::{Pull, Push, ABYTES, HEADERBYTES};
