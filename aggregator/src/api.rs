@@ -335,8 +335,11 @@ pub struct BackupFeed {
     pub indexed_version: u64,
     /// Fork of that checkpoint.
     pub fork: u64,
-    /// Blocks copied.
+    /// Length of the copied head (blocks past `contiguous` may be missing: a head can be
+    /// ahead of the blocks fetched so far).
     pub length: u64,
+    /// Blocks held from block 0 without a gap: a restore indexes up to here without a peer.
+    pub contiguous: u64,
 }
 
 /// Files of the copied index commit.

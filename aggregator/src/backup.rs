@@ -197,6 +197,7 @@ fn snapshot(agg: &Aggregator, dir: &Path, rt: &tokio::runtime::Handle) -> Result
                 "indexedVersion": cp.version,
                 "fork": cp.fork,
                 "length": copied.lengths.get(feed).copied().unwrap_or(0),
+                "contiguous": copied.contiguous.get(feed).copied().unwrap_or(0),
             })
         })
         .collect();
@@ -255,6 +256,10 @@ struct Copied {
     bytes: u64,
     /// Each core's length in the copy, by z-base-32 key.
     lengths: std::collections::HashMap<String, u64>,
+    /// Each core's blocks held from block 0 without a gap, by z-base-32 key: a head can be
+    /// ahead of the blocks fetched so far, and a restore indexes only up to a gap before it
+    /// needs a peer.
+    contiguous: std::collections::HashMap<String, u64>,
 }
 
 fn copy_store(src: &Store, dst: Store, rt: &tokio::runtime::Handle) -> Result<Copied> {
@@ -276,9 +281,10 @@ fn copy_core(src: &Store, dst: &Store, key: &Key, out: &mut Copied) -> Result<()
         let from = src.core(key)?;
         let record = from.record()?;
         let to = dst.core(key)?;
-        let (blocks, bytes) = copy_covered(&from, &to, record.head.length)?;
+        let (blocks, bytes, contiguous) = copy_covered(&from, &to, record.head.length)?;
         if from.record()?.head.fork == record.head.fork {
             out.lengths.insert(key.to_z32(), record.head.length);
+            out.contiguous.insert(key.to_z32(), contiguous);
             let mut b = to.batch();
             b.record(record);
             to.apply(b)?;
@@ -294,9 +300,10 @@ fn copy_core(src: &Store, dst: &Store, key: &Key, out: &mut Copied) -> Result<()
 }
 
 /// Copies the tree nodes and blocks of the first `length` blocks that are stored (a sparse
-/// core has gaps). Returns (blocks, bytes).
-fn copy_covered(from: &CoreStore, to: &CoreStore, length: u64) -> Result<(u64, u64)> {
+/// core has gaps). Returns (blocks, bytes, blocks from 0 before the first gap).
+fn copy_covered(from: &CoreStore, to: &CoreStore, length: u64) -> Result<(u64, u64, u64)> {
     let (mut blocks, mut bytes) = (0, 0);
+    let mut contiguous = None;
     let mut batch = to.batch();
     let mut staged = 0;
     for seq in 0..length {
@@ -311,6 +318,8 @@ fn copy_covered(from: &CoreStore, to: &CoreStore, length: u64) -> Result<(u64, u
             bytes += b.len() as u64;
             blocks += 1;
             batch.block(seq, &b);
+        } else if contiguous.is_none() {
+            contiguous = Some(seq);
         }
         staged += 1;
         if staged >= BATCH_BLOCKS {
@@ -319,7 +328,7 @@ fn copy_covered(from: &CoreStore, to: &CoreStore, length: u64) -> Result<(u64, u
         }
     }
     to.apply(batch)?;
-    Ok((blocks, bytes))
+    Ok((blocks, bytes, contiguous.unwrap_or(length)))
 }
 
 /// The `backup DIR` subcommand: asks the aggregator at the config's `http` address.
