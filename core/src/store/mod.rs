@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 pub use core_store::{CoreBatch, CoreStore};
-pub use record::CoreRecord;
+pub use record::{CoreRecord, MAX_TRUNCATIONS};
 
 use crate::error::{Error, Result};
 use crate::id::Key;

@@ -13,11 +13,24 @@ pub struct CoreRecord {
     pub manifest: Option<Vec<u8>>,
     /// Blocks `[0, contiguous)` are all stored.
     pub contiguous: u64,
-    /// The last truncations seen: `(new fork, first seq cut)`, oldest first (at most 16).
+    /// The last truncations seen: `(new fork, first seq cut)`, oldest first (at most
+    /// [`MAX_TRUNCATIONS`]).
     pub truncations: Vec<(u64, u64)>,
 }
 
+/// Truncations a record remembers: enough to tell a reader which of its blocks a recent
+/// fork cut, while an author truncating forever cannot grow the record.
+pub const MAX_TRUNCATIONS: usize = 16;
+
 impl CoreRecord {
+    /// Adds a truncation to `list`, dropping the oldest past [`MAX_TRUNCATIONS`].
+    pub(crate) fn push_truncation(list: &mut Vec<(u64, u64)>, fork: u64, cut: u64) {
+        list.push((fork, cut));
+        if list.len() > MAX_TRUNCATIONS {
+            list.remove(0);
+        }
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.uint(1)

@@ -86,10 +86,7 @@ impl Replica {
             return Ok(()); // another task switched already
         }
         let mut truncations = s.record.truncations.clone();
-        truncations.push((head.fork, cut));
-        if truncations.len() > 16 {
-            truncations.remove(0);
-        }
+        CoreRecord::push_truncation(&mut truncations, head.fork, cut);
         let record = CoreRecord {
             truncations,
             contiguous: s.record.contiguous.min(cut),

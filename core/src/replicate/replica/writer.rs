@@ -15,6 +15,7 @@ use crate::id::Key;
 use crate::manifest::{Manifest, Verifier};
 use crate::merkle::{append_root, flat, Head, Node};
 use crate::replicate::Replicator;
+use crate::store::CoreRecord;
 
 impl Replicator {
     /// Opens (or creates) the core signed by `keys`. With `compat` the core key is the public
@@ -128,10 +129,7 @@ impl Replica {
             let mut record = s.record.clone();
             record.head = head;
             record.contiguous = record.contiguous.min(length);
-            record.truncations.push((fork, length));
-            if record.truncations.len() > 16 {
-                record.truncations.remove(0);
-            }
+            CoreRecord::push_truncation(&mut record.truncations, fork, length);
             self.store().truncate(length, record.clone(), &[])?;
             self.store().sync()?;
             s.record = record;
