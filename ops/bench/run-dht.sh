@@ -459,7 +459,7 @@ if has_part idle; then
   l_base=$(metric apiary_dht_lookups_total)
   t_follow=$(now)
   f=$(timeout "$PHASE_TIMEOUT" "$CLIENT" ingest --http "$AGG_HTTP" --keys "$WORK/idle.keys" --entries 0 \
-    --concurrency 4 --poll-ms 100 2>>"$LOG") || f='{"error": "follow failed"}'
+    --per-feed-max 0 --concurrency 4 --poll-ms 100 2>>"$LOG") || f='{"error": "follow failed"}'
   follow_s=$(delta "$t_follow" "$(now)")
   # Settled: every topic joined and looked up once, then IDLE_SETTLE s.
   settled=false
