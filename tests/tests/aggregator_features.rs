@@ -71,8 +71,71 @@ impl Publisher {
     }
 }
 
+/// One server-sent event: its `event`, `id` and `data` fields.
+#[derive(Debug, Default, Clone)]
+struct Sse {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+/// Reads server-sent events off a response, `:` comments (keep-alives) skipped.
+struct SseReader {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    async fn open(url: &str, last_event_id: Option<&str>) -> SseReader {
+        let mut req = reqwest::Client::new().get(url);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        SseReader {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event, within 10 s.
+    async fn next(&mut self) -> Sse {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let mut ev = Sse::default();
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("event:") {
+                            ev.event = v.trim().into();
+                        } else if let Some(v) = line.strip_prefix("id:") {
+                            ev.id = Some(v.trim().into());
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            ev.data.push_str(v.trim_start());
+                        }
+                    }
+                    if !ev.event.is_empty() {
+                        return ev;
+                    }
+                    continue;
+                }
+                let chunk = self.resp.chunk().await.unwrap().expect("the stream ended");
+                self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .expect("an SSE event within 10 s")
+    }
+}
+
+fn text_of(ev: &Sse) -> String {
+    let v: Value = serde_json::from_str(&ev.data).unwrap();
+    v["value"]["text"].as_str().unwrap_or_default().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_stream_sends_new_entries() {
+async fn live_stream_sends_new_entries_and_resumes_from_the_last_event_id() {
     let (_keep, dir) = temp_dir();
     let p = Publisher::new(&dir.join("pub"));
     let key = p.init("social");
@@ -87,39 +150,93 @@ async fn live_stream_sends_new_entries() {
         v["length"] == json!(1)
     })
     .await;
-
-    let mut sse = reqwest::get(format!("{}/v1/stream?type=post&tag=live", agg.base))
-        .await
-        .unwrap();
-    assert_eq!(sse.status(), 200);
     let client = reqwest::Client::new();
-    let t0 = std::time::Instant::now();
-    // One that the filter drops, then one it passes.
-    for (text, tag) in [("not this one", "other"), ("hello live world", "live")] {
-        let r = client
-            .post(format!("http://{page}/api/bees/social/posts"))
-            .json(&json!({"text": text, "tags": [tag]}))
+    let post = |text: &'static str, tag: &'static str| {
+        let client = client.clone();
+        let url = format!("http://{page}/api/bees/social/posts");
+        async move {
+            let r = client
+                .post(url)
+                .json(&json!({"text": text, "tags": [tag]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let feed_url = format!("{}/v1/feed?type=post", agg.base);
+    let feed_texts = || async {
+        let v: Value = client
+            .get(&feed_url)
             .send()
             .await
+            .unwrap()
+            .json()
+            .await
             .unwrap();
-        assert_eq!(r.status(), 200);
-    }
-    let mut buf = String::new();
-    let got = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(chunk) = sse.chunk().await.unwrap() {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            if let Some(line) = buf.lines().find(|l| l.starts_with("data: {")) {
-                return serde_json::from_str::<Value>(line.trim_start_matches("data: ")).unwrap();
-            }
-        }
-        panic!("stream ended");
-    })
-    .await
-    .expect("an SSE event");
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["value"]["text"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    // Read (and so cache) the feed's page before the posts: it must not stay served.
+    assert!(feed_texts().await.is_empty());
+
+    let stream_url = format!("{}/v1/stream?type=post&tag=live", agg.base);
+    let mut sse = SseReader::open(&stream_url, None).await;
+    let t0 = std::time::Instant::now();
+    // One that the filter drops, then one it passes.
+    post("not this one", "other").await;
+    post("hello live world", "live").await;
+    let first = sse.next().await;
     eprintln!("post → SSE event in {:?}", t0.elapsed());
-    assert_eq!(got["value"]["text"], "hello live world");
-    assert!(buf.contains("event: entry"));
-    assert!(!buf.contains("not this one"));
+    assert_eq!(first.event, "entry");
+    assert_eq!(text_of(&first), "hello live world");
+    let id = first.id.clone().expect("entry events carry an id");
+    drop(sse);
+
+    // Posts while the client is away: a reconnect with its last id gets them, in order, and
+    // nothing it already had.
+    post("while away one", "live").await;
+    post("while away two", "live").await;
+    let mut texts = Vec::new();
+    for _ in 0..100 {
+        texts = feed_texts().await;
+        if texts.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        texts.len(),
+        4,
+        "the cached page gave way to the new entries: {texts:?}"
+    );
+    assert_eq!(texts[0], "while away two");
+    let mut sse = SseReader::open(&stream_url, Some(&id)).await;
+    let a = sse.next().await;
+    let b = sse.next().await;
+    assert_eq!(
+        (text_of(&a), text_of(&b)),
+        ("while away one".into(), "while away two".into())
+    );
+    assert!(a.id.is_some() && a.id != b.id && a.id.as_deref() != Some(id.as_str()));
+    post("live again", "live").await;
+    assert_eq!(text_of(&sse.next().await), "live again");
+
+    // An id this process never made: `reset` (re-read /v1/feed), then live events.
+    let mut sse = SseReader::open(&stream_url, Some("0-7")).await;
+    let reset = sse.next().await;
+    assert_eq!(reset.event, "reset");
+    assert!(reset.id.is_some(), "reset carries the newest id");
+    post("after the reset", "live").await;
+    let ev = sse.next().await;
+    assert_eq!(
+        (ev.event.as_str(), text_of(&ev).as_str()),
+        ("entry", "after the reset")
+    );
     child.kill().await.unwrap();
 }
 

@@ -2,9 +2,13 @@
 
 use std::convert::Infallible;
 
+use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 use tokio_stream::wrappers::BroadcastStream;
@@ -16,6 +20,7 @@ use crate::api::{
     StreamQuery,
 };
 use crate::error::{Error, ErrorBody, Result};
+use crate::index::events::{Events, LiveEvent};
 use crate::index::Filters;
 
 /// Followed feeds and their status.
@@ -104,11 +109,33 @@ fn page_limit(limit: Option<usize>) -> Result<usize> {
     Ok(limit)
 }
 
-fn to_page(p: crate::index::Page) -> Json<ApiPage> {
-    Json(ApiPage {
+/// What the read cache keys a request by: its path and query as sent.
+fn cache_key(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("", |p| p.as_str())
+}
+
+fn json_body(body: Bytes) -> Response {
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+/// The page as JSON, kept in the read cache for the next request like this one.
+fn cached_page(s: &Http, generation: u64, uri: &Uri, p: crate::index::Page) -> Response {
+    let page = ApiPage {
         entries: p.entries,
         cursor: p.cursor,
-    })
+    };
+    match serde_json::to_vec(&page) {
+        Ok(v) => {
+            let body = Bytes::from(v);
+            s.cache.put(generation, cache_key(uri), body.clone());
+            json_body(body)
+        }
+        Err(e) => Error::Internal(format!("page serialisation failed: {e}")).into_response(),
+    }
 }
 
 /// The merged feed, newest first.
@@ -128,8 +155,13 @@ fn to_page(p: crate::index::Page) -> Json<ApiPage> {
     ))]
 pub(super) async fn merged_feed(
     State(s): State<Http>,
+    uri: Uri,
     q: std::result::Result<Query<FeedQuery>, QueryRejection>,
-) -> Result<Json<ApiPage>> {
+) -> Result<Response> {
+    let generation = s.agg.index.generation();
+    if let Some(body) = s.cache.get(generation, cache_key(&uri)) {
+        return Ok(json_body(body));
+    }
     let Query(q) = q?;
     let fl = filters(
         q.feed.as_deref(),
@@ -143,7 +175,7 @@ pub(super) async fn merged_feed(
     let page = tokio::task::spawn_blocking(move || index.feed(&fl, q.cursor.as_deref(), limit))
         .await
         .map_err(|e| Error::Unavailable(e.to_string()))??;
-    Ok(to_page(page))
+    Ok(cached_page(&s, generation, &uri, page))
 }
 
 /// Full-text search (BM25), most relevant first, with the feed's filters.
@@ -161,8 +193,13 @@ pub(super) async fn merged_feed(
     ))]
 pub(super) async fn search(
     State(s): State<Http>,
+    uri: Uri,
     q: std::result::Result<Query<SearchQuery>, QueryRejection>,
-) -> Result<Json<ApiPage>> {
+) -> Result<Response> {
+    let generation = s.agg.index.generation();
+    if let Some(body) = s.cache.get(generation, cache_key(&uri)) {
+        return Ok(json_body(body));
+    }
     let Query(q) = q?;
     let fl = filters(
         q.feed.as_deref(),
@@ -177,7 +214,7 @@ pub(super) async fn search(
         tokio::task::spawn_blocking(move || index.search(&q.q, &fl, q.cursor.as_deref(), limit))
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))??;
-    Ok(to_page(page))
+    Ok(cached_page(&s, generation, &uri, page))
 }
 
 /// One entry, with where it came from.
@@ -202,18 +239,25 @@ pub(super) async fn entry(
         .ok_or_else(|| Error::NotFound(format!("no entry {:?} in feed {feed}", p.key)))
 }
 
-/// Server-sent events as entries become searchable.
+/// Server-sent events as entries are verified and applied (before the commit that makes them
+/// searchable).
 ///
-/// Events: `entry` (data: an Entry as JSON), and `lagged` (data `{}`) when this client fell
-/// behind the buffer: the stream then ends, and `/v1/feed` has what it missed.
+/// Events: `entry` (data: an Entry as JSON; id: pass the last one back as `Last-Event-ID` to
+/// resume without a gap), `reset` (data `{}`, id: the newest) when the events after the
+/// client's `Last-Event-ID` are no longer kept (`/v1/feed` has them), and `lagged` (data `{}`)
+/// when this client fell behind the buffer: the stream then ends, and a reconnect with its
+/// last id resumes from what is still kept.
 #[utoipa::path(get, path = "/v1/stream", tag = "feeds",
-    params(StreamQuery),
+    params(StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event \
+            received: the stream starts after it")),
     responses(
         (status = 200, description = "An endless text/event-stream", content_type = "text/event-stream", body = String),
         (status = 400, description = "A parameter the endpoint does not take, or a bad key", body = ErrorBody),
     ))]
 pub(super) async fn stream(
     State(s): State<Http>,
+    headers: axum::http::HeaderMap,
     q: std::result::Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl tokio_stream::Stream<Item = std::result::Result<Event, Infallible>>>> {
     let Query(q) = q?;
@@ -224,27 +268,63 @@ pub(super) async fn stream(
         None,
         None,
     )?;
-    let rx = s.agg.index.subscribe();
-    let events = BroadcastStream::new(rx).filter_map(move |item| match item {
-        Ok(e) if fl.matches(&e) => serde_json::to_string(&*e)
-            .ok()
-            .map(|data| Ok(Event::default().event("entry").data(data))),
+    let log = s.agg.index.events().clone();
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let sub = log.subscribe(last);
+    let entry_event = {
+        let log = log.clone();
+        move |e: &LiveEvent| {
+            Event::default()
+                .event("entry")
+                .id(log.id(e.n))
+                .data(&*e.json)
+        }
+    };
+    let mut first: Vec<Event> = Vec::new();
+    if sub.reset {
+        let mut reset = Event::default().event("reset").data("{}");
+        if let Some(id) = &sub.newest {
+            reset = reset.id(id.clone());
+        }
+        first.push(reset);
+    }
+    first.extend(
+        sub.replay
+            .iter()
+            .filter(|e| fl.matches(&e.entry))
+            .map(|e| entry_event(e)),
+    );
+    let live = BroadcastStream::new(sub.rx).filter_map(move |item| match item {
+        Ok(e) if fl.matches(&e.entry) => Some(Ok(entry_event(&e))),
         Ok(_) => None,
         Err(_) => Some(Err(())),
     });
+    let events = tokio_stream::iter(first.into_iter().map(Ok)).chain(live);
     // A subscriber that fell behind the buffer is told so (it can re-read /v1/feed) and
     // dropped: nothing is buffered for it.
-    let events = UntilLagged {
+    Ok(Sse::new(UntilLagged {
         inner: Box::pin(events),
         done: false,
-    };
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+        log,
+    })
+    .keep_alive(KeepAlive::default()))
 }
 
 /// Ends a stream of events after its first "lagged" one.
 struct UntilLagged<S> {
     inner: std::pin::Pin<Box<S>>,
     done: bool,
+    /// Told when the client leaves, to keep events for its return.
+    log: std::sync::Arc<Events>,
+}
+
+impl<S> Drop for UntilLagged<S> {
+    fn drop(&mut self) {
+        self.log.left();
+    }
 }
 
 impl<S> tokio_stream::Stream for UntilLagged<S>

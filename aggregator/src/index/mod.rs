@@ -23,7 +23,7 @@ use tantivy::schema::{
     Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT,
 };
 use tantivy::{Index as TIndex, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::api::Entry;
@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::extract;
 use crate::health::Health;
 
+pub mod events;
 mod query;
 mod snapshot;
 mod writer;
@@ -190,7 +191,9 @@ pub struct Index {
     f: Fields,
     tx: mpsc::Sender<Batch>,
     committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
-    events: broadcast::Sender<Arc<Entry>>,
+    events: Arc<events::Events>,
+    /// Moves on after every commit (see [`Index::generation`]).
+    generation: Arc<std::sync::atomic::AtomicU64>,
     /// Entries upserted since start (for metrics).
     pub upserts: Arc<std::sync::atomic::AtomicU64>,
     /// The newest sortAt indexed (µs): where the feed's time windows start.
@@ -263,14 +266,14 @@ impl Index {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         let (tx, rx) = mpsc::channel(64);
-        let (events, _) = broadcast::channel(4096);
         let me = Arc::new(Index {
             index,
             reader,
             f,
             tx,
             committed: Arc::new(Mutex::new(HashMap::new())),
-            events,
+            events: Default::default(),
+            generation: Default::default(),
             upserts: Default::default(),
             newest: Default::default(),
             health: health.clone(),
@@ -287,6 +290,7 @@ impl Index {
             me.reader.clone(),
             me.committed.clone(),
             me.events.clone(),
+            me.generation.clone(),
             me.upserts.clone(),
             me.newest.clone(),
             health,
@@ -380,9 +384,15 @@ impl Index {
             .map_err(|_| Error::Unavailable("index writer stopped".into()))
     }
 
-    /// New entries as they become searchable.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Entry>> {
-        self.events.subscribe()
+    /// The live stream's events (see [`events`]).
+    pub fn events(&self) -> &Arc<events::Events> {
+        &self.events
+    }
+
+    /// Counts the commits this process made visible: a read made at generation `g` holds
+    /// while this is still `g` (read it before the read).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Number of indexed entries.

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tantivy::{doc, IndexReader, IndexWriter, TantivyDocument, Term};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
+use super::events::Events;
 use super::query::doc_entry;
 use super::{entry_id, payload, Batch, Checkpoint, EntryDoc, Fields, IndexOp};
-use crate::api::Entry;
 use crate::extract;
 use crate::health::Health;
 
@@ -22,11 +22,12 @@ pub(super) struct WriterTask {
     f: Fields,
     reader: IndexReader,
     committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
-    events: broadcast::Sender<Arc<Entry>>,
+    events: Arc<Events>,
+    /// Moves on after every commit's reload: cached reads of an older one are stale.
+    generation: Arc<std::sync::atomic::AtomicU64>,
     upserts: Arc<std::sync::atomic::AtomicU64>,
     newest: Arc<std::sync::atomic::AtomicI64>,
     pending_cp: HashMap<String, Option<Checkpoint>>,
-    pending_events: Vec<Entry>,
     waiters: Vec<oneshot::Sender<()>>,
     dirty: bool,
     every: Duration,
@@ -57,7 +58,8 @@ impl WriterTask {
         f: Fields,
         reader: IndexReader,
         committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
-        events: broadcast::Sender<Arc<Entry>>,
+        events: Arc<Events>,
+        generation: Arc<std::sync::atomic::AtomicU64>,
         upserts: Arc<std::sync::atomic::AtomicU64>,
         newest: Arc<std::sync::atomic::AtomicI64>,
         health: Arc<Health>,
@@ -70,10 +72,10 @@ impl WriterTask {
             reader,
             committed,
             events,
+            generation,
             upserts,
             newest,
             pending_cp: HashMap::new(),
-            pending_events: Vec::new(),
             waiters: Vec::new(),
             dirty: false,
             every,
@@ -168,8 +170,11 @@ impl WriterTask {
         for t in &e.extracted.tags {
             d.add_text(f.tag, t);
         }
-        if self.events.receiver_count() > 0 {
-            self.pending_events.push(doc_entry(&f, &d));
+        // Live subscribers get it now, verified and applied, not after the next commit.
+        if self.events.wanted() {
+            self.events.publish(doc_entry(&f, &d));
+        } else {
+            self.events.skip();
         }
         if let Err(e) = self.writer.add_document(d) {
             tracing::error!("index add failed: {e}");
@@ -250,7 +255,6 @@ impl WriterTask {
                 tracing::error!("index rollback failed: {r}");
             }
             self.pending_cp.clear();
-            self.pending_events.clear();
             self.waiters.clear(); // their callers get an error
             self.dirty = false;
             self.pending = 0;
@@ -265,6 +269,8 @@ impl WriterTask {
         if let Err(e) = self.reader.reload() {
             tracing::error!("index reload failed: {e}");
         }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         {
             let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
             for (feed, cp) in self.pending_cp.drain() {
@@ -273,9 +279,6 @@ impl WriterTask {
                     None => c.remove(&feed),
                 };
             }
-        }
-        for e in self.pending_events.drain(..) {
-            let _ = self.events.send(Arc::new(e));
         }
         for w in self.waiters.drain(..) {
             let _ = w.send(());
