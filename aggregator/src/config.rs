@@ -72,6 +72,8 @@ pub struct Config {
     pub commit_interval_ms: u64,
     /// Memory for the index writer, in MB.
     pub index_memory_mb: usize,
+    /// Memory for feed and search answers kept until the next commit, in MB (0: none).
+    pub read_cache_mb: usize,
     /// Feeds that ingest at the same time.
     pub max_concurrent_ingest: usize,
     /// Bees to follow at start (merged with the persisted follows).
@@ -132,6 +134,7 @@ impl Default for Config {
             backfill: BackfillSetting::Word("all".into()),
             commit_interval_ms: 50,
             index_memory_mb: 64,
+            read_cache_mb: 32,
             max_concurrent_ingest: 32,
             follow: Vec::new(),
             http_max_connections: 4096,

@@ -30,6 +30,7 @@ use crate::api::{
 use crate::error::{Error, ErrorBody, Result};
 use crate::Aggregator;
 
+pub(crate) mod cache;
 pub(crate) mod read;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -45,6 +46,8 @@ pub struct Http {
     metrics: Arc<crate::metrics::Exporter>,
     /// `/v1/openapi.json`, made once for this configuration.
     doc: Bytes,
+    /// Feed and search bodies until the next commit.
+    cache: Arc<cache::ReadCache>,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -101,12 +104,16 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
     let body_limit = cfg.max_body_bytes;
     let timeout_ms = cfg.request_timeout_ms;
     let doc = Bytes::from(serde_json::to_vec(&crate::openapi::document(cfg)).unwrap_or_default());
+    let cache = Arc::new(cache::ReadCache::new(
+        cfg.read_cache_mb.saturating_mul(1 << 20),
+    ));
     let state = Http {
         agg,
         limiter: limiter.clone(),
         registrations: registrations.clone(),
         metrics: Arc::new(crate::metrics::Exporter::new()),
         doc,
+        cache,
     };
     // Forget idle clients now and then, so the limiters' memory stays bounded.
     tokio::spawn(async move {
