@@ -2,7 +2,8 @@
 //!
 //! Documents (`kind` tells them apart):
 //! - `entry`: one per (feed, key): `id = feed/hex(key)`, feed, key, seq, version, seenAt,
-//!   sortAt, type, tags, text (BM25), and the value as stored JSON;
+//!   sortAt, type, tags, text (BM25), the value as stored JSON, and the time buckets of
+//!   sortAt ([`time_buckets`]: the feed's windows as terms);
 //! - `cp`: one per feed, `id = cp:feed`: the feed's ingest checkpoint `(version, fork)` in the
 //!   `seq` and `version` fields.
 //!
@@ -32,14 +33,17 @@ use crate::extract;
 use crate::health::Health;
 
 pub mod events;
+#[cfg(test)]
+mod feed_tests;
 mod query;
 mod snapshot;
+mod time_buckets;
 mod writer;
 pub use query::entry_id;
 use writer::WriterTask;
 
 /// Bump to rebuild every index from the stored blocks.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 /// Largest page of results.
 pub const MAX_LIMIT: usize = 100;
 
@@ -57,6 +61,8 @@ struct Fields {
     tag: Field,
     text: Field,
     value: Field,
+    /// The [`time_buckets`] of sortAt.
+    time: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -74,6 +80,7 @@ fn schema() -> (Schema, Fields) {
         tag: b.add_text_field("tag", STRING | STORED),
         text: b.add_text_field("text", TEXT),
         value: b.add_text_field("value", STORED),
+        time: b.add_u64_field("time_bucket", INDEXED),
     };
     (b.build(), f)
 }

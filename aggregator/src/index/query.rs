@@ -5,7 +5,9 @@ use std::ops::Bound;
 
 use serde_json::Value;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{
+    BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery, TermSetQuery,
+};
 use tantivy::schema::{Field, IndexRecordOption, Value as _};
 use tantivy::{DocAddress, Order, TantivyDocument, Term};
 
@@ -60,7 +62,10 @@ impl Index {
     ///
     /// Sorting every match by sortAt costs a scan of all of them, so pages are looked for in
     /// growing time windows below the cursor (an hour, a day, a month, a year, all): the
-    /// newest pages, the ones read most, only touch recent entries.
+    /// newest pages, the ones read most, only touch recent entries. A window is asked of the
+    /// index as its [`time_buckets`](super::time_buckets) (a range over the sortAt column
+    /// reads all of it); the all-time window, and a window whose edges hold too many entries
+    /// to skip, as the exact range.
     pub fn feed(&self, fl: &Filters, cursor: Option<&str>, limit: usize) -> Result<Page> {
         let limit = limit.clamp(1, MAX_LIMIT);
         let after = cursor.map(decode_feed_cursor).transpose()?;
@@ -76,8 +81,30 @@ impl Index {
             None,
         ] {
             let lower = window.map(|w| top.saturating_sub(w));
-            let q = BooleanQuery::new(self.filter_clauses_from(fl, upper, lower));
-            let (rows, more) = self.feed_rows(&searcher, &q, after.as_ref(), limit)?;
+            let by_buckets = match (lower, fl.since) {
+                (None, None) => None,
+                _ => {
+                    // Nothing above `top` is indexed (it is the cursor or the newest sortAt).
+                    let lo = lower.unwrap_or(i64::MIN).max(fl.since.unwrap_or(i64::MIN));
+                    let hi = top.min(fl.until.map_or(i64::MAX, |u| u.saturating_sub(1)));
+                    let mut clauses = self.filter_clauses_from(fl, None, None);
+                    let terms = super::time_buckets::cover(lo, hi)
+                        .into_iter()
+                        .map(|t| Term::from_field_u64(self.f.time, t));
+                    clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
+                    let q = BooleanQuery::new(clauses);
+                    self.feed_rows(&searcher, &q, (lo, hi), after.as_ref(), limit, false)?
+                }
+            };
+            let (rows, more) = match by_buckets {
+                Some(found) => found,
+                None => {
+                    let q = BooleanQuery::new(self.filter_clauses_from(fl, upper, lower));
+                    let bounds = (i64::MIN, i64::MAX);
+                    self.feed_rows(&searcher, &q, bounds, after.as_ref(), limit, true)?
+                        .unwrap_or_default()
+                }
+            };
             // Done when this window has more than a page, or it already reaches `since`.
             let covers_all = match (lower, fl.since) {
                 (None, _) => true,
@@ -100,15 +127,23 @@ impl Index {
         })
     }
 
-    /// Up to `limit` rows after the cursor, newest first, and whether more follow.
+    /// Up to `limit` rows after the cursor with sortAt within `bounds` (inclusive), newest
+    /// first, and whether more follow. `q` may match more than the bounds (time buckets cover
+    /// a little more than their window): those rows are skipped by their sortAt, before their
+    /// documents are read. Without `exact`, `None` when that took too many rows (the caller
+    /// asks the exact range instead); with it, the page found within 20,000 rows.
     #[allow(clippy::type_complexity)]
     fn feed_rows(
         &self,
         searcher: &tantivy::Searcher,
         q: &BooleanQuery,
+        bounds: (i64, i64),
         after: Option<&(i64, String)>,
         limit: usize,
-    ) -> Result<(Vec<(i64, String, TantivyDocument)>, bool)> {
+        exact: bool,
+    ) -> Result<Option<(Vec<(i64, String, TantivyDocument)>, bool)>> {
+        const MAX_FETCH: usize = 20_000;
+        let (lo, hi) = bounds;
         let mut fetch = limit + 8;
         loop {
             let hits: Vec<(i64, DocAddress)> = searcher.search(
@@ -116,26 +151,38 @@ impl Index {
                 &TopDocs::with_limit(fetch).order_by_fast_field::<i64>("sort_at", Order::Desc),
             )?;
             let exhausted = hits.len() < fetch;
-            let mut rows = Vec::with_capacity(hits.len());
+            let mut rows = Vec::with_capacity(limit + 1);
             for (sort_at, addr) in &hits {
+                let s = *sort_at;
+                if s < lo || s > hi || after.is_some_and(|(cs, _)| s > *cs) {
+                    continue;
+                }
                 let d: TantivyDocument = searcher.doc(*addr)?;
                 let id = d
                     .get_first(self.f.id)
                     .and_then(|v| v.as_str())
                     .unwrap_or_default()
                     .to_owned();
-                rows.push((*sort_at, id, d));
+                if after.is_some_and(|(cs, cid)| s == *cs && id.as_str() <= cid.as_str()) {
+                    continue;
+                }
+                rows.push((s, id, d));
             }
             rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            rows.retain(|(s, id, _)| {
-                after.is_none_or(|(cs, cid)| *s < *cs || (*s == *cs && id > cid))
-            });
-            // The last fetched rows may tie with unfetched ones: only trust a full page when
-            // the fetch went past it.
-            if rows.len() > limit || exhausted || fetch >= 20_000 {
+            // Unfetched hits are at most as new as the last fetched one, and may tie with it:
+            // a full page holds when the fetch went below its last row's time (its ties
+            // were all fetched, so the order by id among them is the whole order).
+            let past_page = match (hits.last(), rows.get(limit.saturating_sub(1))) {
+                (Some((oldest, _)), Some((page_last, _, _))) => oldest < page_last,
+                _ => false,
+            };
+            if (rows.len() > limit && past_page) || exhausted || (exact && fetch >= MAX_FETCH) {
                 let more = rows.len() > limit;
                 rows.truncate(limit);
-                return Ok((rows, more));
+                return Ok(Some((rows, more)));
+            }
+            if fetch >= MAX_FETCH {
+                return Ok(None);
             }
             fetch *= 4;
         }

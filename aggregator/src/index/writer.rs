@@ -170,6 +170,9 @@ impl WriterTask {
         for t in &e.extracted.tags {
             d.add_text(f.tag, t);
         }
+        for t in super::time_buckets::terms_of(sort_at) {
+            d.add_u64(f.time, t);
+        }
         // Live subscribers get it now, verified and applied, not after the next commit.
         if self.events.wanted() {
             self.events.publish(doc_entry(&f, &d));
