@@ -77,10 +77,16 @@ async fn pages_by_time_buckets_equal_one_sort_of_everything() {
     let health = Arc::new(Health::default());
     let index = Index::open(dir.path(), 15, Duration::from_millis(5), health).unwrap();
     let mut all = rows(3000);
-    index
-        .submit_and_wait(all.iter().map(op).collect())
-        .await
-        .unwrap();
+    // Checkpoint documents share the index (and the feed field): never a row of the feed.
+    let mut ops: Vec<IndexOp> = all.iter().map(op).collect();
+    for feed in ["fa", "fb", "fc"] {
+        ops.push(IndexOp::Checkpoint {
+            feed: feed.into(),
+            version: 5,
+            fork: 0,
+        });
+    }
+    index.submit_and_wait(ops).await.unwrap();
     all.sort_by(|a, b| b.sort_at.cmp(&a.sort_at).then_with(|| a.id.cmp(&b.id)));
     let cases: Vec<(&str, Filters)> = vec![
         ("all", Filters::default()),

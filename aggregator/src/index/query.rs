@@ -18,17 +18,23 @@ use crate::extract;
 
 impl Index {
     fn filter_clauses(&self, fl: &Filters, upper: Option<i64>) -> Vec<(Occur, Box<dyn Query>)> {
-        self.filter_clauses_from(fl, upper, None)
+        self.filter_clauses_from(fl, upper, None, false)
     }
 
     /// Filter clauses, with sortAt at most `upper` and at least `lower` (a time window).
+    /// `entries_only`: the caller adds a clause that only entries match (time buckets), so
+    /// the `kind` clause, whose postings hold every document, is left out.
     fn filter_clauses_from(
         &self,
         fl: &Filters,
         upper: Option<i64>,
         lower: Option<i64>,
+        entries_only: bool,
     ) -> Vec<(Occur, Box<dyn Query>)> {
-        let mut c: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, term(self.f.kind, "entry"))];
+        let mut c: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if !entries_only {
+            c.push((Occur::Must, term(self.f.kind, "entry")));
+        }
         if let Some(feed) = &fl.feed {
             c.push((Occur::Must, term(self.f.feed, feed)));
         }
@@ -87,7 +93,7 @@ impl Index {
                     // Nothing above `top` is indexed (it is the cursor or the newest sortAt).
                     let lo = lower.unwrap_or(i64::MIN).max(fl.since.unwrap_or(i64::MIN));
                     let hi = top.min(fl.until.map_or(i64::MAX, |u| u.saturating_sub(1)));
-                    let mut clauses = self.filter_clauses_from(fl, None, None);
+                    let mut clauses = self.filter_clauses_from(fl, None, None, true);
                     let terms = super::time_buckets::cover(lo, hi)
                         .into_iter()
                         .map(|t| Term::from_field_u64(self.f.time, t));
@@ -99,7 +105,7 @@ impl Index {
             let (rows, more) = match by_buckets {
                 Some(found) => found,
                 None => {
-                    let q = BooleanQuery::new(self.filter_clauses_from(fl, upper, lower));
+                    let q = BooleanQuery::new(self.filter_clauses_from(fl, upper, lower, false));
                     let bounds = (i64::MIN, i64::MAX);
                     self.feed_rows(&searcher, &q, bounds, after.as_ref(), limit, true)?
                         .unwrap_or_default()
