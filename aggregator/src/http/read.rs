@@ -274,14 +274,11 @@ pub(super) async fn stream(
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
     let sub = log.subscribe(last);
-    let entry_event = {
-        let log = log.clone();
-        move |e: &LiveEvent| {
-            Event::default()
-                .event("entry")
-                .id(log.id(e.n))
-                .data(&*e.json)
-        }
+    let entry_event = |e: &LiveEvent| {
+        Event::default()
+            .event("entry")
+            .id(e.id.clone())
+            .data(&*e.json)
     };
     let mut first: Vec<Event> = Vec::new();
     if sub.reset {

@@ -32,6 +32,8 @@ pub const LINGER: Duration = Duration::from_secs(60);
 pub struct LiveEvent {
     /// Counts every applied entry since start.
     pub n: u64,
+    /// Its id as clients see it ([`Events::id`]).
+    pub id: String,
     /// The entry, for the filters.
     pub entry: Arc<Entry>,
     /// Its JSON, made once for every subscriber.
@@ -100,6 +102,7 @@ impl Events {
         let mut g = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let ev = Arc::new(LiveEvent {
             n: g.1,
+            id: self.id(g.1),
             entry: Arc::new(entry),
             json,
         });
