@@ -48,6 +48,32 @@ pub struct Http {
     doc: Bytes,
     /// Feed and search bodies until the next commit.
     cache: Arc<cache::ReadCache>,
+    /// Index reads running at once (each a blocking thread): more than the cores only adds
+    /// threads, memory and tail latency; the others wait here, in the async world.
+    reads: Arc<tokio::sync::Semaphore>,
+}
+
+impl Http {
+    /// Runs an index read on a blocking thread, at most `reads` at once.
+    async fn read_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let permit = self
+            .reads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable("shutting down".into()))?;
+        // Held by the thread: a request given up on (timeout, client gone) still counts
+        // until its read ends.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))?
+    }
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -114,6 +140,9 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
         metrics: Arc::new(crate::metrics::Exporter::new()),
         doc,
         cache,
+        reads: Arc::new(tokio::sync::Semaphore::new(
+            2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )),
     };
     // Forget idle clients now and then, so the limiters' memory stays bounded.
     tokio::spawn(async move {

@@ -172,9 +172,9 @@ pub(super) async fn merged_feed(
     )?;
     let limit = page_limit(q.limit)?;
     let index = s.agg.index.clone();
-    let page = tokio::task::spawn_blocking(move || index.feed(&fl, q.cursor.as_deref(), limit))
-        .await
-        .map_err(|e| Error::Unavailable(e.to_string()))??;
+    let page = s
+        .read_blocking(move || index.feed(&fl, q.cursor.as_deref(), limit))
+        .await?;
     Ok(cached_page(&s, generation, &uri, page))
 }
 
@@ -210,10 +210,9 @@ pub(super) async fn search(
     )?;
     let limit = page_limit(q.limit)?;
     let index = s.agg.index.clone();
-    let page =
-        tokio::task::spawn_blocking(move || index.search(&q.q, &fl, q.cursor.as_deref(), limit))
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))??;
+    let page = s
+        .read_blocking(move || index.search(&q.q, &fl, q.cursor.as_deref(), limit))
+        .await?;
     Ok(cached_page(&s, generation, &uri, page))
 }
 
