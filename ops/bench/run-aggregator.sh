@@ -15,11 +15,13 @@
 #           aggregator's CPU and peak RSS; then the reference query set on those N entries.
 #           Then (REF=1) the JS reference `index.js --n N --queries QUERIES`, from a scratch
 #           copy of ../shared/bench/js-reference (REF_DIR, npm ci'd there when missing).
-#   live:   for each LIVE_CASES "writer:searchEvery[:commitIntervalMs]": a fresh writer (LIVE_N posts) followed by a
-#           fresh aggregator; an SSE client on /v1/stream; the writer then puts LIVE_COUNT
-#           posts, one every LIVE_INTERVAL ms, each stamped with CLOCK_MONOTONIC: publish →
-#           stream latency, and (searchEvery > 0) publish → visible in /v1/search for every
-#           searchEvery-th post.
+#   live:   for each LIVE_CASES "writer:searchEvery[:commitIntervalMs[:subscribers]]": a fresh
+#           writer (LIVE_N posts) followed by a fresh aggregator; an SSE client on /v1/stream;
+#           the writer then puts LIVE_COUNT posts, one every LIVE_INTERVAL ms, each stamped
+#           with CLOCK_MONOTONIC: publish → stream latency, and (searchEvery > 0) publish →
+#           visible in /v1/search for every searchEvery-th post. With subscribers, that many
+#           more SSE connections (agg-client live --subscribers, src/fanout.rs), each expecting
+#           every post: deliveries, their latency, the aggregator's RSS before and after.
 #   query:  bee-farm serves QUERY_BEES bees of QUERY_POSTS posts (seeds 1..), a fresh aggregator
 #           follows them all through that one address; when all are indexed, the reference
 #           query set and /v1/feed pages one at a time (p50/p99), then agg-client load with
@@ -28,7 +30,9 @@
 #           follows every key (POST /v1/feeds, FOLLOW_CONCURRENCY at a time); when /metrics
 #           shows FEEDS * FEED_POSTS entries: follow and index times, VmRSS, VmHWM, open fds.
 #
-# Other settings: QUERIES (1000), COMMIT_INTERVAL_MS (unset: the aggregator's default; a live
+# Other settings: READ_CACHE_MB (unset: the aggregator's default, 32; 0 turns the cache of feed
+# and search bodies off, to measure every request answered by the index), QUERIES (1000),
+# COMMIT_INTERVAL_MS (unset: the aggregator's default; a live
 # case "writer:searchEvery:ms" sets its own), INGEST_BARE (1: before each ingest, the Rust
 # replicate-reader downloads the same bee, the replication-only ceiling), PHASE_TIMEOUT (s, 900), KEEP_DATA=1 (keep the aggregators' data dirs),
 # PERF="part ..." (perf record the aggregator during those parts' ingest, or during one load
@@ -50,10 +54,11 @@ INGEST_BARE=${INGEST_BARE:-1}
 REF=${REF:-1}
 REF_DIR=${REF_DIR:-/tmp/apiary-bench-js-reference}
 QUERIES=${QUERIES:-1000}
+READ_CACHE_MB=${READ_CACHE_MB:-}
 LIVE_N=${LIVE_N:-1000}
 LIVE_INTERVAL=${LIVE_INTERVAL:-10}
 LIVE_COUNT=${LIVE_COUNT:-1000}
-LIVE_CASES=${LIVE_CASES:-rust:0 rust:10 js:10 rust:10:10}
+LIVE_CASES=${LIVE_CASES:-rust:0 rust:10 js:10 rust:10:10 rust:0::10000}
 LIVE_POLL_MS=${LIVE_POLL_MS:-2}
 QUERY_BEES=${QUERY_BEES:-10}
 QUERY_POSTS=${QUERY_POSTS:-100000}
@@ -110,6 +115,13 @@ start_agg() { # name
     echo 'listen = ""'
     echo 'rate_limit_per_second = 1000000'
     echo 'rate_limit_burst = 1000000'
+    if [[ -n $READ_CACHE_MB ]]; then
+      echo "read_cache_mb = $READ_CACHE_MB"
+    fi
+    if [[ -n ${CONNECTIONS_OVERRIDE:-} ]]; then
+      echo "http_max_connections = $CONNECTIONS_OVERRIDE"
+      echo "http_max_connections_per_ip = $CONNECTIONS_OVERRIDE"
+    fi
     if [[ -n ${COMMIT_OVERRIDE:-} ]]; then
       echo "commit_interval_ms = $COMMIT_OVERRIDE"
     elif [[ -n $COMMIT_INTERVAL_MS ]]; then
@@ -237,7 +249,8 @@ if has_part live; then
   i=0
   for c in $LIVE_CASES; do
     i=$((i + 1))
-    IFS=: read -r tool every commit <<<"$c"
+    IFS=: read -r tool every commit subs <<<"$c"
+    subs=${subs:-0}
     name="live-$i-$tool"
     # shellcheck disable=SC2046
     start_writer "$name" $(writer_cmd "$tool" "$LIVE_N")
@@ -245,14 +258,16 @@ if has_part live; then
     port=$(jq -r .port <<<"${W_LINE[$name]}")
     length=$(jq -r .length <<<"${W_LINE[$name]}")
     echo "$key" >"$WORK/$name.keys"
-    COMMIT_OVERRIDE=${commit:-} start_agg "$name"
+    CONNECTIONS_OVERRIDE=$([[ $subs -gt 0 ]] && echo $((subs + 256)) || true) \
+      COMMIT_OVERRIDE=${commit:-} start_agg "$name"
     ing=$(timeout 300 "$CLIENT" ingest --http "$AGG_HTTP" --keys "$WORK/$name.keys" --peer "127.0.0.1:$port" \
       --entries "$LIVE_N" --length "$length" --pid "$AGG_PID" 2>>"$LOG") || ing='{"error": "ingest failed"}'
     sleep 1
     out="$WORK/$name.client"
-    echo "--- live $name: agg-client live --search-every $every" >>"$LOG"
+    echo "--- live $name: agg-client live --search-every $every --subscribers $subs" >>"$LOG"
+    pre=$(agg_proc)
     timeout "$PHASE_TIMEOUT" "$CLIENT" live --http "$AGG_HTTP" --key "$key" --count "$LIVE_COUNT" --first "$LIVE_N" \
-      --search-every "$every" --poll-ms "$LIVE_POLL_MS" >"$out" 2>>"$LOG" &
+      --search-every "$every" --poll-ms "$LIVE_POLL_MS" --subscribers "$subs" >"$out" 2>>"$LOG" &
     cpid=$!
     ready=0
     [[ -n $(await_match "$out" '"ready"' "$cpid" 300 0.1) ]] && ready=1
@@ -277,14 +292,16 @@ if has_part live; then
       rline=$(jq -cn --argjson rc "$rc" --arg out "$(cat "$out")" '{error: "exit \($rc)", stdout: $out}')
     fi
     jq -c --arg tool "$tool" --argjson every "$every" --argjson wl "$wline" --argjson ing "$ing" \
-      --argjson p0 "$p0" --argjson p1 "$p1" --arg commit "${commit:-}" '
+      --argjson pre "$pre" --argjson p0 "$p0" --argjson p1 "$p1" --arg commit "${commit:-}" --argjson subs "$subs" '
       {case: ("live <- \($tool) writer" + (if $every > 0 then ", search every \($every)" else "" end)
-              + (if $commit != "" then ", commit_interval_ms = \($commit)" else "" end)),
+              + (if $commit != "" then ", commit_interval_ms = \($commit)" else "" end)
+              + (if $subs > 0 then ", \($subs) more subscribers" else "" end)),
        writer: $tool, commitIntervalMs: (if $commit != "" then ($commit | tonumber) else null end)} + . +
       {writerPutP50ms: $wl.writerPutP50ms, writerPutP99ms: $wl.writerPutP99ms, writerLateTicks: $wl.writerLateTicks,
        published: $wl.published, publishSeconds: $wl.publishSeconds, intervalMs: $wl.intervalMs,
        backfillSeconds: $ing.seconds,
-       aggCpuSeconds: (($p1.cpu - $p0.cpu) * 100 | round / 100), aggVmHwmMB: $p1.vmHwmMB}' <<<"$rline" | tee -a "$WORK/live.jsonl"
+       aggCpuSeconds: (($p1.cpu - $p0.cpu) * 100 | round / 100), aggVmHwmMB: $p1.vmHwmMB,
+       aggVmRssMB: {beforeSubscribers: $pre.vmRssMB, subscribed: $p0.vmRssMB, end: $p1.vmRssMB}}' <<<"$rline" | tee -a "$WORK/live.jsonl"
     sleep 1
   done
   loadavg "live end"
@@ -371,7 +388,7 @@ META=$(jq -cn \
   --argjson liveCount "$LIVE_COUNT" --arg liveCases "$LIVE_CASES" --argjson livePollMs "$LIVE_POLL_MS" \
   --argjson queryBees "$QUERY_BEES" --argjson queryPosts "$QUERY_POSTS" --arg loadConnections "$LOAD_CONNECTIONS" \
   --argjson loadSeconds "$LOAD_SECONDS" --argjson feeds "$FEEDS" --argjson feedPosts "$FEED_POSTS" \
-  --argjson followConcurrency "$FOLLOW_CONCURRENCY" --arg commitIntervalMs "$COMMIT_INTERVAL_MS" --arg perf "$PERF" \
+  --argjson followConcurrency "$FOLLOW_CONCURRENCY" --arg commitIntervalMs "$COMMIT_INTERVAL_MS" --arg readCacheMb "$READ_CACHE_MB" --arg perf "$PERF" \
   --arg node "$(node --version)" --arg rustc "$(rustc --version)" \
   --argjson cpus "$(nproc)" --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
   --arg kernel "$(uname -r)" --arg commit "$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
@@ -384,6 +401,7 @@ META=$(jq -cn \
     queryBees: $queryBees, queryPosts: $queryPosts, loadConnections: $loadConnections, loadSeconds: $loadSeconds,
     feeds: $feeds, feedPosts: $feedPosts, followConcurrency: $followConcurrency,
     commitIntervalMs: (if $commitIntervalMs == "" then "default (50)" else ($commitIntervalMs | tonumber) end),
+    readCacheMb: (if $readCacheMb == "" then "default (32)" else ($readCacheMb | tonumber) end),
     perf: $perf, node: $node, rustc: $rustc, cpus: $cpus, cpu: $cpu, kernel: $kernel,
     commit: $commit, dirty: ($dirty != ""), dirtyCoreAggregator: $dirtyFiles,
     coreAggregatorSha256: $treeSha, loadavgStart: $loadStart, loadavgEnd: $loadEnd}')

@@ -2,6 +2,7 @@
 //! the common `main` of the async binaries.
 
 pub mod data;
+pub mod fanout;
 pub mod sys;
 
 use std::future::Future;

@@ -141,6 +141,10 @@ struct LiveArgs {
     /// Stop after this many seconds without an entry.
     #[arg(long, default_value_t = 15)]
     idle_timeout: u64,
+    /// More subscribers to the same stream (raw connections, `fanout`), each expecting
+    /// every entry: delivered counts and latency over all of them under `fanout`.
+    #[arg(long, default_value_t = 0)]
+    subscribers: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -544,8 +548,16 @@ async fn live(a: LiveArgs) -> Res<Value> {
         .send()
         .await?
         .error_for_status()?;
+    let (fanout_open, fanout) = if a.subscribers > 0 {
+        let addr = resp.remote_addr().ok_or("no remote address")?;
+        let path = format!("/v1/stream?feed={}", a.key);
+        let idle = Duration::from_secs(a.idle_timeout);
+        apiary_bench::fanout::subscribe(addr, &path, a.subscribers, a.count, idle).await
+    } else {
+        (0, Vec::new())
+    };
     // Subscribed: the handler subscribes before it answers.
-    println!("{}", json!({"ready": true}));
+    println!("{}", json!({"ready": true, "subscribers": fanout_open}));
 
     let (seen_tx, seen_rx) = tokio::sync::watch::channel(0usize);
     let sampler = (a.search_every > 0).then(|| {
@@ -615,6 +627,32 @@ async fn live(a: LiveArgs) -> Res<Value> {
             }
         }
     }
+    let fanout = if a.subscribers > 0 {
+        let mut all: Vec<f64> = Vec::new();
+        let (mut lagged_subs, mut short) = (0u64, 0u64);
+        for h in fanout {
+            let seen = h.await?;
+            lagged_subs += u64::from(seen.lagged > 0);
+            short += u64::from(seen.cut_short);
+            all.extend(seen.micros.iter().map(|us| f64::from(*us) / 1e3));
+        }
+        let mut f = json!({
+            "subscribers": a.subscribers,
+            "connected": fanout_open,
+            "expected": a.subscribers * a.count,
+            "received": all.len(),
+            "laggedSubscribers": lagged_subs,
+            "cutShort": short,
+        });
+        if let Value::Object(m) = summary(all) {
+            for (k, v) in m {
+                f[k] = v;
+            }
+        }
+        f
+    } else {
+        Value::Null
+    };
     let (u1, s1) = cpu_seconds()?;
     let received = lat.len();
     let search = match sampler {
@@ -643,6 +681,7 @@ async fn live(a: LiveArgs) -> Res<Value> {
         }
     }
     out["search"] = search.unwrap_or(Value::Null);
+    out["fanout"] = fanout;
     Ok(out)
 }
 
