@@ -6,7 +6,7 @@ use std::ops::Bound;
 use serde_json::Value;
 use tantivy::collector::TopDocs;
 use tantivy::query::{
-    BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery, TermSetQuery,
+    BooleanQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption, Value as _};
 use tantivy::{DocAddress, Order, TantivyDocument, Term};
@@ -216,11 +216,20 @@ impl Index {
         // Lenient: what people type into a search box (an unclosed quote or bracket, a
         // `word:` that is no field) is searched as far as it parses, not refused.
         let (parsed, _) = parser.parse_query_lenient(text);
-        let mut clauses = self.filter_clauses(fl, None);
-        clauses.push((Occur::Must, parsed));
-        let q = BooleanQuery::new(clauses);
+        // Words of the text field only match entries: then the `kind` clause (every
+        // document's postings) is left out, and a query without filters is searched alone,
+        // which lets tantivy skip blocks that cannot make the top (block-max WAND) instead of
+        // scoring every match of a common word.
+        let entries_only = matches_only_entries(parsed.as_ref(), self.f.text);
+        let mut clauses = self.filter_clauses_from(fl, None, None, entries_only);
+        let q: Box<dyn Query> = if clauses.is_empty() {
+            parsed
+        } else {
+            clauses.push((Occur::Must, parsed));
+            Box::new(BooleanQuery::new(clauses))
+        };
         let searcher = self.reader.searcher();
-        let hits = searcher.search(&q, &TopDocs::with_limit(limit + 1).and_offset(offset))?;
+        let hits = searcher.search(&*q, &TopDocs::with_limit(limit + 1).and_offset(offset))?;
         let more = hits.len() > limit;
         let mut entries = Vec::with_capacity(limit);
         for (score, addr) in hits.into_iter().take(limit) {
@@ -280,6 +289,28 @@ pub(super) fn doc_entry(f: &Fields, d: &TantivyDocument) -> Entry {
     }
 }
 
+/// Whether a parsed search can only match entries: it needs a word or phrase of `text` (which
+/// checkpoint documents have none of). A `field:` query, a range, a boost or anything else
+/// the parser makes is not known to, so it keeps the `kind` clause.
+fn matches_only_entries(q: &dyn Query, text: Field) -> bool {
+    if let Some(t) = q.downcast_ref::<TermQuery>() {
+        return t.term().field() == text;
+    }
+    if let Some(p) = q.downcast_ref::<PhraseQuery>() {
+        return p.field() == text;
+    }
+    if let Some(b) = q.downcast_ref::<BooleanQuery>() {
+        let sub = |o: Occur| b.clauses().iter().filter(move |(c, _)| *c == o);
+        // Must: one of them narrows to entries. Should alone: each of them must.
+        if sub(Occur::Must).next().is_some() {
+            return sub(Occur::Must).any(|(_, q)| matches_only_entries(q.as_ref(), text));
+        }
+        return sub(Occur::Should).next().is_some()
+            && sub(Occur::Should).all(|(_, q)| matches_only_entries(q.as_ref(), text));
+    }
+    false
+}
+
 fn term(field: Field, v: &str) -> Box<dyn Query> {
     Box::new(TermQuery::new(
         Term::from_field_text(field, v),
@@ -329,6 +360,31 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn only_words_of_the_text_leave_the_kind_clause_out() {
+        let (schema, f) = super::super::schema();
+        let index = tantivy::Index::create_in_ram(schema);
+        let mut parser = QueryParser::for_index(&index, vec![f.text]);
+        parser.set_conjunction_by_default();
+        for (q, want) in [
+            ("matrix", true),
+            ("the matrix", true),
+            ("\"the matrix\"", true),
+            ("matrix OR stalker", true),
+            ("matrix -stalker", true),
+            ("matrix kind:cp", true),
+            ("kind:cp", false),
+            ("feed:abc OR matrix", false),
+            ("-matrix", false),
+            ("*", false),
+            ("sort_at:[0 TO 10]", false),
+            ("matrix^2", false),
+        ] {
+            let (parsed, _) = parser.parse_query_lenient(q);
+            assert_eq!(matches_only_entries(parsed.as_ref(), f.text), want, "{q}");
+        }
+    }
 
     #[test]
     fn feed_cursors_round_trip() {
