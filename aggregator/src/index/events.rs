@@ -14,7 +14,7 @@
 //! feed, key and seq.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,8 +61,6 @@ pub struct Events {
     ring: Mutex<(VecDeque<Arc<LiveEvent>>, u64)>,
     /// Until when (µs since the epoch) events are kept although nobody listens.
     linger_until: AtomicI64,
-    /// Events made (for tests and metrics).
-    pub made: AtomicU64,
 }
 
 impl std::fmt::Debug for Events {
@@ -79,7 +77,6 @@ impl Default for Events {
             tx,
             ring: Mutex::new((VecDeque::with_capacity(RING), 0)),
             linger_until: AtomicI64::new(0),
-            made: AtomicU64::new(0),
         }
     }
 }
@@ -113,7 +110,6 @@ impl Events {
         g.0.push_back(ev.clone());
         // No receiver is not an error: the ring keeps it for a returning client.
         let _ = self.tx.send(ev);
-        self.made.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The id a client sees for event `n`.
