@@ -31,11 +31,13 @@ use crate::error::{Error, ErrorBody, Result};
 use crate::Aggregator;
 
 pub(crate) mod cache;
+pub(crate) mod live;
 pub(crate) mod read;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use read::{entry, get_feed, list_feeds, merged_feed, search, stream};
+use live::stream;
+use read::{entry, get_feed, list_feeds, merged_feed, search};
 
 /// Shared state of the handlers.
 #[derive(Clone)]

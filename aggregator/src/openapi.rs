@@ -48,7 +48,7 @@ const ADMIN: &str = "adminToken";
         http::read::merged_feed,
         http::read::search,
         http::read::entry,
-        http::read::stream,
+        http::live::stream,
         http::backup,
     ),
     components(schemas(ErrorBody, ErrorDetail, Code, api::BeeKey, api::PeerAddr, api::TimeBound,

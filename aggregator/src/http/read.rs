@@ -1,26 +1,20 @@
-//! The reading endpoints: feed status, the merged feed, search, entries, the live stream.
-
-use std::convert::Infallible;
+//! The reading endpoints: feed status, the merged feed, search, entries (the live stream is
+//! in `live`).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, Uri};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::StreamExt;
 
 use super::{feed_status, parse_key, Http};
 use crate::api::{
     Entry, EntryPath, FeedList, FeedPath, FeedQuery, FeedStatus, Page as ApiPage, SearchQuery,
-    StreamQuery,
 };
 use crate::error::{Error, ErrorBody, Result};
-use crate::index::events::{Events, LiveEvent};
 use crate::index::Filters;
 
 /// Followed feeds and their status.
@@ -82,7 +76,7 @@ fn time_param(name: &str, v: &str) -> Result<i64> {
 }
 
 /// The filters of `/v1/feed`, `/v1/search` (with a time window) and `/v1/stream` (without).
-fn filters(
+pub(super) fn filters(
     feed: Option<&str>,
     typ: Option<&String>,
     tag: Option<&String>,
@@ -236,115 +230,4 @@ pub(super) async fn entry(
         .entry(&feed.to_z32(), p.key.as_bytes())?
         .map(Json)
         .ok_or_else(|| Error::NotFound(format!("no entry {:?} in feed {feed}", p.key)))
-}
-
-/// Server-sent events as entries are verified and applied (before the commit that makes them
-/// searchable).
-///
-/// Events: `entry` (data: an Entry as JSON; id: pass the last one back as `Last-Event-ID` to
-/// resume without a gap), `reset` (data `{}`, id: the newest) when the events after the
-/// client's `Last-Event-ID` are no longer kept (`/v1/feed` has them), and `lagged` (data `{}`)
-/// when this client fell behind the buffer: the stream then ends, and a reconnect with its
-/// last id resumes from what is still kept.
-#[utoipa::path(get, path = "/v1/stream", tag = "feeds",
-    params(StreamQuery,
-        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event \
-            received: the stream starts after it")),
-    responses(
-        (status = 200, description = "An endless text/event-stream", content_type = "text/event-stream", body = String),
-        (status = 400, description = "A parameter the endpoint does not take, or a bad key", body = ErrorBody),
-    ))]
-pub(super) async fn stream(
-    State(s): State<Http>,
-    headers: axum::http::HeaderMap,
-    q: std::result::Result<Query<StreamQuery>, QueryRejection>,
-) -> Result<Sse<impl tokio_stream::Stream<Item = std::result::Result<Event, Infallible>>>> {
-    let Query(q) = q?;
-    let fl = filters(
-        q.feed.as_deref(),
-        q.typ.as_ref(),
-        q.tag.as_ref(),
-        None,
-        None,
-    )?;
-    let log = s.agg.index.events().clone();
-    let last = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    let sub = log.subscribe(last);
-    let entry_event = |e: &LiveEvent| {
-        Event::default()
-            .event("entry")
-            .id(e.id.clone())
-            .data(&*e.json)
-    };
-    let mut first: Vec<Event> = Vec::new();
-    if sub.reset {
-        let mut reset = Event::default().event("reset").data("{}");
-        if let Some(id) = &sub.newest {
-            reset = reset.id(id.clone());
-        }
-        first.push(reset);
-    }
-    first.extend(
-        sub.replay
-            .iter()
-            .filter(|e| fl.matches(&e.entry))
-            .map(|e| entry_event(e)),
-    );
-    let live = BroadcastStream::new(sub.rx).filter_map(move |item| match item {
-        Ok(e) if fl.matches(&e.entry) => Some(Ok(entry_event(&e))),
-        Ok(_) => None,
-        Err(_) => Some(Err(())),
-    });
-    let events = tokio_stream::iter(first.into_iter().map(Ok)).chain(live);
-    // A subscriber that fell behind the buffer is told so (it can re-read /v1/feed) and
-    // dropped: nothing is buffered for it.
-    Ok(Sse::new(UntilLagged {
-        inner: Box::pin(events),
-        done: false,
-        log,
-    })
-    .keep_alive(KeepAlive::default()))
-}
-
-/// Ends a stream of events after its first "lagged" one.
-struct UntilLagged<S> {
-    inner: std::pin::Pin<Box<S>>,
-    done: bool,
-    /// Told when the client leaves, to keep events for its return.
-    log: std::sync::Arc<Events>,
-}
-
-impl<S> Drop for UntilLagged<S> {
-    fn drop(&mut self) {
-        self.log.left();
-    }
-}
-
-impl<S> tokio_stream::Stream for UntilLagged<S>
-where
-    S: tokio_stream::Stream<Item = std::result::Result<Event, ()>>,
-{
-    type Item = std::result::Result<Event, Infallible>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(e))) => Poll::Ready(Some(Ok(e))),
-            Poll::Ready(Some(Err(()))) => {
-                self.done = true;
-                Poll::Ready(Some(Ok(Event::default().event("lagged").data("{}"))))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
 }

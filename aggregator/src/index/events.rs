@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use crate::api::Entry;
@@ -32,12 +33,11 @@ pub const LINGER: Duration = Duration::from_secs(60);
 pub struct LiveEvent {
     /// Counts every applied entry since start.
     pub n: u64,
-    /// Its id as clients see it ([`Events::id`]).
-    pub id: String,
     /// The entry, for the filters.
     pub entry: Arc<Entry>,
-    /// Its JSON, made once for every subscriber.
-    pub json: Arc<str>,
+    /// Its server-sent event (`event: entry`, `id`, `data` and the blank line), made once for
+    /// every subscriber.
+    pub sse: Bytes,
 }
 
 /// A subscription: what is replayed, then the live receiver.
@@ -95,13 +95,15 @@ impl Events {
 
     /// Publishes an applied entry.
     pub fn publish(&self, entry: Entry) {
-        let json: Arc<str> = serde_json::to_string(&entry).unwrap_or_default().into();
+        let json = serde_json::to_string(&entry).unwrap_or_default();
         let mut g = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let id = self.id(g.1);
+        // serde_json escapes control characters, so the JSON is one line: one `data:` field.
+        let sse = Bytes::from(format!("event: entry\nid: {id}\ndata: {json}\n\n"));
         let ev = Arc::new(LiveEvent {
             n: g.1,
-            id: self.id(g.1),
             entry: Arc::new(entry),
-            json,
+            sse,
         });
         g.1 += 1;
         if g.0.len() == RING {

@@ -86,7 +86,12 @@ async fn read(mut s: TcpStream, mut buf: Vec<u8>, count: usize, idle: Duration) 
     let pub_ns = Finder::new(b"\"pubNs\":");
     let lagged = Finder::new(b"event: lagged");
     let mut seen = Seen::default();
-    let mut chunk = vec![0u8; 8 * 1024];
+    let mut chunk = vec![0u8; 64 * 1024];
+    // One timer per subscriber, moved on only when it fires: resetting a timer on every read
+    // of 10,000 subscribers would cost the client more than the reads.
+    let mut last_read = tokio::time::Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
         let now = monotonic_ns();
         // Complete events only: up to the last blank line (chunk framing sits between them).
@@ -118,8 +123,23 @@ async fn read(mut s: TcpStream, mut buf: Vec<u8>, count: usize, idle: Duration) 
             seen.cut_short = seen.micros.len() < count;
             return seen;
         }
-        match tokio::time::timeout(idle, s.read(&mut chunk)).await {
-            Ok(Ok(k)) if k > 0 => buf.extend_from_slice(&chunk[..k]),
+        let read = loop {
+            tokio::select! {
+                r = s.read(&mut chunk) => break r,
+                () = &mut idle_timer => {
+                    if last_read.elapsed() >= idle {
+                        seen.cut_short = true;
+                        return seen;
+                    }
+                    idle_timer.as_mut().reset(last_read + idle);
+                }
+            }
+        };
+        match read {
+            Ok(k) if k > 0 => {
+                last_read = tokio::time::Instant::now();
+                buf.extend_from_slice(&chunk[..k]);
+            }
             _ => {
                 seen.cut_short = true;
                 return seen;
