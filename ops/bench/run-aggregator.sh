@@ -23,7 +23,8 @@
 #           more SSE connections (agg-client live --subscribers, src/fanout.rs), each expecting
 #           every post: deliveries, their latency, the aggregator's RSS before and after.
 #   query:  bee-farm serves QUERY_BEES bees of QUERY_POSTS posts (seeds 1..), a fresh aggregator
-#           follows them all through that one address; when all are indexed, the reference
+#           follows them all through that one address; when all are indexed, its disk (sled
+#           state and block store, tantivy index: MB and bytes per entry), then the reference
 #           query set and /v1/feed pages one at a time (p50/p99), then agg-client load with
 #           LOAD_CONNECTIONS concurrent connections for LOAD_SECONDS each, per URL set.
 #   feeds:  bee-farm serves FEEDS bees of FEED_POSTS posts on one port; a fresh aggregator
@@ -143,6 +144,20 @@ start_agg() { # name
 
 agg_proc() { # -> {"cpu": s, "vmRssMB", "vmHwmMB", "rssAnonMB", "rssFileMB", "fds", "threads"} of the aggregator now
   proc_full "$AGG_PID"
+}
+
+settle_agg() { # timeout_s -> true once the aggregator used < 5% of a core over 2 s, false at timeout
+  local deadline=$((SECONDS + $1)) c0 c1
+  while ((SECONDS < deadline)); do
+    c0=$(agg_proc | jq .cpu)
+    sleep 2
+    c1=$(agg_proc | jq .cpu)
+    if jq -e -n --argjson a "$c0" --argjson b "$c1" '($b - $a) < 0.1' >/dev/null; then
+      echo true
+      return
+    fi
+  done
+  echo false
 }
 
 stop_agg() {
@@ -314,7 +329,9 @@ if has_part query; then
   start_writer "$name" "$BIN/bee-farm" --bees "$QUERY_BEES" --posts "$QUERY_POSTS" --keys-out "$WORK/query.keys"
   port=$(jq -r .port <<<"${W_LINE[$name]}")
   length=$(jq -r .length <<<"${W_LINE[$name]}")
-  start_agg query
+  # The per-address connection cap (64 by default, a guard against one client hogging the
+  # server) would refuse some of the load generator's reconnects: the load rows measure reads.
+  CONNECTIONS_OVERRIDE=${CONNECTIONS_OVERRIDE:-4096} start_agg query
   sleep 1
   before=$(writer_say "$name" cpu)
   perf_start query query
@@ -322,10 +339,21 @@ if has_part query; then
     --entries $((QUERY_BEES * QUERY_POSTS)) --length "$length" --pid "$AGG_PID" --poll-ms 250 2>>"$LOG") || ing='{"error": "ingest failed"}'
   perf_stop
   after=$(writer_say "$name" cpu)
-  jq -c --argjson w "${W_LINE[$name]}" --argjson b "$before" --argjson a "$after" '
+  # Disk after the ingest (and its last commit): the block store and state (sled) and the index.
+  disk=$(jq -cn --argjson state "$(du -sb "$AGG_DIR/data/state" | cut -f1)" \
+    --argjson index "$(du -sb "$AGG_DIR/data/index" | cut -f1)" --argjson n "$((QUERY_BEES * QUERY_POSTS))" '
+    {stateMB: ($state / 1e6 | round), indexMB: ($index / 1e6 | round),
+     bytesPerEntry: {state: ($state / $n | round), index: ($index / $n | round), total: (($state + $index) / $n | round)}}')
+  jq -c --argjson w "${W_LINE[$name]}" --argjson b "$before" --argjson a "$after" --argjson disk "$disk" '
     {case: "ingest of \($w.bees) bees x \($w.postsPerBee) posts from bee-farm", farm: ($w | del(.keysFile))} + . +
-    {farmCpuSeconds: ((($a.user + $a.system) - ($b.user + $b.system)) * 1000 | round / 1000)}' <<<"$ing" | tee -a "$WORK/query.jsonl"
-  sleep 2
+    {farmCpuSeconds: ((($a.user + $a.system) - ($b.user + $b.system)) * 1000 | round / 1000), disk: $disk}' <<<"$ing" | tee -a "$WORK/query.jsonl"
+  # Queries measure the index, not its background merges: wait until the aggregator is idle
+  # (under 5% of a core over 2 s; tantivy merges the ingest's segments for a while after it).
+  settle0=$(date +%s.%N)
+  idle=$(settle_agg "${SETTLE_TIMEOUT:-900}")
+  settle=$(jq -n --argjson a "$settle0" --argjson b "$(date +%s.%N)" --argjson idle "$idle" \
+    '{seconds: (($b - $a) * 10 | round / 10), idle: $idle}')
+  jq -c --argjson s "$settle" '{case: "settle after the ingest"} + $s' <<<'{}' | tee -a "$WORK/query.jsonl"
   loadavg "queries start"
   q=$(timeout "$PHASE_TIMEOUT" "$CLIENT" queries --http "$AGG_HTTP" --n "$QUERIES" --keys "$WORK/query.keys" \
     --posts "$QUERY_POSTS" --urls-out "$WORK/urls" 2>>"$LOG") || q='{"error": "queries failed"}'
@@ -341,7 +369,8 @@ if has_part query; then
       jq -c --arg set "$set" --argjson p0 "$p0" --argjson p1 "$p1" '
         {case: "load \($set) x \(.connections)", set: $set} + . +
         {aggCpuSeconds: (($p1.cpu - $p0.cpu) * 100 | round / 100),
-         aggCpuPercent: ((($p1.cpu - $p0.cpu) / .seconds * 100) | round), aggVmRssMB: $p1.vmRssMB, aggFds: $p1.fds}' <<<"$l" | tee -a "$WORK/load.jsonl"
+         aggCpuPercent: ((($p1.cpu - $p0.cpu) / .seconds * 100) | round), aggVmRssMB: $p1.vmRssMB,
+         aggRssAnonMB: $p1.rssAnonMB, aggRssFileMB: $p1.rssFileMB, aggFds: $p1.fds}' <<<"$l" | tee -a "$WORK/load.jsonl"
       sleep 1
     done
   done

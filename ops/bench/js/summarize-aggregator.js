@@ -113,7 +113,13 @@ if (query.length || load.length) {
     lines.push('')
     const e = ing.aggEnd || {}
     lines.push(`${ing.case}: ${n0(ing.entries)} entries in ${f(ing.seconds, 1)} s = ${n0(ing.entriesPerSec)} entries/s; agg CPU ${ing.aggCpu ? f(ing.aggCpu.seconds, 1) : '-'} s (${ing.aggCpu ? n0(ing.aggCpu.percent) : '-'}%), peak RSS ${f(e.vmHwmMB)} MB (at the end: RssAnon ${f(e.rssAnonMB)}, RssFile ${f(e.rssFileMB)}), fds ${e.fds}; farm CPU ${f(ing.farmCpuSeconds, 1)} s; complete feeds ${ing.feedsComplete}/${ing.keys}`)
+    if (ing.disk) {
+      const d = ing.disk
+      lines.push(`disk after the ingest: sled state + blocks ${n0(d.stateMB)} MB, index ${n0(d.indexMB)} MB; bytes per entry: ${n0(d.bytesPerEntry.state)} + ${n0(d.bytesPerEntry.index)} = ${n0(d.bytesPerEntry.total)}`)
+    }
   }
+  const st = query.find((r) => r.case === 'settle after the ingest')
+  if (st) lines.push(`settle: ${f(st.seconds, 1)} s until the aggregator was idle (merges done)${st.idle ? '' : ' -- NOT idle at the timeout: the queries ran beside background work'}`)
   const q = query.find((r) => r.case && r.case.startsWith('sequential'))
   if (q && q.search) {
     const rows = [['search: reference set (1-2 words, AND)', q.search], ['search: page 2 (cursor)', q.searchPage2], ['feed: all kinds', q.feed]]
@@ -142,6 +148,23 @@ if (query.length || load.length) {
       const [rps, p99] = r.set === 'feed' ? [10000, 20] : [3000, 50]
       goals[`load: ${r.set} x 64 >= ${rps} req/s, p99 <= ${p99} ms`] = r.reqPerSec >= rps && r.p99ms <= p99
     }
+  }
+  // Issue 12: RSS <= 512 MB at 1M entries, <= 1 GiB at 10M; sequential p99 at 10M.
+  const entries = ing ? ing.entries : 0
+  if (ing && ing.aggEnd && entries >= 1e6) {
+    const limit = entries >= 1e7 ? 1024 : 512
+    const peaks = [['ingest: peak (VmHWM; anon: its peak while polled)', ing.aggEnd.vmHwmMB, ing.aggMaxRssAnonMBWhilePolling, null],
+      ['end of the ingest', ing.aggEnd.vmRssMB, ing.aggEnd.rssAnonMB, ing.aggEnd.rssFileMB]]
+    for (const r of load) peaks.push([`load ${r.set} x ${r.connections}`, r.aggVmRssMB, r.aggRssAnonMB, r.aggRssFileMB])
+    lines.push('')
+    lines.push(`aggregator memory at ${n0(entries)} entries (MB; file = mapped index pages, reclaimable page cache)`)
+    lines.push(table(['when', 'RSS', 'anon', 'file'], peaks.map(([k, a, b, c]) => [k, f(a), f(b), f(c)])))
+    const max = (i) => Math.max(...peaks.map((p) => p[i] || 0))
+    goals[`memory: RSS <= ${limit} MB at ${n0(entries)} entries (ingest peak and under load)`] = max(1) <= limit
+    goals[`memory: anonymous RSS <= ${limit} MB at ${n0(entries)} entries (mapped index pages left out)`] = max(2) <= limit
+  }
+  if (q && entries >= 1e7) {
+    goals['query: search p99 <= 20 ms and feed p99 <= 10 ms (sequential, 10M)'] = q.search.errors === 0 && q.search.p99ms <= 20 && q.feed.errors === 0 && q.feed.p99ms <= 10
   }
   if (q) {
     goals['query: search and feed p99 <= 10 ms (sequential)'] = q.search.errors === 0 && q.search.p99ms <= 10 && q.feed.errors === 0 && q.feed.p99ms <= 10

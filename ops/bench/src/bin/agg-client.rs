@@ -387,6 +387,7 @@ async fn ingest(a: IngestArgs) -> Res<Value> {
     let deadline = t0 + Duration::from_secs(a.timeout);
     let mut max_fds = 0usize;
     let mut max_rss = 0f64;
+    let mut max_anon = 0f64;
     let mut timeline = Vec::new();
     let mut last_mark = -1i64;
     let mut first_entry: Option<f64> = None;
@@ -396,6 +397,7 @@ async fn ingest(a: IngestArgs) -> Res<Value> {
         if let Some(s) = stats() {
             max_fds = max_fds.max(s.fds);
             max_rss = max_rss.max(s.vm_rss_mb);
+            max_anon = max_anon.max(s.rss_anon_mb);
         }
         indexed = metric(&c, &base, "apiary_entries_indexed")
             .await
@@ -513,6 +515,7 @@ async fn ingest(a: IngestArgs) -> Res<Value> {
         "aggEnd": s1.as_ref().map(proc_json),
         "aggMaxFdsWhilePolling": max_fds,
         "aggMaxRssMBWhilePolling": max_rss,
+        "aggMaxRssAnonMBWhilePolling": max_anon,
         "timeline": timeline,
     }))
 }
