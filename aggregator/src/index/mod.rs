@@ -145,6 +145,9 @@ struct Batch {
     epoch: u64,
 }
 
+/// Batches that may wait for the index writer (see `Index::open`).
+const WRITER_QUEUE: usize = 8;
+
 /// Filters shared by the feed, search and stream endpoints.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
@@ -272,7 +275,11 @@ impl Index {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        let (tx, rx) = mpsc::channel(64);
+        // Batches waiting for the single writer. Feeds do not wait for their batch to be
+        // applied, so this bounds what ingest holds in memory: at 64, 100 feeds ingesting
+        // at once queued up to 64 chunks of 4096 ops and RssAnon peaked at 1.5 GB (10M
+        // entries). A few batches keep the writer busy; the feeds wait for room instead.
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let me = Arc::new(Index {
             index,
             reader,
