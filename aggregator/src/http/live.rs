@@ -216,17 +216,8 @@ mod tests {
 
     fn entry(key: &str, typ: &str) -> Entry {
         Entry {
-            source: String::new(),
-            feed: "f".into(),
-            key: key.into(),
-            seq: Some(1),
-            version: Some(2),
-            seen_at: None,
-            sort_at: None,
             typ: Some(typ.into()),
-            tags: Vec::new(),
-            value: serde_json::Value::Null,
-            score: None,
+            ..crate::index::events::tests::entry(key)
         }
     }
 

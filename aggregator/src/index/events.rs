@@ -171,12 +171,13 @@ fn now_micros() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
 
-    fn entry(key: &str) -> Entry {
+    /// An entry of feed `f` with this key (also for the stream's tests).
+    pub(crate) fn entry(key: &str) -> Entry {
         Entry {
             source: String::new(),
             feed: "f".into(),
