@@ -146,26 +146,14 @@ impl Stream for Live {
             return Poll::Ready(None);
         }
         // Every event already waiting goes in this chunk; a single one is sent without a copy.
-        let mut one: Option<Bytes> = None;
-        let mut many: Vec<u8> = Vec::new();
-        loop {
-            let size = one.as_ref().map_or(0, Bytes::len) + many.len();
-            if size >= MAX_CHUNK {
-                break;
-            }
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut size = 0;
+        while size < MAX_CHUNK {
             match Pin::new(&mut this.rx).poll_next(cx) {
                 Poll::Ready(Some(Ok(e))) => {
-                    if !this.fl.matches(&e.entry) {
-                        continue;
-                    }
-                    match one.take() {
-                        None if many.is_empty() => one = Some(e.sse.clone()),
-                        prev => {
-                            if let Some(p) = prev {
-                                many.extend_from_slice(&p);
-                            }
-                            many.extend_from_slice(&e.sse);
-                        }
+                    if this.fl.matches(&e.entry) {
+                        size += e.sse.len();
+                        parts.push(e.sse.clone());
                     }
                 }
                 Poll::Ready(Some(Err(_lagged))) => {
@@ -173,7 +161,7 @@ impl Stream for Live {
                     // /v1/feed or resume with its last id) and dropped: nothing is buffered
                     // for it.
                     this.done = true;
-                    many.extend_from_slice(b"event: lagged\ndata: {}\n\n");
+                    parts.push(Bytes::from_static(b"event: lagged\ndata: {}\n\n"));
                     break;
                 }
                 Poll::Ready(None) => {
@@ -183,11 +171,9 @@ impl Stream for Live {
                 Poll::Pending => break,
             }
         }
-        let chunk = match one {
-            Some(b) => b,
-            None if !many.is_empty() => Bytes::from(many),
-            None if this.done => return Poll::Ready(None),
-            None => {
+        let chunk = match parts.len() {
+            0 if this.done => return Poll::Ready(None),
+            0 => {
                 if this.keep_alive.poll_tick(cx).is_ready() {
                     let quiet = !std::mem::take(&mut this.wrote);
                     if quiet {
@@ -198,6 +184,8 @@ impl Stream for Live {
                 }
                 return Poll::Pending;
             }
+            1 => parts.swap_remove(0),
+            _ => Bytes::from(parts.concat()),
         };
         this.wrote = true;
         Poll::Ready(Some(Ok(chunk)))
