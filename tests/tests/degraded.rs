@@ -202,7 +202,7 @@ async fn failed_commits_roll_back_and_retry_with_nothing_lost_or_doubled() {
     let (s, _) = agg.get(&format!("/v1/entries/{key}/k00000003")).await;
     assert_eq!(s, 200);
 
-    limit(soft_was);
+    limit(soft_was.clone());
     agg.wait_for("/healthz", Duration::from_secs(40), |v| v["status"] == "ok")
         .await;
     wait_indexed(&agg, &key, 333, 60).await;
@@ -211,5 +211,31 @@ async fn failed_commits_roll_back_and_retry_with_nothing_lost_or_doubled() {
     assert!(!k.contains(&"k00000002".to_owned()));
     let (_, one) = agg.get(&format!("/v1/entries/{key}/k00000001")).await;
     assert_eq!(one["value"]["text"], "rewritten");
+
+    // No descriptor at all: the rollback cannot read the last commit either. tantivy has
+    // then dropped the writer's lock and panics if asked to roll back again, so the writer
+    // is dropped and opened afresh on the last commit once descriptors are back.
+    let (s, _) = agg.get("/healthz").await;
+    assert_eq!(s, 200);
+    limit("3".into());
+    js.call(json!({"cmd": "fill", "name": "b", "start": 330, "count": 20, "valueBytes": 200}))
+        .await;
+    js.call(json!({"cmd": "batch", "name": "b", "ops": [{"type": "del", "key": "k00000003"}]}))
+        .await;
+    let (h, _) = agg
+        .wait_for("/healthz", Duration::from_secs(30), |v| {
+            v["degraded"]
+                .to_string()
+                .contains("reopening the index writer")
+        })
+        .await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    limit(soft_was);
+    agg.wait_for("/healthz", Duration::from_secs(40), |v| v["status"] == "ok")
+        .await;
+    wait_indexed(&agg, &key, 354, 60).await;
+    let k = keys(&agg, &key).await;
+    assert_eq!(k.len(), 348, "329 + 20 - 1 deleted");
+    assert!(!k.contains(&"k00000003".to_owned()));
     js.close().await;
 }

@@ -300,6 +300,8 @@ impl Index {
         *me.committed.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
         let task = WriterTask::new(
             writer,
+            me.index.clone(),
+            memory_mb * 1_000_000,
             f,
             me.reader.clone(),
             me.committed.clone(),

@@ -2,13 +2,15 @@
 //! survives a failed commit (a full disk, no file descriptors, an I/O error): it rolls back to
 //! the last commit, reports the index degraded, drops the ops of the old epoch (their feeds
 //! re-read from their committed checkpoints, so nothing is lost or doubled), and tries again
-//! with backoff until a commit goes through.
+//! with backoff until a commit goes through. When the rollback fails too (tantivy then has
+//! dropped the writer's directory lock and cannot roll back again) or tantivy panics, the
+//! writer is dropped and a fresh one is opened on the last commit before the next try.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tantivy::{doc, IndexReader, IndexWriter, TantivyDocument, Term};
+use tantivy::{doc, Index as TIndex, IndexReader, IndexWriter, TantivyDocument, Term};
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::Events;
@@ -18,7 +20,11 @@ use crate::extract;
 use crate::health::Health;
 
 pub(super) struct WriterTask {
-    writer: IndexWriter<TantivyDocument>,
+    /// `None` after a failed rollback: opened again from `index` before the next commit.
+    writer: Option<IndexWriter<TantivyDocument>>,
+    index: TIndex,
+    /// The writer's memory budget, for opening it again.
+    memory_bytes: usize,
     f: Fields,
     reader: IndexReader,
     committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
@@ -55,6 +61,8 @@ impl WriterTask {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         writer: IndexWriter<TantivyDocument>,
+        index: TIndex,
+        memory_bytes: usize,
         f: Fields,
         reader: IndexReader,
         committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
@@ -67,7 +75,9 @@ impl WriterTask {
         gate: Arc<Mutex<()>>,
     ) -> Self {
         WriterTask {
-            writer,
+            writer: Some(writer),
+            index,
+            memory_bytes,
             f,
             reader,
             committed,
@@ -149,7 +159,7 @@ impl WriterTask {
         let f = self.f;
         let id = entry_id(&e.feed, &e.key);
         if replace {
-            self.writer.delete_term(Term::from_field_text(f.id, &id));
+            self.delete(Term::from_field_text(f.id, &id));
         }
         let sort_at = extract::sort_at(e.extracted.created_at, e.seen_at);
         let mut d = doc!(
@@ -179,9 +189,7 @@ impl WriterTask {
         } else {
             self.events.skip();
         }
-        if let Err(e) = self.writer.add_document(d) {
-            tracing::error!("index add failed: {e}");
-        }
+        self.add(d);
         self.upserts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.newest
@@ -204,8 +212,7 @@ impl WriterTask {
                 IndexOp::Upsert(e) => self.add_entry(*e, true),
                 IndexOp::Insert(e) => self.add_entry(*e, false),
                 IndexOp::Delete { feed, key } => {
-                    self.writer
-                        .delete_term(Term::from_field_text(f.id, &entry_id(&feed, &key)));
+                    self.delete(Term::from_field_text(f.id, &entry_id(&feed, &key)));
                 }
                 IndexOp::Checkpoint {
                     feed,
@@ -213,17 +220,14 @@ impl WriterTask {
                     fork,
                 } => {
                     let id = format!("cp:{feed}");
-                    self.writer.delete_term(Term::from_field_text(f.id, &id));
+                    self.delete(Term::from_field_text(f.id, &id));
                     let d = doc!(f.kind => "cp", f.id => id, f.feed => feed.clone(), f.seq => version, f.version => fork);
-                    if let Err(e) = self.writer.add_document(d) {
-                        tracing::error!("index add failed: {e}");
-                    }
+                    self.add(d);
                     self.pending_cp
                         .insert(feed, Some(Checkpoint { version, fork }));
                 }
                 IndexOp::Purge { feed } => {
-                    self.writer
-                        .delete_term(Term::from_field_text(f.feed, &feed));
+                    self.delete(Term::from_field_text(f.feed, &feed));
                     self.pending_cp.insert(feed, None);
                 }
             }
@@ -243,20 +247,47 @@ impl WriterTask {
         }
     }
 
+    /// Queues a delete; a no-op while the writer is dropped (then the index is degraded and
+    /// no batch is applied).
+    fn delete(&mut self, t: Term) {
+        if let Some(w) = &mut self.writer {
+            w.delete_term(t);
+        }
+    }
+
+    fn add(&mut self, d: TantivyDocument) {
+        if let Some(w) = &mut self.writer {
+            if let Err(e) = w.add_document(d) {
+                tracing::error!("index add failed: {e}");
+            }
+        }
+    }
+
     /// Commits what was applied; `false` if the commit failed (then everything since the
     /// last commit is rolled back and the index is degraded until a commit succeeds).
     fn commit(&mut self) -> bool {
         let gate = self.gate.clone();
         let _no_backup_running = gate.lock().unwrap_or_else(|p| p.into_inner());
-        let res = self.writer.prepare_commit().and_then(|mut p| {
-            p.set_payload(&payload());
-            p.commit()
-        });
+        let res = match self.writer_or_reopen() {
+            Ok(w) => {
+                // tantivy panics on some states after I/O errors (a rollback that failed
+                // cannot be tried again): treat a panic as a failed commit, not a dead task.
+                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    w.prepare_commit().and_then(|mut p| {
+                        p.set_payload(&payload());
+                        p.commit()
+                    })
+                }));
+                match res {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("the index writer panicked".to_owned()),
+                }
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = res {
             tracing::error!("index commit failed: {e}; rolling back to the last commit, ingest pauses and the commit is retried");
-            if let Err(r) = self.writer.rollback() {
-                tracing::error!("index rollback failed: {r}");
-            }
+            self.roll_back();
             self.pending_cp.clear();
             self.waiters.clear(); // their callers get an error
             self.dirty = false;
@@ -290,5 +321,37 @@ impl WriterTask {
         self.pending = 0;
         self.urgent = false;
         true
+    }
+
+    /// The writer, opened again on the last commit if a failed rollback dropped it.
+    fn writer_or_reopen(&mut self) -> Result<&mut IndexWriter<TantivyDocument>, String> {
+        if self.writer.is_none() {
+            let w = self
+                .index
+                .writer_with_num_threads(1, self.memory_bytes)
+                .map_err(|e| format!("reopening the index writer: {e}"))?;
+            tracing::info!("the index writer is open again on the last commit");
+            self.writer = Some(w);
+        }
+        self.writer
+            .as_mut()
+            .ok_or_else(|| "no index writer".to_owned())
+    }
+
+    /// Drops everything since the last commit. If tantivy cannot roll back (it has then let
+    /// go of its directory lock and would panic on the next try), the writer is dropped and
+    /// the next commit opens a new one on the last commit: the same state a rollback gives.
+    fn roll_back(&mut self) {
+        let Some(w) = &mut self.writer else { return };
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.rollback()));
+        let failed = match res {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "it panicked".to_owned(),
+        };
+        tracing::error!(
+            "index rollback failed: {failed}; the writer is opened again before the next commit"
+        );
+        self.writer = None;
     }
 }
