@@ -23,7 +23,7 @@ use tantivy::query::TermQuery;
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT,
 };
-use tantivy::{Index as TIndex, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{Index as TIndex, IndexReader, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -264,13 +264,6 @@ impl Index {
                 TIndex::create_in_dir(dir, schema)?
             }
         };
-        let mut writer: IndexWriter<TantivyDocument> =
-            index.writer_with_num_threads(1, memory_mb * 1_000_000)?;
-        if index.load_metas()?.payload.is_none() {
-            let mut p = writer.prepare_commit()?;
-            p.set_payload(&payload());
-            p.commit()?;
-        }
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -299,7 +292,6 @@ impl Index {
         let loaded = me.load_checkpoints()?;
         *me.committed.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
         let task = WriterTask::new(
-            writer,
             me.index.clone(),
             memory_mb * 1_000_000,
             f,
@@ -312,7 +304,7 @@ impl Index {
             health,
             commit_every,
             me.gate.clone(),
-        );
+        )?;
         tokio::spawn(task.run(rx).instrument(tracing::info_span!("index_writer")));
         Ok(me)
     }

@@ -58,9 +58,10 @@ const BULK_EVERY: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 impl WriterTask {
+    /// Opens the index's writer (one indexing thread, `memory_bytes` of budget) and, on a
+    /// new index, commits the schema payload so the next open knows the format.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        writer: IndexWriter<TantivyDocument>,
         index: TIndex,
         memory_bytes: usize,
         f: Fields,
@@ -73,8 +74,14 @@ impl WriterTask {
         health: Arc<Health>,
         every: Duration,
         gate: Arc<Mutex<()>>,
-    ) -> Self {
-        WriterTask {
+    ) -> tantivy::Result<Self> {
+        let mut writer = index.writer_with_num_threads(1, memory_bytes)?;
+        if index.load_metas()?.payload.is_none() {
+            let mut p = writer.prepare_commit()?;
+            p.set_payload(&payload());
+            p.commit()?;
+        }
+        Ok(WriterTask {
             writer: Some(writer),
             index,
             memory_bytes,
@@ -93,7 +100,7 @@ impl WriterTask {
             urgent: false,
             health,
             gate,
-        }
+        })
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
@@ -268,23 +275,18 @@ impl WriterTask {
     fn commit(&mut self) -> bool {
         let gate = self.gate.clone();
         let _no_backup_running = gate.lock().unwrap_or_else(|p| p.into_inner());
-        let res = match self.writer_or_reopen() {
-            Ok(w) => {
-                // tantivy panics on some states after I/O errors (a rollback that failed
-                // cannot be tried again): treat a panic as a failed commit, not a dead task.
-                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    w.prepare_commit().and_then(|mut p| {
-                        p.set_payload(&payload());
-                        p.commit()
-                    })
-                }));
-                match res {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err("the index writer panicked".to_owned()),
-                }
-            }
-            Err(e) => Err(e),
-        };
+        // tantivy panics on some states after I/O errors (a rollback that failed cannot be
+        // tried again): a panic is a failed commit, not a dead task.
+        let res = self.writer_or_reopen().and_then(|w| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                w.prepare_commit().and_then(|mut p| {
+                    p.set_payload(&payload());
+                    p.commit()
+                })
+            }))
+            .map_err(|_| "the index writer panicked".to_owned())?
+            .map_err(|e| e.to_string())
+        });
         if let Err(e) = res {
             tracing::error!("index commit failed: {e}; rolling back to the last commit, ingest pauses and the commit is retried");
             self.roll_back();
