@@ -35,6 +35,7 @@ use crate::health::Health;
 pub mod events;
 #[cfg(test)]
 mod feed_tests;
+mod newest;
 mod query;
 mod snapshot;
 mod time_buckets;
@@ -213,6 +214,8 @@ pub struct Index {
     gate: Arc<Mutex<()>>,
     /// The index directory.
     dir: std::path::PathBuf,
+    /// Each live segment's `sort_at` column, opened once (kept by the reader's warmer).
+    sort_columns: Arc<newest::SortColumns>,
 }
 
 impl std::fmt::Debug for Index {
@@ -264,9 +267,12 @@ impl Index {
                 TIndex::create_in_dir(dir, schema)?
             }
         };
+        let sort_columns = Arc::new(newest::SortColumns::default());
+        let warmer: Arc<dyn tantivy::Warmer> = sort_columns.clone();
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
+            .warmers(vec![Arc::downgrade(&warmer)])
             .try_into()?;
         // Batches waiting for the single writer. Feeds do not wait for their batch to be
         // applied, so this bounds what ingest holds in memory: at 64, 100 feeds ingesting
@@ -286,6 +292,7 @@ impl Index {
             health: health.clone(),
             gate: Arc::new(Mutex::new(())),
             dir: dir.to_path_buf(),
+            sort_columns,
         });
         me.newest
             .store(me.load_newest()?, std::sync::atomic::Ordering::Relaxed);

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value as _};
-use tantivy::{DocAddress, Order, TantivyDocument, Term};
+use tantivy::{DocAddress, TantivyDocument, Term};
 
 use super::{Fields, Filters, Index, Page, MAX_LIMIT};
 use crate::api::Entry;
@@ -174,7 +174,10 @@ impl Index {
         loop {
             let hits: Vec<(i64, DocAddress)> = searcher.search(
                 q,
-                &TopDocs::with_limit(fetch).order_by_fast_field::<i64>("sort_at", Order::Desc),
+                &super::newest::Newest {
+                    limit: fetch,
+                    columns: &self.sort_columns,
+                },
             )?;
             let exhausted = hits.len() < fetch;
             let mut rows = Vec::with_capacity(limit + 1);
