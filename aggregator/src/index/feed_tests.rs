@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::newest::tiebreak;
 use super::{entry_id, EntryDoc, Filters, Index, IndexOp};
 use crate::extract::Extracted;
 use crate::health::Health;
@@ -87,7 +88,12 @@ async fn pages_by_time_buckets_equal_one_sort_of_everything() {
         });
     }
     index.submit_and_wait(ops).await.unwrap();
-    all.sort_by(|a, b| b.sort_at.cmp(&a.sort_at).then_with(|| a.id.cmp(&b.id)));
+    all.sort_by(|a, b| {
+        b.sort_at
+            .cmp(&a.sort_at)
+            .then_with(|| tiebreak(&a.id).cmp(&tiebreak(&b.id)))
+            .then_with(|| a.id.cmp(&b.id))
+    });
     let cases: Vec<(&str, Filters)> = vec![
         ("all", Filters::default()),
         (

@@ -44,7 +44,7 @@ pub use query::entry_id;
 use writer::WriterTask;
 
 /// Bump to rebuild every index from the stored blocks.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 /// Largest page of results.
 pub const MAX_LIMIT: usize = 100;
 
@@ -64,6 +64,8 @@ struct Fields {
     value: Field,
     /// The [`time_buckets`] of sortAt.
     time: Field,
+    /// The feed's order among equal sortAt ([`newest::tiebreak`] of the id).
+    tiebreak: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -82,6 +84,7 @@ fn schema() -> (Schema, Fields) {
         text: b.add_text_field("text", TEXT),
         value: b.add_text_field("value", STORED),
         time: b.add_u64_field("time_bucket", INDEXED),
+        tiebreak: b.add_u64_field("tiebreak", FAST),
     };
     (b.build(), f)
 }

@@ -58,7 +58,8 @@ impl Index {
         c
     }
 
-    /// The merged feed, newest first (by sortAt, then id).
+    /// The merged feed, newest first (by sortAt, then a hash of the id, then the id: see
+    /// [`newest`](super::newest)).
     ///
     /// Sorting every match by sortAt costs a scan of all of them, so pages are looked for in
     /// growing time windows below the cursor (a minute, ten, an hour, a day, a month, a year,
@@ -153,11 +154,14 @@ impl Index {
         })
     }
 
-    /// Up to `limit` rows after the cursor with sortAt within `bounds` (inclusive), newest
-    /// first, and whether more follow. `q` may match more than the bounds (time buckets cover
-    /// a little more than their window): those rows are skipped by their sortAt, before their
-    /// documents are read. Without `exact`, `None` when that took too many rows (the caller
-    /// asks the exact range instead); with it, the page found within 20,000 rows.
+    /// Up to `limit` rows after the cursor with sortAt within `bounds` (inclusive), in the
+    /// feed's order (see [`newest`](super::newest)), and whether more follow. `q` may match
+    /// more than the bounds (time buckets cover a little more than their window): those rows
+    /// are skipped by their sortAt. Rows are placed by their `(sortAt, tiebreak)` key from
+    /// fast fields; a stored document is read for the rows of the page, and for the id of a
+    /// row whose key equals the cursor's or another row's. Without `exact`, `None` when that
+    /// took too many rows (the caller asks the exact range instead); with it, the page found
+    /// within 20,000 rows.
     #[allow(clippy::type_complexity)]
     fn feed_rows(
         &self,
@@ -168,39 +172,55 @@ impl Index {
         limit: usize,
         exact: bool,
     ) -> Result<Option<(Vec<(i64, String, TantivyDocument)>, bool)>> {
+        use super::newest::{key, tiebreak, Key, Newest};
         const MAX_FETCH: usize = 20_000;
         let (lo, hi) = bounds;
+        let after = after.map(|(s, id)| (key(*s, tiebreak(id)), id.as_str()));
         let mut fetch = limit + 8;
         loop {
-            let hits: Vec<(i64, DocAddress)> = searcher.search(
+            let hits: Vec<(Key, DocAddress)> = searcher.search(
                 q,
-                &super::newest::Newest {
+                &Newest {
                     limit: fetch,
                     columns: &self.sort_columns,
                 },
             )?;
             let exhausted = hits.len() < fetch;
-            let mut rows = Vec::with_capacity(limit + 1);
-            for (sort_at, addr) in &hits {
-                let s = *sort_at;
-                if s < lo || s > hi || after.is_some_and(|(cs, _)| s > *cs) {
+            // In the order of the hits (their keys, first first); the id only where needed.
+            let mut rows: Vec<(Key, Option<String>, DocAddress)> = Vec::with_capacity(limit + 1);
+            for (k, addr) in &hits {
+                if k.0 < lo || k.0 > hi {
                     continue;
                 }
-                let d: TantivyDocument = searcher.doc(*addr)?;
-                let id = d
-                    .get_first(self.f.id)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                if after.is_some_and(|(cs, cid)| s == *cs && id.as_str() <= cid.as_str()) {
-                    continue;
+                let mut id = None;
+                if let Some((ak, aid)) = &after {
+                    if k > ak {
+                        continue; // before the cursor
+                    }
+                    if k == ak {
+                        let i = self.doc_id(searcher, *addr)?;
+                        if i.as_str() <= *aid {
+                            continue;
+                        }
+                        id = Some(i);
+                    }
                 }
-                rows.push((s, id, d));
+                rows.push((*k, id, *addr));
             }
-            rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            // Unfetched hits are at most as new as the last fetched one, and may tie with it:
-            // a full page holds when the fetch went below its last row's time (its ties
-            // were all fetched, so the order by id among them is the whole order).
+            // Equal keys (a tiebreak collision): by id.
+            for group in rows.chunk_by_mut(|a, b| a.0 == b.0) {
+                if group.len() > 1 {
+                    for r in group.iter_mut() {
+                        if r.1.is_none() {
+                            r.1 = Some(self.doc_id(searcher, r.2)?);
+                        }
+                    }
+                    group.sort_by(|a, b| a.1.cmp(&b.1));
+                }
+            }
+            // Unfetched hits come at most where the last fetched one does, and may equal its
+            // key: a full page holds when the fetch went past its last row's key (rows of
+            // that key were all fetched, so their order by id is the whole order).
             let past_page = match (hits.last(), rows.get(limit.saturating_sub(1))) {
                 (Some((oldest, _)), Some((page_last, _, _))) => oldest < page_last,
                 _ => false,
@@ -208,13 +228,31 @@ impl Index {
             if (rows.len() > limit && past_page) || exhausted || (exact && fetch >= MAX_FETCH) {
                 let more = rows.len() > limit;
                 rows.truncate(limit);
-                return Ok(Some((rows, more)));
+                let mut page = Vec::with_capacity(rows.len());
+                for (k, id, addr) in rows {
+                    let d: TantivyDocument = searcher.doc(addr)?;
+                    let id = id.unwrap_or_else(|| self.id_of(&d));
+                    page.push((k.0, id, d));
+                }
+                return Ok(Some((page, more)));
             }
             if fetch >= MAX_FETCH {
                 return Ok(None);
             }
             fetch *= 4;
         }
+    }
+
+    fn doc_id(&self, searcher: &tantivy::Searcher, addr: DocAddress) -> Result<String> {
+        let d: TantivyDocument = searcher.doc(addr)?;
+        Ok(self.id_of(&d))
+    }
+
+    fn id_of(&self, d: &TantivyDocument) -> String {
+        d.get_first(self.f.id)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// BM25 full-text search with the same filters; the cursor is an offset.

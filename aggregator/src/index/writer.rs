@@ -169,8 +169,10 @@ impl WriterTask {
             self.delete(Term::from_field_text(f.id, &id));
         }
         let sort_at = extract::sort_at(e.extracted.created_at, e.seen_at);
+        let tiebreak = super::newest::tiebreak(&id);
         let mut d = doc!(
             f.kind => "entry",
+            f.tiebreak => tiebreak,
             f.id => id,
             f.feed => e.feed,
             f.key => String::from_utf8_lossy(&e.key).into_owned(),
