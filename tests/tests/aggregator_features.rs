@@ -415,8 +415,13 @@ async fn feed_pages_walk_entries_spread_over_years_newest_first() {
             None => break,
         }
     }
-    let keys: Vec<&str> = seen.iter().map(|s| s.1.as_str()).collect();
-    // e6's forged 2099 date sorts at its seenAt (now), so it leads; then by date, ties by id.
+    let mut keys: Vec<&str> = seen.iter().map(|s| s.1.as_str()).collect();
+    // e6's forged 2099 date sorts at its seenAt (now), so it leads; then by date. e1 and e2 share
+    // a date: their order is the tiebreak hash of their ids, which depends on the random feed
+    // key, so the test asserts only that the cursor walk yields each of them once, side by side.
+    if let Some(tie) = keys.get_mut(4..6) {
+        tie.sort_unstable();
+    }
     assert_eq!(
         keys,
         vec!["e6", "e5", "e4", "e3", "e1", "e2", "e0"],
