@@ -1,6 +1,7 @@
 //! Reads: the merged feed (newest first, cursor), BM25 search, single entries, and the
 //! JSON form of a document.
 
+use std::collections::{hash_map, HashMap};
 use std::ops::Bound;
 
 use serde_json::Value;
@@ -13,6 +14,9 @@ use super::{Fields, Filters, Index, Page, MAX_LIMIT};
 use crate::api::Entry;
 use crate::error::{Error, Result};
 use crate::extract;
+
+/// A feed row: its sortAt, its id, its stored document.
+type FeedRow = (i64, String, TantivyDocument);
 
 impl Index {
     /// Filter clauses, with sortAt at most `upper` and at least `lower` (a time window).
@@ -162,7 +166,6 @@ impl Index {
     /// row whose key equals the cursor's or another row's. Without `exact`, `None` when that
     /// took too many rows (the caller asks the exact range instead); with it, the page found
     /// within 20,000 rows.
-    #[allow(clippy::type_complexity)]
     fn feed_rows(
         &self,
         searcher: &tantivy::Searcher,
@@ -171,11 +174,13 @@ impl Index {
         after: Option<&(i64, String)>,
         limit: usize,
         exact: bool,
-    ) -> Result<Option<(Vec<(i64, String, TantivyDocument)>, bool)>> {
+    ) -> Result<Option<(Vec<FeedRow>, bool)>> {
         use super::newest::{key, tiebreak, Key, Newest};
         const MAX_FETCH: usize = 20_000;
         let (lo, hi) = bounds;
         let after = after.map(|(s, id)| (key(*s, tiebreak(id)), id.as_str()));
+        // Stored documents read so far (for an id), kept across fetch rounds and for the page.
+        let mut read: HashMap<DocAddress, (String, TantivyDocument)> = HashMap::new();
         let mut fetch = limit + 8;
         loop {
             let hits: Vec<(Key, DocAddress)> = searcher.search(
@@ -186,52 +191,51 @@ impl Index {
                 },
             )?;
             let exhausted = hits.len() < fetch;
-            // In the order of the hits (their keys, first first); the id only where needed.
-            let mut rows: Vec<(Key, Option<String>, DocAddress)> = Vec::with_capacity(limit + 1);
-            for (k, addr) in &hits {
+            // In the order of the hits (their keys, first first); ids only where needed.
+            let mut rows: Vec<(Key, DocAddress)> = Vec::with_capacity(limit + 1);
+            for &(k, addr) in &hits {
                 if k.0 < lo || k.0 > hi {
                     continue;
                 }
-                let mut id = None;
                 if let Some((ak, aid)) = &after {
-                    if k > ak {
+                    if k > *ak {
                         continue; // before the cursor
                     }
-                    if k == ak {
-                        let i = self.doc_id(searcher, *addr)?;
-                        if i.as_str() <= *aid {
-                            continue;
-                        }
-                        id = Some(i);
+                    if k == *ak && self.read_id(searcher, &mut read, addr)? <= *aid {
+                        continue;
                     }
                 }
-                rows.push((*k, id, *addr));
+                rows.push((k, addr));
             }
             // Equal keys (a tiebreak collision): by id.
             for group in rows.chunk_by_mut(|a, b| a.0 == b.0) {
                 if group.len() > 1 {
-                    for r in group.iter_mut() {
-                        if r.1.is_none() {
-                            r.1 = Some(self.doc_id(searcher, r.2)?);
-                        }
+                    for &(_, addr) in group.iter() {
+                        self.read_id(searcher, &mut read, addr)?;
                     }
-                    group.sort_by(|a, b| a.1.cmp(&b.1));
+                    let id = |r: &(Key, DocAddress)| read.get(&r.1).map(|known| known.0.as_str());
+                    group.sort_by(|a, b| id(a).cmp(&id(b)));
                 }
             }
             // Unfetched hits come at most where the last fetched one does, and may equal its
             // key: a full page holds when the fetch went past its last row's key (rows of
             // that key were all fetched, so their order by id is the whole order).
             let past_page = match (hits.last(), rows.get(limit.saturating_sub(1))) {
-                (Some((oldest, _)), Some((page_last, _, _))) => oldest < page_last,
+                (Some((oldest, _)), Some((page_last, _))) => oldest < page_last,
                 _ => false,
             };
             if (rows.len() > limit && past_page) || exhausted || (exact && fetch >= MAX_FETCH) {
                 let more = rows.len() > limit;
                 rows.truncate(limit);
                 let mut page = Vec::with_capacity(rows.len());
-                for (k, id, addr) in rows {
-                    let d: TantivyDocument = searcher.doc(addr)?;
-                    let id = id.unwrap_or_else(|| self.id_of(&d));
+                for (k, addr) in rows {
+                    let (id, d) = match read.remove(&addr) {
+                        Some(known) => known,
+                        None => {
+                            let d: TantivyDocument = searcher.doc(addr)?;
+                            (self.id_of(&d), d)
+                        }
+                    };
                     page.push((k.0, id, d));
                 }
                 return Ok(Some((page, more)));
@@ -243,9 +247,21 @@ impl Index {
         }
     }
 
-    fn doc_id(&self, searcher: &tantivy::Searcher, addr: DocAddress) -> Result<String> {
-        let d: TantivyDocument = searcher.doc(addr)?;
-        Ok(self.id_of(&d))
+    /// The id of the row at `addr`, its stored document read once and kept in `read`.
+    fn read_id<'r>(
+        &self,
+        searcher: &tantivy::Searcher,
+        read: &'r mut HashMap<DocAddress, (String, TantivyDocument)>,
+        addr: DocAddress,
+    ) -> Result<&'r str> {
+        let known = match read.entry(addr) {
+            hash_map::Entry::Occupied(o) => o.into_mut(),
+            hash_map::Entry::Vacant(v) => {
+                let d: TantivyDocument = searcher.doc(addr)?;
+                v.insert((self.id_of(&d), d))
+            }
+        };
+        Ok(known.0.as_str())
     }
 
     fn id_of(&self, d: &TantivyDocument) -> String {
