@@ -7,7 +7,7 @@
 //! (`BeeKey`, `FeedCursor`, …) whose patterns are what the server accepts.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 mod forms;
@@ -221,7 +221,7 @@ pub enum Via {
 }
 
 /// One entry of a bee, with where it came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     /// The feed's key, z-base-32.
@@ -244,7 +244,10 @@ pub struct Entry {
     /// The value's tags, lowercased.
     pub tags: Vec<String>,
     /// The value as the author wrote it (null when it is not JSON).
-    pub value: Value,
+    // Raw: the author's JSON text is written out as it is stored, not parsed into a tree and
+    // escaped again (a fifth of a feed page's CPU).
+    #[schema(value_type = Value)]
+    pub value: Box<RawValue>,
     /// `hyper://FEED`.
     pub source: String,
     /// Relevance (BM25), in search results only.

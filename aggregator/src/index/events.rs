@@ -188,7 +188,7 @@ pub(crate) mod tests {
             sort_at: None,
             typ: None,
             tags: Vec::new(),
-            value: serde_json::Value::Null,
+            value: serde_json::value::RawValue::NULL.to_owned(),
             score: None,
         }
     }

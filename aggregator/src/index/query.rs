@@ -4,7 +4,7 @@
 use std::collections::{hash_map, HashMap};
 use std::ops::Bound;
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value as _};
@@ -346,9 +346,10 @@ pub(super) fn doc_entry(f: &Fields, d: &TantivyDocument) -> Entry {
         .get_all(f.tag)
         .filter_map(|v| v.as_str().map(str::to_owned))
         .collect();
+    // Checked, not trusted: the index is on disk (this parses without building a tree).
     let value = s(f.value)
-        .and_then(|v| serde_json::from_str::<Value>(&v).ok())
-        .unwrap_or(Value::Null);
+        .and_then(|v| RawValue::from_string(v).ok())
+        .unwrap_or_else(|| RawValue::NULL.to_owned());
     let feed = s(f.feed).unwrap_or_default();
     let key = s(f.key).unwrap_or_default();
     Entry {
