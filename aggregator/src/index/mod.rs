@@ -38,6 +38,7 @@ mod feed_tests;
 mod newest;
 mod query;
 mod snapshot;
+mod terms_and;
 mod time_buckets;
 mod writer;
 pub use query::entry_id;

@@ -300,7 +300,10 @@ impl Index {
         let entries_only = matches_only_entries(parsed.as_ref(), self.f.text);
         let mut clauses = self.filter_clauses_from(fl, None, None, entries_only);
         let q: Box<dyn Query> = if clauses.is_empty() {
-            parsed
+            match super::terms_and::TermsAnd::of(parsed.as_ref()) {
+                Some(and) => Box::new(and),
+                None => parsed,
+            }
         } else {
             clauses.push((Occur::Must, parsed));
             Box::new(BooleanQuery::new(clauses))
