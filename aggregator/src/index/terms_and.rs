@@ -27,15 +27,12 @@ use tantivy::{DocId, Score, SegmentReader, Term, TERMINATED};
 #[derive(Clone, Debug)]
 pub struct TermsAnd {
     terms: Vec<TermQuery>,
+    /// tantivy's own conjunction of the same terms: matching, counting, explaining.
+    plain: BooleanQuery,
 }
 
 impl TermsAnd {
-    /// The terms of a conjunction; `None` unless there are at least two.
-    pub fn new(terms: Vec<TermQuery>) -> Option<Self> {
-        (terms.len() >= 2).then_some(Self { terms })
-    }
-
-    /// The same conjunction, when `q` is one of two or more words and nothing else (the
+    /// The conjunction, when `q` is one of two or more words and nothing else (the
     /// `BooleanQuery` of `Must` term clauses the query parser makes of `a b`).
     pub fn of(q: &dyn Query) -> Option<Self> {
         let b = q.downcast_ref::<BooleanQuery>()?;
@@ -47,23 +44,16 @@ impl TermsAnd {
                 _ => None,
             })
             .collect::<Option<Vec<_>>>()?;
-        Self::new(terms)
-    }
-
-    /// tantivy's own conjunction of the same terms.
-    fn plain(&self) -> BooleanQuery {
-        BooleanQuery::new(
-            self.terms
-                .iter()
-                .map(|t| (Occur::Must, Box::new(t.clone()) as Box<dyn Query>))
-                .collect(),
-        )
+        (terms.len() >= 2).then(|| Self {
+            terms,
+            plain: b.clone(),
+        })
     }
 }
 
 impl Query for TermsAnd {
     fn weight(&self, enable_scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
-        let plain = self.plain().weight(enable_scoring)?;
+        let plain = self.plain.weight(enable_scoring)?;
         // The BM25 weight of each term as its TermQuery computes it, so scores are equal.
         let bm25 = match enable_scoring {
             EnableScoring::Enabled {
@@ -352,7 +342,7 @@ mod tests {
                     .map(|w| (Occur::Must, Box::new(tq(w)) as Box<dyn Query>))
                     .collect(),
             );
-            let ours = TermsAnd::new(q.iter().map(|w| tq(w)).collect()).unwrap();
+            let ours = TermsAnd::of(&plain).unwrap();
             for (k, offset) in [(1, 0), (10, 0), (21, 0), (21, 20), (200, 0)] {
                 let top = TopDocs::with_limit(k).and_offset(offset);
                 let want = searcher.search(&plain, &top).unwrap();
