@@ -72,6 +72,8 @@ pub struct Config {
     pub commit_interval_ms: u64,
     /// Memory for the index writer, in MB.
     pub index_memory_mb: usize,
+    /// Page cache of the state and block store (sled), in MB.
+    pub state_cache_mb: usize,
     /// Memory for feed and search answers kept until the next commit, in MB (0: none).
     pub read_cache_mb: usize,
     /// Feeds that ingest at the same time.
@@ -134,6 +136,7 @@ impl Default for Config {
             backfill: BackfillSetting::Word("all".into()),
             commit_interval_ms: 50,
             index_memory_mb: 64,
+            state_cache_mb: 32,
             read_cache_mb: 32,
             max_concurrent_ingest: 32,
             follow: Vec::new(),
@@ -206,6 +209,9 @@ impl Config {
         }
         if self.index_memory_mb < 15 {
             return Err(Error::Config("index_memory_mb must be at least 15".into()));
+        }
+        if self.state_cache_mb < 4 {
+            return Err(Error::Config("state_cache_mb must be at least 4".into()));
         }
         Ok(())
     }

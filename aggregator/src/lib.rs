@@ -44,6 +44,7 @@ mod config;
 mod discovery;
 mod error;
 mod extract;
+mod first_pass;
 mod follow;
 mod health;
 mod http;
@@ -164,7 +165,7 @@ impl Aggregator {
         let lock = lock::lock(&cfg.data_dir)?;
         let db = sled::Config::new()
             .path(cfg.data_dir.join("state"))
-            .cache_capacity(128 * 1024 * 1024)
+            .cache_capacity(cfg.state_cache_mb as u64 * 1024 * 1024)
             .open()?;
         let store = Store::from_db(db.clone())?;
         let state = State::open(&db)?;

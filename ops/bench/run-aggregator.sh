@@ -34,7 +34,8 @@
 # Other settings: READ_CACHE_MB (unset: the aggregator's default, 32; 0 turns the cache of feed
 # and search bodies off, to measure every request answered by the index), QUERIES (1000),
 # COMMIT_INTERVAL_MS (unset: the aggregator's default; a live
-# case "writer:searchEvery:ms" sets its own), INGEST_BARE (1: before each ingest, the Rust
+# case "writer:searchEvery:ms" sets its own), AGG_EXTRA (more aggregator.toml lines, \n between
+# them, e.g. "state_cache_mb = 32\nindex_memory_mb = 32"), INGEST_BARE (1: before each ingest, the Rust
 # replicate-reader downloads the same bee, the replication-only ceiling), PHASE_TIMEOUT (s, 900), KEEP_DATA=1 (keep the aggregators' data dirs),
 # PERF="part ..." (perf record the aggregator during those parts' ingest, or during one load
 # row with "load-SET-CONNECTIONS", e.g. "load-feed-1", with PERF_OPTS,
@@ -127,6 +128,9 @@ start_agg() { # name
       echo "commit_interval_ms = $COMMIT_OVERRIDE"
     elif [[ -n $COMMIT_INTERVAL_MS ]]; then
       echo "commit_interval_ms = $COMMIT_INTERVAL_MS"
+    fi
+    if [[ -n ${AGG_EXTRA:-} ]]; then
+      printf '%b\n' "$AGG_EXTRA"
     fi
     true
   } >"$AGG_DIR/aggregator.toml"
@@ -417,7 +421,7 @@ META=$(jq -cn \
   --argjson liveCount "$LIVE_COUNT" --arg liveCases "$LIVE_CASES" --argjson livePollMs "$LIVE_POLL_MS" \
   --argjson queryBees "$QUERY_BEES" --argjson queryPosts "$QUERY_POSTS" --arg loadConnections "$LOAD_CONNECTIONS" \
   --argjson loadSeconds "$LOAD_SECONDS" --argjson feeds "$FEEDS" --argjson feedPosts "$FEED_POSTS" \
-  --argjson followConcurrency "$FOLLOW_CONCURRENCY" --arg commitIntervalMs "$COMMIT_INTERVAL_MS" --arg readCacheMb "$READ_CACHE_MB" --arg perf "$PERF" \
+  --argjson followConcurrency "$FOLLOW_CONCURRENCY" --arg commitIntervalMs "$COMMIT_INTERVAL_MS" --arg readCacheMb "$READ_CACHE_MB" --arg aggExtra "${AGG_EXTRA:-}" --arg perf "$PERF" \
   --arg node "$(node --version)" --arg rustc "$(rustc --version)" \
   --argjson cpus "$(nproc)" --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
   --arg kernel "$(uname -r)" --arg commit "$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
@@ -431,6 +435,7 @@ META=$(jq -cn \
     feeds: $feeds, feedPosts: $feedPosts, followConcurrency: $followConcurrency,
     commitIntervalMs: (if $commitIntervalMs == "" then "default (50)" else ($commitIntervalMs | tonumber) end),
     readCacheMb: (if $readCacheMb == "" then "default (32)" else ($readCacheMb | tonumber) end),
+    aggExtra: $aggExtra,
     perf: $perf, node: $node, rustc: $rustc, cpus: $cpus, cpu: $cpu, kernel: $kernel,
     commit: $commit, dirty: ($dirty != ""), dirtyCoreAggregator: $dirtyFiles,
     coreAggregatorSha256: $treeSha, loadavgStart: $loadStart, loadavgEnd: $loadEnd}')
