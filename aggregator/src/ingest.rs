@@ -23,6 +23,7 @@ use tracing::Instrument;
 use crate::config::Backfill;
 use crate::error::{Error, Result};
 use crate::extract;
+use crate::first_pass::FirstPass;
 use crate::index::{EntryDoc, IndexOp};
 use crate::Aggregator;
 
@@ -117,7 +118,7 @@ impl Aggregator {
         let mut _prefetch: Option<AbortOnDropHandle<()>> = None;
         // On a feed's first pass the index holds none of its entries: keys seen so far in
         // this pass are the only ones a put may replace or a del remove.
-        let mut fresh = FirstPass::new(cp.version == 0);
+        let mut fresh = FirstPass::new(cp.version == 0, replica.length());
         loop {
             if self.health.is_degraded() || self.health.epoch() != epoch {
                 return Ok(()); // the caller pauses, or goes back to the committed checkpoint
@@ -136,7 +137,7 @@ impl Aggregator {
                 tracing::info!(%feed, fork, "feed was truncated by its author: reindexing it");
                 ops.push(IndexOp::Purge { feed: feed.clone() });
                 *cp = crate::index::Checkpoint { version: 0, fork };
-                fresh = FirstPass::new(true);
+                fresh = FirstPass::new(true, length);
             }
             if cp.version == 0 {
                 bee.header()
@@ -180,7 +181,7 @@ impl Aggregator {
             for seq in start..end {
                 let h = bee.history_entry(seq).await?;
                 let key = h.entry.key;
-                let mut delete = |ops: &mut Vec<IndexOp>, key: Vec<u8>| {
+                let delete = |ops: &mut Vec<IndexOp>, key: Vec<u8>| {
                     if fresh.may_be_indexed(&key) {
                         ops.push(IndexOp::Delete {
                             feed: feed.clone(),
@@ -284,38 +285,6 @@ impl ReindexLimit {
     }
 }
 
-/// Keys indexed so far in a feed's first pass (when the index holds nothing else of it).
-/// Past [`FirstPass::MAX_KEYS`] it gives up and every put replaces, every del deletes.
-struct FirstPass(Option<std::collections::HashSet<Vec<u8>>>);
-
-impl FirstPass {
-    const MAX_KEYS: usize = 1 << 20;
-
-    fn new(first: bool) -> Self {
-        FirstPass(first.then(Default::default))
-    }
-
-    /// A put of `key`: whether an older entry of it may be indexed.
-    fn put(&mut self, key: &[u8]) -> bool {
-        match &mut self.0 {
-            Some(keys) if keys.len() < Self::MAX_KEYS => !keys.insert(key.to_vec()),
-            Some(_) => {
-                self.0 = None;
-                true
-            }
-            None => true,
-        }
-    }
-
-    /// A del of `key` (or a value not indexed): whether an entry of it may be indexed.
-    fn may_be_indexed(&mut self, key: &[u8]) -> bool {
-        match &mut self.0 {
-            Some(keys) => keys.remove(key),
-            None => true,
-        }
-    }
-}
-
 /// The ops of a chunk with only the last one of each key (a put made an upsert when the key
 /// had an op before it in the chunk: the index may hold the key from an earlier chunk).
 ///
@@ -396,38 +365,6 @@ mod tests {
                 IndexOp::Checkpoint { .. } => ("checkpoint", String::new(), 0),
             })
             .collect()
-    }
-
-    #[test]
-    fn a_first_pass_deletes_only_keys_it_indexed() {
-        let mut first = FirstPass::new(true);
-        // Nothing of the feed is indexed: a del of an unseen key has nothing to delete, a
-        // first put inserts.
-        assert!(!first.may_be_indexed(b"a"));
-        assert!(!first.put(b"a"));
-        // Put again: the first one may be indexed now.
-        assert!(first.put(b"a"));
-        assert!(!first.put(b"b"));
-        // Deleted: the entry may be indexed (delete it); after that, a put inserts again.
-        assert!(first.may_be_indexed(b"a"));
-        assert!(!first.may_be_indexed(b"a"));
-        assert!(!first.put(b"a"));
-        // Not a first pass: anything may be indexed from before.
-        let mut later = FirstPass::new(false);
-        assert!(later.put(b"a") && later.put(b"a") && later.may_be_indexed(b"z"));
-    }
-
-    #[test]
-    fn a_first_pass_of_too_many_keys_stops_counting() {
-        let mut first = FirstPass::new(true);
-        for i in 0..FirstPass::MAX_KEYS as u32 {
-            assert!(!first.put(&i.to_be_bytes()));
-        }
-        // One more: it forgets the keys, and from then on every put replaces, every del
-        // deletes.
-        assert!(first.put(b"one more"));
-        assert!(first.0.is_none());
-        assert!(first.put(b"new") && first.may_be_indexed(b"never seen"));
     }
 
     #[test]
