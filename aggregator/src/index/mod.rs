@@ -40,6 +40,7 @@ mod query;
 mod snapshot;
 mod terms_and;
 mod time_buckets;
+mod top_k;
 mod writer;
 pub use query::entry_id;
 use writer::WriterTask;

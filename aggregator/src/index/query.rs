@@ -309,10 +309,10 @@ impl Index {
             Box::new(BooleanQuery::new(clauses))
         };
         let searcher = self.reader.searcher();
-        let hits = searcher.search(&*q, &TopDocs::with_limit(limit + 1).and_offset(offset))?;
-        let more = hits.len() > limit;
+        let hits = super::top_k::top_k(&searcher, &*q, offset + limit + 1)?;
+        let more = hits.len() > offset + limit;
         let mut entries = Vec::with_capacity(limit);
-        for (score, addr) in hits.into_iter().take(limit) {
+        for (score, addr) in hits.into_iter().skip(offset).take(limit) {
             let d: TantivyDocument = searcher.doc(addr)?;
             let mut e = self.to_entry(&d);
             e.score = Some(score);

@@ -1,0 +1,166 @@
+//! The k best-scored documents of a query, with one threshold across all segments.
+//!
+//! tantivy 0.22's `TopDocs` collects each segment on its own: every segment's pruned search
+//! (block-max WAND, [`TermsAnd`](super::terms_and::TermsAnd)) starts from no threshold and
+//! scores its way up to its own k-th best before it can skip anything. A 10M-entry index
+//! has a dozen or more segments, so most of a search's scoring went into segments' first
+//! candidates that a single shared threshold would have skipped. Here the segments are
+//! searched one after the other and each starts from the k-th best score found so far.
+//!
+//! The result is the one `TopDocs` gives: best score first, ties by document address. A
+//! later segment's document that only ties the k-th score is skipped, and in `TopDocs`'
+//! order it comes after the earlier one it ties with.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use tantivy::query::{EnableScoring, Query};
+use tantivy::{DocAddress, DocId, Score, Searcher};
+
+/// A hit in the order of the result: greater is better (higher score, then lower address).
+#[derive(Clone, Copy, PartialEq)]
+struct Hit {
+    score: Score,
+    addr: Reverse<DocAddress>,
+}
+
+impl Eq for Hit {}
+
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Hit {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| self.addr.cmp(&other.addr))
+    }
+}
+
+/// The best `k` documents of `query`, best first, as `(score, address)`.
+pub(super) fn top_k(
+    searcher: &Searcher,
+    query: &dyn Query,
+    k: usize,
+) -> tantivy::Result<Vec<(Score, DocAddress)>> {
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let weight = query.weight(EnableScoring::enabled_from_searcher(searcher))?;
+    // The k best so far, the worst of them on top.
+    let mut heap: BinaryHeap<Reverse<Hit>> = BinaryHeap::with_capacity(k + 1);
+    for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+        let segment_ord = u32::try_from(ord).unwrap_or(u32::MAX);
+        let alive = reader.alive_bitset();
+        let floor = |heap: &BinaryHeap<Reverse<Hit>>| match heap.peek() {
+            Some(worst) if heap.len() >= k => worst.0.score,
+            _ => Score::MIN,
+        };
+        let mut threshold = floor(&heap);
+        weight.for_each_pruning(threshold, reader, &mut |doc: DocId, score: Score| {
+            if alive.is_some_and(|a| a.is_deleted(doc)) {
+                return threshold;
+            }
+            let hit = Hit {
+                score,
+                addr: Reverse(DocAddress::new(segment_ord, doc)),
+            };
+            if heap.len() < k {
+                heap.push(Reverse(hit));
+            } else if let Some(mut worst) = heap.peek_mut() {
+                if hit > worst.0 {
+                    *worst = Reverse(hit);
+                }
+            }
+            threshold = floor(&heap);
+            threshold
+        })?;
+    }
+    let mut hits: Vec<Hit> = heap.into_iter().map(|Reverse(h)| h).collect();
+    hits.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(hits.into_iter().map(|h| (h.score, h.addr.0)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tantivy::collector::TopDocs;
+    use tantivy::query::{BooleanQuery, Occur, TermQuery};
+    use tantivy::schema::{IndexRecordOption, Schema, TEXT};
+    use tantivy::{doc, Index, IndexWriter, Term};
+
+    use super::super::terms_and::TermsAnd;
+    use super::*;
+
+    /// Over several segments with deletes, single words, unions and conjunctions (ours and
+    /// tantivy's) give the hits `TopDocs` gives, at several k, ties included.
+    #[test]
+    fn equals_top_docs_across_segments() {
+        let mut schema = Schema::builder();
+        let text = schema.add_text_field("text", TEXT);
+        let index = Index::create_in_ram(schema.build());
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let words: Vec<String> = (0..30).map(|i| format!("w{i}")).collect();
+        for seg in 0..5 {
+            for i in 0..3000 {
+                // Some documents are copies, so that scores tie.
+                let len = if i % 7 == 0 { 4 } else { 2 + next() % 25 };
+                let body: Vec<&str> = (0..len)
+                    .map(|j| {
+                        let r = if i % 7 == 0 { j * 3 } else { next() % 1000 };
+                        words[((r * r) / 30_000) as usize % words.len()].as_str()
+                    })
+                    .collect();
+                writer.add_document(doc!(text => body.join(" "))).unwrap();
+            }
+            if seg == 2 {
+                writer.delete_term(Term::from_field_text(text, "w29"));
+            }
+            writer.commit().unwrap();
+        }
+        let searcher = index.reader().unwrap().searcher();
+        assert_eq!(searcher.segment_readers().len(), 5);
+        let tq = |w: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(text, w),
+                IndexRecordOption::WithFreqs,
+            ))
+        };
+        let all = |occur: Occur, ws: &[&str]| -> BooleanQuery {
+            BooleanQuery::new(ws.iter().map(|w| (occur, tq(w))).collect())
+        };
+        let and = all(Occur::Must, &["w0", "w3"]);
+        let queries: Vec<Box<dyn Query>> = vec![
+            tq("w0"),
+            tq("w9"),
+            Box::new(all(Occur::Should, &["w1", "w7"])),
+            Box::new(and.clone()),
+            Box::new(TermsAnd::of(&and).unwrap()),
+            Box::new(TermsAnd::of(&all(Occur::Must, &["w0", "w1", "w2"])).unwrap()),
+        ];
+        let mut checked = 0;
+        for q in &queries {
+            for k in [1, 10, 21, 40, 500] {
+                let want = searcher
+                    .search(q.as_ref(), &TopDocs::with_limit(k))
+                    .unwrap();
+                let got = top_k(&searcher, q.as_ref(), k).unwrap();
+                assert_eq!(got, want, "{q:?} k={k}");
+                checked += got.len();
+            }
+        }
+        assert!(checked > 2000, "the queries match something: {checked}");
+        assert!(top_k(&searcher, queries[0].as_ref(), 0).unwrap().is_empty());
+    }
+}
