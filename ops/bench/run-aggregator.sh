@@ -35,7 +35,9 @@
 # and search bodies off, to measure every request answered by the index), QUERIES (1000),
 # COMMIT_INTERVAL_MS (unset: the aggregator's default; a live
 # case "writer:searchEvery:ms" sets its own), AGG_EXTRA (more aggregator.toml lines, \n between
-# them, e.g. "state_cache_mb = 32\nindex_memory_mb = 32"), INGEST_BARE (1: before each ingest, the Rust
+# them, e.g. "state_cache_mb = 32\nindex_memory_mb = 32"), MEMORY_LIMIT_MB (root: each
+# aggregator runs in a memory cgroup with this hard limit, page cache included; its peak and
+# OOM kills are recorded), INGEST_BARE (1: before each ingest, the Rust
 # replicate-reader downloads the same bee, the replication-only ceiling), PHASE_TIMEOUT (s, 900), KEEP_DATA=1 (keep the aggregators' data dirs),
 # PERF="part ..." (perf record the aggregator during those parts' ingest, or during one load
 # row with "load-SET-CONNECTIONS", e.g. "load-feed-1", with PERF_OPTS,
@@ -57,6 +59,8 @@ REF=${REF:-1}
 REF_DIR=${REF_DIR:-/tmp/apiary-bench-js-reference}
 QUERIES=${QUERIES:-1000}
 READ_CACHE_MB=${READ_CACHE_MB:-}
+MEMORY_LIMIT_MB=${MEMORY_LIMIT_MB:-}
+AGG_CG=''
 LIVE_N=${LIVE_N:-1000}
 LIVE_INTERVAL=${LIVE_INTERVAL:-10}
 LIVE_COUNT=${LIVE_COUNT:-1000}
@@ -135,7 +139,14 @@ start_agg() { # name
     true
   } >"$AGG_DIR/aggregator.toml"
   echo "--- aggregator $1: $AGG --config $AGG_DIR/aggregator.toml" >>"$LOG"
-  "$AGG" --config "$AGG_DIR/aggregator.toml" >"$AGG_DIR/stdout" 2>>"$LOG" &
+  AGG_CG=''
+  if [[ -n $MEMORY_LIMIT_MB ]]; then
+    AGG_CG=$(cg_create "apiary-bench-$$-$1" "$MEMORY_LIMIT_MB") || exit 1
+    note "aggregator $1: in memory cgroup $AGG_CG, limit $MEMORY_LIMIT_MB MB"
+  fi
+  # Through a shell that joins the cgroup and execs the aggregator: AGG_PID is the aggregator.
+  bash -c '[[ -z $1 ]] || echo $$ >"$1/cgroup.procs"; shift; exec "$@"' _ "$AGG_CG" \
+    "$AGG" --config "$AGG_DIR/aggregator.toml" >"$AGG_DIR/stdout" 2>>"$LOG" &
   AGG_PID=$!
   AGG_HTTP=$(await_match "$AGG_DIR/stdout" 'http://127\.0\.0\.1:[0-9]*' "$AGG_PID" 300 0.1)
   if [[ -z $AGG_HTTP ]]; then
@@ -164,10 +175,50 @@ settle_agg() { # timeout_s -> true once the aggregator used < 5% of a core over 
   echo false
 }
 
+# A memory cgroup (v2, or v1's memory controller) with a hard limit; prints its directory.
+cg_create() { # name limit_mb
+  local dir bytes=$(($2 * 1024 * 1024))
+  if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    dir=/sys/fs/cgroup/$1
+    mkdir -p "$dir" && echo "$bytes" >"$dir/memory.max" && echo 0 >"$dir/memory.swap.max"
+  elif [[ -d /sys/fs/cgroup/memory ]]; then
+    dir=/sys/fs/cgroup/memory/$1
+    mkdir -p "$dir" && echo "$bytes" >"$dir/memory.limit_in_bytes"
+  else
+    note "MEMORY_LIMIT_MB: no memory cgroup controller here"
+    return 1
+  fi || {
+    note "MEMORY_LIMIT_MB: cannot create $dir (needs root)"
+    return 1
+  }
+  echo "$dir"
+}
+
+agg_cgroup() { # -> {"limitMB", "peakMB", "oomKills"} of the aggregator's cgroup, or null
+  local dir=$AGG_CG peak oom
+  if [[ -z $dir ]]; then
+    echo null
+    return
+  fi
+  if [[ -f $dir/memory.peak ]]; then
+    peak=$(cat "$dir/memory.peak")
+    oom=$(awk '$1 == "oom_kill" {print $2}' "$dir/memory.events")
+  else
+    peak=$(cat "$dir/memory.max_usage_in_bytes")
+    oom=$(awk '$1 == "oom_kill" {print $2}' "$dir/memory.oom_control")
+  fi
+  jq -cn --argjson l "$MEMORY_LIMIT_MB" --argjson p "$peak" --arg o "$oom" \
+    '{limitMB: $l, peakMB: ($p / 1048576 * 10 | round / 10), oomKills: ($o | tonumber? // null)}'
+}
+
 stop_agg() {
   [[ -z $AGG_PID ]] && return 0
   stop_pid "$AGG_PID"
   AGG_PID=''
+  if [[ -n $AGG_CG ]]; then
+    rmdir "$AGG_CG" 2>/dev/null || true
+    AGG_CG=''
+  fi
   [[ -z $KEEP_DATA && -n $AGG_DIR ]] && rm -rf "$AGG_DIR/data"
   true
 }
@@ -378,7 +429,8 @@ if has_part query; then
       sleep 1
     done
   done
-  jq -c '{case: "aggregator after queries and load"} + .' <<<"$(agg_proc)" | tee -a "$WORK/query.jsonl"
+  jq -c --argjson cg "$(agg_cgroup)" '{case: "aggregator after queries and load"} + . + {cgroup: $cg}' \
+    <<<"$(agg_proc)" | tee -a "$WORK/query.jsonl"
   stop_agg
   stop_writer "$name"
   loadavg "query end"
@@ -421,7 +473,7 @@ META=$(jq -cn \
   --argjson liveCount "$LIVE_COUNT" --arg liveCases "$LIVE_CASES" --argjson livePollMs "$LIVE_POLL_MS" \
   --argjson queryBees "$QUERY_BEES" --argjson queryPosts "$QUERY_POSTS" --arg loadConnections "$LOAD_CONNECTIONS" \
   --argjson loadSeconds "$LOAD_SECONDS" --argjson feeds "$FEEDS" --argjson feedPosts "$FEED_POSTS" \
-  --argjson followConcurrency "$FOLLOW_CONCURRENCY" --arg commitIntervalMs "$COMMIT_INTERVAL_MS" --arg readCacheMb "$READ_CACHE_MB" --arg aggExtra "${AGG_EXTRA:-}" --arg perf "$PERF" \
+  --argjson followConcurrency "$FOLLOW_CONCURRENCY" --arg commitIntervalMs "$COMMIT_INTERVAL_MS" --arg readCacheMb "$READ_CACHE_MB" --arg aggExtra "${AGG_EXTRA:-}" --arg memoryLimitMb "$MEMORY_LIMIT_MB" --arg perf "$PERF" \
   --arg node "$(node --version)" --arg rustc "$(rustc --version)" \
   --argjson cpus "$(nproc)" --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
   --arg kernel "$(uname -r)" --arg commit "$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
@@ -435,7 +487,7 @@ META=$(jq -cn \
     feeds: $feeds, feedPosts: $feedPosts, followConcurrency: $followConcurrency,
     commitIntervalMs: (if $commitIntervalMs == "" then "default (50)" else ($commitIntervalMs | tonumber) end),
     readCacheMb: (if $readCacheMb == "" then "default (32)" else ($readCacheMb | tonumber) end),
-    aggExtra: $aggExtra,
+    aggExtra: $aggExtra, memoryLimitMb: $memoryLimitMb,
     perf: $perf, node: $node, rustc: $rustc, cpus: $cpus, cpu: $cpu, kernel: $kernel,
     commit: $commit, dirty: ($dirty != ""), dirtyCoreAggregator: $dirtyFiles,
     coreAggregatorSha256: $treeSha, loadavgStart: $loadStart, loadavgEnd: $loadEnd}')
