@@ -38,6 +38,7 @@ mod feed_tests;
 mod newest;
 mod query;
 mod snapshot;
+mod term_delete;
 mod terms_and;
 mod time_buckets;
 mod top_k;

@@ -267,7 +267,10 @@ impl WriterTask {
     /// no batch is applied).
     fn delete(&mut self, t: Term) {
         if let Some(w) = &mut self.writer {
-            w.delete_term(t);
+            // Not `delete_term`: see `term_delete` for what its queued weight cost.
+            if let Err(e) = w.delete_query(Box::new(super::term_delete::TermDelete(t))) {
+                tracing::error!("index delete failed: {e}");
+            }
         }
     }
 
