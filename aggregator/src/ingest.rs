@@ -54,6 +54,11 @@ impl Aggregator {
         let mut epoch = self.health.epoch();
         let mut head = replica.subscribe();
         let mut reindex = ReindexLimit::default();
+        // The keys of the current first pass, kept when it is cut short (an error, a pause
+        // of the write path): the index then holds only keys it put, so a new start from the
+        // committed checkpoint still knows which puts are inserts. `None`: decided at the
+        // next start.
+        let mut fresh: Option<FirstPass> = None;
         loop {
             // Nothing is fetched or indexed while the write path is degraded.
             while self.health.is_degraded() {
@@ -79,7 +84,7 @@ impl Aggregator {
                 reindex.started();
             }
             match self
-                .ingest_until_caught_up(&replica, &bee, &mut cp, epoch, new_fork)
+                .ingest_until_caught_up(&replica, &bee, &mut cp, &mut fresh, epoch, new_fork)
                 .await
             {
                 Ok(()) => {
@@ -87,7 +92,8 @@ impl Aggregator {
                     let caught_up =
                         replica.length() <= cp.version.max(1) && replica.fork() == cp.fork;
                     if caught_up && self.health.epoch() == epoch {
-                        // Caught up: wait for a new length (or check again now and then).
+                        fresh = None; // the first pass is over
+                                      // Caught up: wait for a new length (or check again now and then).
                         let _ = tokio::time::timeout(Duration::from_secs(30), head.changed()).await;
                     }
                 }
@@ -106,6 +112,7 @@ impl Aggregator {
         replica: &Arc<Replica>,
         bee: &Bee,
         cp: &mut crate::index::Checkpoint,
+        fresh: &mut Option<FirstPass>,
         epoch: u64,
         mut may_reindex: bool,
     ) -> Result<()> {
@@ -118,7 +125,7 @@ impl Aggregator {
         let mut _prefetch: Option<AbortOnDropHandle<()>> = None;
         // On a feed's first pass the index holds none of its entries: keys seen so far in
         // this pass are the only ones a put may replace or a del remove.
-        let mut fresh = FirstPass::new(cp.version == 0, replica.length());
+        let fresh = fresh.get_or_insert_with(|| FirstPass::new(cp.version == 0, replica.length()));
         loop {
             if self.health.is_degraded() || self.health.epoch() != epoch {
                 return Ok(()); // the caller pauses, or goes back to the committed checkpoint
@@ -137,7 +144,7 @@ impl Aggregator {
                 tracing::info!(%feed, fork, "feed was truncated by its author: reindexing it");
                 ops.push(IndexOp::Purge { feed: feed.clone() });
                 *cp = crate::index::Checkpoint { version: 0, fork };
-                fresh = FirstPass::new(true, length);
+                *fresh = FirstPass::new(true, length);
             }
             if cp.version == 0 {
                 bee.header()
