@@ -162,6 +162,14 @@ if (query.length || load.length) {
     const max = (i) => Math.max(...peaks.map((p) => p[i] || 0))
     goals[`memory: RSS <= ${limit} MB at ${n0(entries)} entries (ingest peak and under load)`] = max(1) <= limit
     goals[`memory: anonymous RSS <= ${limit} MB at ${n0(entries)} entries (mapped index pages left out)`] = max(2) <= limit
+    // MEMORY_LIMIT_MB: the whole run in a memory cgroup (page cache included).
+    const after = query.find((r) => r.case === 'aggregator after queries and load')
+    const cg = after && after.cgroup
+    if (cg) {
+      lines.push(`memory cgroup (page cache included): limit ${n0(cg.limitMB)} MB, peak ${f(cg.peakMB)} MB, OOM kills ${cg.oomKills}`)
+      goals[`memory: ingest, queries and load within a ${n0(cg.limitMB)} MB memory cgroup, no OOM kill`] =
+        cg.limitMB <= limit && cg.oomKills === 0 && ing.done === true && q != null && q.search.errors === 0
+    }
   }
   if (q && entries >= 1e7) {
     goals['query: search p99 <= 20 ms and feed p99 <= 10 ms (sequential, 10M)'] = q.search.errors === 0 && q.search.p99ms <= 20 && q.feed.errors === 0 && q.feed.p99ms <= 10
