@@ -215,6 +215,21 @@ impl Cursor {
     }
 }
 
+/// Where the terms' loaded blocks overlap, and what no document there can score more than.
+#[derive(Clone, Copy)]
+struct Window {
+    /// The first end of the terms' loaded blocks.
+    upto: DocId,
+    /// The sum of the terms' block maxima.
+    bound: Score,
+    /// The same without the lead's.
+    others: Score,
+}
+
+/// A per-document bound is summed in another order than the score it bounds: it only prunes
+/// when it is below the threshold by more than rounding could make up.
+const SLACK: Score = 1.0 - 1e-5;
+
 /// Calls `callback` with every document all `terms` hold whose score beats the threshold
 /// (which the callback returns anew), skipping windows whose block-max bound does not.
 fn block_max_and(
@@ -229,10 +244,30 @@ fn block_max_and(
         return;
     };
     let mut doc = lead.doc;
-    // The current window: up to the first end of the terms' loaded blocks, and the sum of
-    // their block maxima; kept until a term loads another block or `doc` passes its end.
-    let mut window: Option<(DocId, Score)> = None;
+    // The current window: up to the first end of the terms' loaded blocks, the sum of their
+    // block maxima, and that sum without the lead's; kept until a term loads another block
+    // or `doc` passes its end.
+    let mut window: Option<Window> = None;
     while doc != TERMINATED {
+        // Inside a window that may beat the threshold, the lead alone first: its own score
+        // plus the others' block maxima bounds the document. Most of the lead's documents
+        // fail that, and then the others are neither moved nor scored.
+        if let (Some(w), Some(lead)) = (window, terms.first_mut()) {
+            if doc <= w.upto {
+                let mut moved = false;
+                let d = lead.seek(doc, &mut moved);
+                if d == TERMINATED {
+                    return;
+                }
+                if moved {
+                    window = None; // the lead is in another block: a new window
+                } else if d <= w.upto && lead.score() + w.others <= threshold * SLACK {
+                    doc = d + 1;
+                    continue;
+                }
+                doc = d;
+            }
+        }
         // Every term at its first document at or after `doc`.
         let mut candidate = doc;
         let mut moved = false;
@@ -245,24 +280,31 @@ fn block_max_and(
         }
         // Each term's postings from `doc` to the end of its loaded block are in that block,
         // so no document up to the first block end scores more than the sum of block maxima.
-        let (upto, bound) = match window {
-            Some((upto, bound)) if !moved && doc <= upto => (upto, bound),
+        let w = match window {
+            Some(w) if !moved && doc <= w.upto => w,
             _ => {
-                let mut upto = TERMINATED;
-                let mut bound: Score = 0.0;
-                for t in terms.iter_mut() {
-                    upto = upto.min(t.block_end());
-                    bound += t.block_max();
+                let mut w = Window {
+                    upto: TERMINATED,
+                    bound: 0.0,
+                    others: 0.0,
+                };
+                for (i, t) in terms.iter_mut().enumerate() {
+                    w.upto = w.upto.min(t.block_end());
+                    let max = t.block_max();
+                    w.bound += max;
+                    if i > 0 {
+                        w.others += max;
+                    }
                 }
-                window = Some((upto, bound));
-                (upto, bound)
+                window = Some(w);
+                w
             }
         };
-        if bound <= threshold {
-            if upto >= TERMINATED - 1 {
+        if w.bound <= threshold {
+            if w.upto >= TERMINATED - 1 {
                 return;
             }
-            doc = upto + 1;
+            doc = w.upto + 1;
             continue;
         }
         if candidate > doc {
