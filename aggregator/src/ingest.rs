@@ -92,8 +92,9 @@ impl Aggregator {
                     let caught_up =
                         replica.length() <= cp.version.max(1) && replica.fork() == cp.fork;
                     if caught_up && self.health.epoch() == epoch {
-                        fresh = None; // the first pass is over
-                                      // Caught up: wait for a new length (or check again now and then).
+                        // The first pass is over. Caught up: wait for a new length (or check
+                        // again now and then).
+                        fresh = None;
                         let _ = tokio::time::timeout(Duration::from_secs(30), head.changed()).await;
                     }
                 }

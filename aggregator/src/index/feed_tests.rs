@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tantivy::columnar::Cardinality;
+
 use super::newest::tiebreak;
+use super::test_texts::xorshift;
 use super::{entry_id, EntryDoc, Filters, Index, IndexOp};
 use crate::extract::Extracted;
 use crate::health::Health;
@@ -23,13 +26,7 @@ struct Row {
 /// Entries dense in the last minute, spread over two days and two years, tied on a few
 /// times, before 1970, and in the far future of i64.
 fn rows(n: u64) -> Vec<Row> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     (0..n)
         .map(|i| {
             let r = next() as i64 & i64::MAX;
@@ -88,6 +85,14 @@ async fn pages_by_time_buckets_equal_one_sort_of_everything() {
         });
     }
     index.submit_and_wait(ops).await.unwrap();
+    // Checkpoints too carry the order's columns, so a row's value is read without a rank
+    // lookup: both columns are full in every segment.
+    for r in index.reader.searcher().segment_readers() {
+        let sort_at = r.fast_fields().i64("sort_at").unwrap();
+        let tiebreak = r.fast_fields().u64("tiebreak").unwrap();
+        assert_eq!(sort_at.get_cardinality(), Cardinality::Full);
+        assert_eq!(tiebreak.get_cardinality(), Cardinality::Full);
+    }
     all.sort_by(|a, b| {
         b.sort_at
             .cmp(&a.sort_at)

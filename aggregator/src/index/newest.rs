@@ -162,8 +162,7 @@ impl SegmentCollector for SegmentNewest {
         let Some(t) = self.columns.sort_at.first(doc) else {
             return;
         };
-        // Most matches of a window are older than the page: those need no tiebreak (reading a
-        // column value of an optional column is a rank lookup, most of a match's cost).
+        // Most matches of a window are older than the page: those need no tiebreak read.
         if self.heap.len() >= self.limit && self.heap.peek().is_some_and(|top| t < top.0 .0 .0) {
             return;
         }

@@ -327,9 +327,9 @@ mod tests {
 
     use tantivy::collector::TopDocs;
     use tantivy::query::{BooleanQuery, Occur};
-    use tantivy::schema::{IndexRecordOption, Schema, TEXT};
-    use tantivy::{doc, Index, IndexWriter};
+    use tantivy::schema::IndexRecordOption;
 
+    use super::super::test_texts::{segments, words, xorshift};
     use super::*;
 
     /// On random texts over a small Zipf-like vocabulary, in several segments with deletes,
@@ -337,37 +337,19 @@ mod tests {
     /// triples of common and rare words, at several k and offsets.
     #[test]
     fn top_k_equals_the_plain_conjunction() {
-        let mut schema = Schema::builder();
-        let text = schema.add_text_field("text", TEXT);
-        let index = Index::create_in_ram(schema.build());
-        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let words: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
-        for seg in 0..3 {
-            for _ in 0..6000 {
-                let len = 3 + next() % 30;
-                let body: Vec<&str> = (0..len)
-                    .map(|_| {
-                        // Skewed: small word numbers are common.
-                        let r = next() % 1000;
-                        words[((r * r) / 25_000) as usize % words.len()].as_str()
-                    })
-                    .collect();
-                writer.add_document(doc!(text => body.join(" "))).unwrap();
-            }
-            if seg == 1 {
-                writer.delete_term(Term::from_field_text(text, "w39"));
-            }
-            writer.commit().unwrap();
-        }
-        let searcher = index.reader().unwrap().searcher();
-        assert_eq!(searcher.segment_readers().len(), 3);
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        let words = words(40);
+        let (searcher, text) = segments(3, 6000, (1, "w39"), |_| {
+            let len = 3 + next() % 30;
+            let body: Vec<&str> = (0..len)
+                .map(|_| {
+                    // Skewed: small word numbers are common.
+                    let r = next() % 1000;
+                    words[((r * r) / 25_000) as usize % words.len()].as_str()
+                })
+                .collect();
+            body.join(" ")
+        });
         let tq =
             |w: &str| TermQuery::new(Term::from_field_text(text, w), IndexRecordOption::WithFreqs);
         let mut checked = 0;

@@ -90,47 +90,31 @@ mod tests {
 
     use tantivy::collector::TopDocs;
     use tantivy::query::{BooleanQuery, Occur, TermQuery};
-    use tantivy::schema::{IndexRecordOption, Schema, TEXT};
-    use tantivy::{doc, Index, IndexWriter, Term};
+    use tantivy::schema::IndexRecordOption;
+    use tantivy::Term;
 
     use super::super::terms_and::TermsAnd;
+    use super::super::test_texts::{segments, words, xorshift};
     use super::*;
 
     /// Over several segments with deletes, single words, unions and conjunctions (ours and
     /// tantivy's) give the hits `TopDocs` gives, at several k, ties included.
     #[test]
     fn equals_top_docs_across_segments() {
-        let mut schema = Schema::builder();
-        let text = schema.add_text_field("text", TEXT);
-        let index = Index::create_in_ram(schema.build());
-        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let words: Vec<String> = (0..30).map(|i| format!("w{i}")).collect();
-        for seg in 0..5 {
-            for i in 0..3000 {
-                // Some documents are copies, so that scores tie.
-                let len = if i % 7 == 0 { 4 } else { 2 + next() % 25 };
-                let body: Vec<&str> = (0..len)
-                    .map(|j| {
-                        let r = if i % 7 == 0 { j * 3 } else { next() % 1000 };
-                        words[((r * r) / 30_000) as usize % words.len()].as_str()
-                    })
-                    .collect();
-                writer.add_document(doc!(text => body.join(" "))).unwrap();
-            }
-            if seg == 2 {
-                writer.delete_term(Term::from_field_text(text, "w29"));
-            }
-            writer.commit().unwrap();
-        }
-        let searcher = index.reader().unwrap().searcher();
-        assert_eq!(searcher.segment_readers().len(), 5);
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        let words = words(30);
+        let (searcher, text) = segments(5, 3000, (2, "w29"), |i| {
+            // Some documents are copies, so that scores tie.
+            let copy = i % 7 == 0;
+            let len = if copy { 4 } else { 2 + next() % 25 };
+            let body: Vec<&str> = (0..len)
+                .map(|j| {
+                    let r = if copy { j * 3 } else { next() % 1000 };
+                    words[((r * r) / 30_000) as usize % words.len()].as_str()
+                })
+                .collect();
+            body.join(" ")
+        });
         let tq = |w: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
                 Term::from_field_text(text, w),

@@ -237,7 +237,20 @@ impl WriterTask {
                 } => {
                     let id = format!("cp:{feed}");
                     self.delete(Term::from_field_text(f.id, &id));
-                    let d = doc!(f.kind => "cp", f.id => id, f.feed => feed.clone(), f.seq => version, f.version => fork);
+                    // A sortAt and a tiebreak on every document keep those columns full: a
+                    // row's value is then read directly, not through a rank lookup in an
+                    // optional column's index (3/4 of a feed page's CPU). The newest sortAt keeps
+                    // the column's blocks narrow; no feed query matches a `cp` document.
+                    let sort_at = self.newest.load(std::sync::atomic::Ordering::Relaxed);
+                    let d = doc!(
+                        f.kind => "cp",
+                        f.id => id,
+                        f.feed => feed.clone(),
+                        f.seq => version,
+                        f.version => fork,
+                        f.sort_at => sort_at,
+                        f.tiebreak => 0u64,
+                    );
                     self.add(d);
                     self.pending_cp
                         .insert(feed, Some(Checkpoint { version, fork }));
