@@ -45,6 +45,9 @@ pub struct Extracted {
     pub tags: Vec<String>,
     /// `createdAt` in microseconds since the epoch.
     pub created_at: Option<i64>,
+    /// The language the value declares (`lang`, the first of `langs` as AT Protocol posts
+    /// carry, or `language`), a short tag as given.
+    pub lang: Option<String>,
 }
 
 /// Extracts the indexable parts of a value.
@@ -72,6 +75,16 @@ pub fn extract(v: &Value) -> Extracted {
         .iter()
         .find_map(|k| v.get(*k))
         .and_then(parse_time);
+    let lang = match v.get("langs") {
+        Some(Value::Array(a)) => a.first().and_then(Value::as_str),
+        _ => None,
+    };
+    out.lang = lang
+        .or_else(|| v.get("lang").and_then(Value::as_str))
+        .or_else(|| v.get("language").and_then(Value::as_str))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && l.len() <= 35)
+        .map(str::to_owned);
     out
 }
 

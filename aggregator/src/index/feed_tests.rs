@@ -64,6 +64,7 @@ fn op(r: &Row) -> IndexOp {
             kind: Some("post".into()),
             tags: vec![r.tag.into()],
             created_at: None,
+            lang: None,
         },
         value: "{}".into(),
     }))

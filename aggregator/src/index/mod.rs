@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 use tantivy::collector::DocSetCollector;
 use tantivy::query::TermQuery;
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, Value as _, FAST, INDEXED, STORED, STRING, TEXT,
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value as _, FAST, INDEXED,
+    STORED, STRING,
 };
 use tantivy::{Index as TIndex, IndexReader, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::{mpsc, oneshot};
@@ -32,11 +33,14 @@ use crate::error::{Error, Result};
 use crate::extract;
 use crate::health::Health;
 
+mod analyzer;
 pub mod events;
 #[cfg(test)]
 mod feed_tests;
 mod newest;
 mod query;
+#[cfg(test)]
+mod search_tests;
 mod snapshot;
 mod term_delete;
 mod terms_and;
@@ -50,8 +54,8 @@ use writer::WriterTask;
 
 /// Bump to rebuild every index from the stored blocks. 4: checkpoint documents carry a
 /// sortAt and a tiebreak (full columns, see the writer), and stored documents are in
-/// [`DOCSTORE_BLOCK`] blocks.
-pub const SCHEMA_VERSION: u64 = 4;
+/// [`DOCSTORE_BLOCK`] blocks. 5: text is folded, CJK bigrams and stems ([`analyzer`]).
+pub const SCHEMA_VERSION: u64 = 5;
 /// Largest page of results.
 pub const MAX_LIMIT: usize = 100;
 
@@ -88,7 +92,14 @@ fn schema() -> (Schema, Fields) {
         sort_at: b.add_i64_field("sort_at", INDEXED | STORED | FAST),
         typ: b.add_text_field("type", STRING | STORED),
         tag: b.add_text_field("tag", STRING | STORED),
-        text: b.add_text_field("text", TEXT),
+        text: b.add_text_field(
+            "text",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(analyzer::TOKENIZER)
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            ),
+        ),
         value: b.add_text_field("value", STORED),
         time: b.add_u64_field("time_bucket", INDEXED),
         tiebreak: b.add_u64_field("tiebreak", FAST),
@@ -297,6 +308,7 @@ impl Index {
                 create(dir, schema)?
             }
         };
+        analyzer::register(&index);
         let sort_columns = Arc::new(newest::SortColumns::default());
         let warmer: Arc<dyn tantivy::Warmer> = sort_columns.clone();
         let reader = index

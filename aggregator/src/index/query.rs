@@ -446,6 +446,7 @@ mod tests {
     fn only_words_of_the_text_leave_the_kind_clause_out() {
         let (schema, f) = super::super::schema();
         let index = tantivy::Index::create_in_ram(schema);
+        super::super::analyzer::register(&index);
         let mut parser = QueryParser::for_index(&index, vec![f.text]);
         parser.set_conjunction_by_default();
         for (q, want) in [

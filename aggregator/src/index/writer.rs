@@ -187,9 +187,10 @@ impl WriterTask {
             f.version => e.version,
             f.seen_at => e.seen_at,
             f.sort_at => sort_at,
-            f.text => e.extracted.text,
             f.value => e.value,
         );
+        let lang = super::analyzer::language(e.extracted.lang.as_deref(), &e.extracted.text);
+        d.add_pre_tokenized_text(f.text, super::analyzer::analyze(e.extracted.text, lang));
         if let Some(t) = &e.extracted.kind {
             d.add_text(f.typ, t);
         }
@@ -405,6 +406,7 @@ mod tests {
                         kind: None,
                         tags: Vec::new(),
                         created_at: None,
+                        lang: None,
                     },
                     value: "{}".into(),
                 }))
