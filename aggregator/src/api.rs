@@ -67,9 +67,13 @@ pub struct FeedQuery {
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// The words to look for, all of them (tantivy query syntax: `"a phrase"`, `-word`,
-    /// `a OR b`; what it cannot parse is read as plain words).
+    /// `a OR b`; what it cannot parse is read as plain words). Case, width and diacritics
+    /// do not matter; a word of 5–8 letters may have one typo, of 9 or more two (those
+    /// matches come after the exact ones); a `*` at the end makes the last word a prefix.
     #[param(min_length = 1, max_length = 1024)]
     pub q: String,
+    /// The last word of `q` is a prefix (search as you type): `stal` finds "Stalker".
+    pub prefix: Option<bool>,
     /// Only entries of this feed.
     #[param(value_type = Option<BeeKey>)]
     pub feed: Option<String>,

@@ -205,7 +205,10 @@ pub(super) async fn search(
     let limit = page_limit(q.limit)?;
     let index = s.agg.index.clone();
     let page = s
-        .read_blocking(move || index.search(&q.q, &fl, q.cursor.as_deref(), limit))
+        .read_blocking(move || {
+            let prefix = q.prefix.unwrap_or(false);
+            index.search(&q.q, &fl, q.cursor.as_deref(), limit, prefix)
+        })
         .await?;
     Ok(cached_page(&s, generation, &uri, page))
 }

@@ -18,6 +18,9 @@
 //! Changing any of this changes the terms: it needs a [`SCHEMA_VERSION`](super::SCHEMA_VERSION)
 //! bump, which rebuilds the index from the stored blocks.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use rust_stemmers::{Algorithm, Stemmer};
 use tantivy::tokenizer::{PreTokenizedStream, PreTokenizedString, Token, Tokenizer};
 use unicode_normalization::char::is_combining_mark;
@@ -30,8 +33,9 @@ pub(super) const TOKENIZER: &str = "apiary";
 /// a term's length.
 const MAX_TERM: usize = 64;
 
-/// How much of a text language detection reads: enough to tell, bounded per entry.
-const DETECT_CHARS: usize = 2000;
+/// How much of a text language detection reads: a short post's worth is enough to tell, and
+/// detection costs ~15 ns per character read (with 2000, a tenth of an entry's ingest CPU).
+const DETECT_CHARS: usize = 280;
 
 /// The query side: words, folded, no stems (the query's language is unknown).
 #[derive(Clone, Default)]
@@ -54,6 +58,11 @@ pub(super) fn register(index: &tantivy::Index) {
     index
         .tokenizers()
         .register(TOKENIZER, tantivy::tokenizer::TextAnalyzer::from(Words));
+}
+
+/// The terms a query word is searched as (folded, no stems).
+pub(super) fn query_terms(word: &str) -> Vec<String> {
+    tokens(word, None).into_iter().map(|t| t.text).collect()
 }
 
 /// The terms of an entry's text, stemmed in `lang` (see [`language`]).
@@ -156,7 +165,6 @@ fn is_cjk(c: char) -> bool {
 /// The tokens of `text`: words and CJK bigrams, folded, each at its own position; with
 /// `stem`, a word's stem too, at the word's position.
 fn tokens(text: &str, stem: Option<Algorithm>) -> Vec<Token> {
-    let stemmer = stem.map(Stemmer::create);
     let mut out = Vec::new();
     let mut position = 0usize;
     // Adds a token at the next position; false if it is left out.
@@ -175,42 +183,52 @@ fn tokens(text: &str, stem: Option<Algorithm>) -> Vec<Token> {
         keep
     };
     let mut chars = text.char_indices().peekable();
+    // A CJK run's chars with their offsets (kept for its bigrams; words need only their end).
+    let mut run: Vec<(usize, char)> = Vec::new();
     while let Some((start, c)) = chars.next() {
         let kind = class(c);
         if kind == Class::Gap {
             continue;
         }
-        // The run of this class from `start`: its chars with their offsets.
-        let mut run = vec![(start, c)];
+        run.clear();
+        run.push((start, c));
+        let mut end = text.len();
         while let Some(&(i, n)) = chars.peek() {
             // Combining marks stay with the run they follow (a kana voicing mark too).
             if class(n) == kind || (kind == Class::Cjk && is_combining_mark(n)) {
-                run.push((i, n));
+                if kind == Class::Cjk {
+                    run.push((i, n));
+                }
                 chars.next();
             } else {
+                end = i;
                 break;
             }
         }
-        let end = chars.peek().map_or(text.len(), |&(i, _)| i);
         match kind {
             Class::Word => {
                 let word = text.get(start..end).unwrap_or_default();
-                let lower = lower(word);
-                let folded = fold(&lower);
-                let stemmed = stemmer.as_ref().map(|s| fold(&s.stem(&lower)));
-                let kept = push(&mut out, start, end, folded.clone());
-                if let Some(s) = stemmed.filter(|s| *s != folded && !s.is_empty()) {
-                    if kept && s.len() <= MAX_TERM {
-                        // Same position as the word: one more term, not one more word.
-                        let at = out.last().map_or(0, |t| t.position);
-                        out.push(Token {
-                            offset_from: start,
-                            offset_to: end,
-                            position: at,
-                            text: s,
-                            position_length: 1,
-                        });
-                    }
+                // ASCII (most text) is folded by lower-casing it.
+                let (lower, folded) = if word.is_ascii() {
+                    (None, word.to_ascii_lowercase())
+                } else {
+                    let l = lower(word);
+                    let f = fold(&l);
+                    (Some(l), f)
+                };
+                let stemmed =
+                    stem.and_then(|alg| stem_of(alg, lower.as_deref().unwrap_or(&folded), &folded));
+                let kept = push(&mut out, start, end, folded);
+                if let Some(s) = stemmed.filter(|s| kept && s.len() <= MAX_TERM) {
+                    // Same position as the word: one more term, not one more word.
+                    let at = out.last().map_or(0, |t| t.position);
+                    out.push(Token {
+                        offset_from: start,
+                        offset_to: end,
+                        position: at,
+                        text: s,
+                        position_length: 1,
+                    });
                 }
             }
             Class::Cjk => {
@@ -237,6 +255,45 @@ fn tokens(text: &str, stem: Option<Algorithm>) -> Vec<Token> {
         }
     }
     out
+}
+
+/// Words whose stems are kept, per language and thread: a feed's words repeat (Zipf), and a
+/// lookup costs a tenth of a Snowball stem.
+const STEM_CACHE: usize = 32_768;
+
+thread_local! {
+    static STEMS: RefCell<Vec<HashMap<String, Option<String>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The folded stem of a lower-cased word in `alg`, if it differs from the word's `folded`
+/// form.
+fn stem_of(alg: Algorithm, lower: &str, folded: &str) -> Option<String> {
+    let stem = || {
+        let s = fold(&Stemmer::create(alg).stem(lower));
+        (s != folded && !s.is_empty()).then_some(s)
+    };
+    if lower.len() > MAX_TERM {
+        return stem();
+    }
+    STEMS.with(|cache| {
+        let Ok(mut cache) = cache.try_borrow_mut() else {
+            return stem();
+        };
+        let i = alg as usize;
+        if cache.len() <= i {
+            cache.resize_with(i + 1, HashMap::new);
+        }
+        let map = cache.get_mut(i)?;
+        if let Some(s) = map.get(lower) {
+            return s.clone();
+        }
+        let s = stem();
+        if map.len() >= STEM_CACHE {
+            map.clear();
+        }
+        map.insert(lower.to_owned(), s.clone());
+        s
+    })
 }
 
 /// NFKC and lower case; ASCII (most text) takes the short way.

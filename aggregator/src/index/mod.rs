@@ -47,6 +47,7 @@ mod terms_and;
 #[cfg(test)]
 mod test_texts;
 mod time_buckets;
+mod tolerant;
 mod top_k;
 mod writer;
 pub use query::entry_id;

@@ -271,13 +271,16 @@ impl Index {
             .to_owned()
     }
 
-    /// BM25 full-text search with the same filters; the cursor is an offset.
+    /// BM25 full-text search with the same filters; the cursor is an offset. With `prefix`
+    /// (or a `*` ending `text`) the last word is a prefix; words with a typo are matched
+    /// after the exact matches (see [`tolerant`](super::tolerant)).
     pub fn search(
         &self,
         text: &str,
         fl: &Filters,
         cursor: Option<&str>,
         limit: usize,
+        prefix: bool,
     ) -> Result<Page> {
         let limit = limit.clamp(1, MAX_LIMIT);
         // Characters, as the API description counts them (JSON Schema `maxLength`).
@@ -292,7 +295,26 @@ impl Index {
         parser.set_conjunction_by_default();
         // Lenient: what people type into a search box (an unclosed quote or bracket, a
         // `word:` that is no field) is searched as far as it parses, not refused.
-        let (parsed, _) = parser.parse_query_lenient(text);
+        let (text, prefix) = super::tolerant::prefix_of(text, prefix);
+        let last = prefix
+            .then(|| super::tolerant::split_last_word(text))
+            .flatten();
+        let parsed: Box<dyn Query> = match last {
+            Some((rest, word)) => {
+                let last = super::tolerant::prefix_clause(self.f.text, &word);
+                if rest.trim().is_empty() {
+                    last
+                } else {
+                    let (rest, _) = parser.parse_query_lenient(rest);
+                    Box::new(BooleanQuery::new(vec![
+                        (Occur::Must, rest),
+                        (Occur::Must, last),
+                    ]))
+                }
+            }
+            None => parser.parse_query_lenient(text).0,
+        };
+        let typo = super::tolerant::typo_tolerant(parsed.as_ref(), self.f.text);
         // Words of the text field only match entries: then the `kind` clause (every
         // document's postings) is left out, and a query without filters is searched alone,
         // which lets tantivy skip blocks that cannot make the top (block-max WAND) instead of
@@ -309,7 +331,25 @@ impl Index {
             Box::new(BooleanQuery::new(clauses))
         };
         let searcher = self.reader.searcher();
-        let hits = super::top_k::top_k(&searcher, &*q, offset + limit + 1)?;
+        let want = offset + limit + 1;
+        let mut hits = super::top_k::top_k(&searcher, &*q, want)?;
+        if let Some(typo) = typo.filter(|_| hits.len() < want) {
+            // Fewer exact matches than asked: all of them are here, and the matches with
+            // typos follow them, scored below the last exact one.
+            let mut clauses = self.filter_clauses_from(fl, None, None, false);
+            clauses.push((Occur::Must, typo));
+            let q = BooleanQuery::new(clauses);
+            let exact: std::collections::HashSet<DocAddress> =
+                hits.iter().map(|(_, a)| *a).collect();
+            let floor = hits.last().map(|(s, _)| s * 0.999);
+            let more = super::top_k::top_k(&searcher, &q, want + exact.len())?;
+            let typos = more.into_iter().filter(|(_, a)| !exact.contains(a));
+            hits.extend(
+                typos
+                    .map(|(s, a)| (floor.map_or(s, |f| s.min(f)), a))
+                    .take(want.saturating_sub(exact.len())),
+            );
+        }
         let more = hits.len() > offset + limit;
         let mut entries = Vec::with_capacity(limit);
         for (score, addr) in hits.into_iter().skip(offset).take(limit) {

@@ -35,6 +35,11 @@ fn values() -> Vec<(&'static str, serde_json::Value)> {
         // One word: too little to detect a language from, so the declared one stems it.
         ("cats", json!({"text": "Cats", "langs": ["en-GB"]})),
         ("wide", json!({"title": "ＴＯＫＹＯ Ｄｒｉｆｔ"})),
+        ("stalker", json!({"title": "Stalker"})),
+        ("matrix", json!({"title": "The Matrix"})),
+        // Says "matrox" often: a typo match must still come after the exact one.
+        ("matrox", json!({"title": "Matrox matrox matrox"})),
+        ("cinema", json!({"text": "Cinematography rules"})),
     ]
 }
 
@@ -66,7 +71,13 @@ async fn index_of(dir: &std::path::Path) -> Arc<Index> {
 }
 
 fn found(index: &Index, q: &str) -> Vec<String> {
-    let page = index.search(q, &Filters::default(), None, 20).unwrap();
+    search(index, q, false)
+}
+
+fn search(index: &Index, q: &str, prefix: bool) -> Vec<String> {
+    let page = index
+        .search(q, &Filters::default(), None, 20, prefix)
+        .unwrap();
     page.entries.into_iter().map(|e| e.key).collect()
 }
 
@@ -107,7 +118,62 @@ async fn queries_find_their_entries_across_languages() {
         assert_eq!(got, want, "q={q}");
     }
     // Nothing found where nothing matches: the folding and bigrams do not match everything.
-    for q in ["amelia", "京都", "津安三", "runner's high", "berlinale"] {
+    for q in [
+        "京都",
+        "津安三",
+        "runner's high",
+        "berlinale",
+        "stal",
+        "runz",
+    ] {
         assert!(found(&index, q).is_empty(), "q={q}: {:?}", found(&index, q));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typos_and_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = index_of(dir.path()).await;
+    // One typo from 5 letters, two from 9, none below 5; typo matches after exact ones.
+    assert_eq!(found(&index, "stalkr"), ["stalker"]);
+    assert_eq!(found(&index, "Stalkre"), ["stalker"]);
+    assert_eq!(found(&index, "cinematografy"), ["cinema"]);
+    assert_eq!(found(&index, "matrix"), ["matrix", "matrox"]);
+    assert_eq!(found(&index, "matrox"), ["matrox", "matrix"]);
+    let mut amelia = found(&index, "amelia");
+    amelia.sort();
+    assert_eq!(amelia, ["amelie", "destin"]);
+    assert!(
+        found(&index, "stlkr").is_empty(),
+        "two typos in a 5-letter word"
+    );
+    // Scores go down the page, typo matches included.
+    let page = index
+        .search("matrix", &Filters::default(), None, 20, false)
+        .unwrap();
+    let scores: Vec<f32> = page.entries.iter().filter_map(|e| e.score).collect();
+    assert!(scores.windows(2).all(|w| w[0] > w[1]), "{scores:?}");
+    // Prefixes: asked, or a trailing `*`; the last word only.
+    assert_eq!(search(&index, "stal", true), ["stalker"]);
+    assert_eq!(found(&index, "stal*"), ["stalker"]);
+    assert_eq!(found(&index, "the mat*"), ["matrix"]);
+    let mut ame = search(&index, "Amé", true);
+    ame.sort();
+    assert_eq!(ame, ["amelie", "destin"]);
+    assert_eq!(search(&index, "東", true), ["tokyo"]);
+    assert!(search(&index, "mat the", true).is_empty());
+    // Paging through exact then typo matches: each once, in the same order.
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = index
+            .search("matrix", &Filters::default(), cursor.as_deref(), 1, false)
+            .unwrap();
+        keys.extend(page.entries.into_iter().map(|e| e.key));
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(keys, ["matrix", "matrox"]);
 }

@@ -875,6 +875,31 @@ async fn queries(a: QueriesArgs) -> Res<Value> {
         search_urls.push(u);
     }
 
+    // Typed on a phone (issue 13): the first 200 queries with one typo (two letters of the
+    // longest word of 5 or more swapped), and as prefixes (the first 3 letters of the first
+    // word, `prefix=true`).
+    let mut typo = Kind::default();
+    let mut prefix = Kind::default();
+    for q in reference_queries(a.n, a.seed).into_iter().take(200) {
+        if let Some(t) = with_typo(&q) {
+            let u = url(&base, "/v1/search", &[("q", t), ("limit", limit.clone())])?;
+            typo.add(&get_json(&c, &u).await);
+        }
+        let first: String = q
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(3)
+            .collect();
+        let params = [
+            ("q", first),
+            ("prefix", "true".into()),
+            ("limit", limit.clone()),
+        ];
+        prefix.add(&get_json(&c, &url(&base, "/v1/search", &params)?).await);
+    }
+
     let mut kinds: BTreeMap<&str, Kind> = BTreeMap::new();
     if !a.no_feed {
         let add = |kinds: &mut BTreeMap<&'static str, Kind>, k: &'static str, t: &Timed| {
@@ -984,9 +1009,30 @@ async fn queries(a: QueriesArgs) -> Res<Value> {
         "search": search.json(),
         "searchSeconds": round(search_seconds, 3),
         "searchPage2": page2.json(),
+        "searchTypo": typo.json(),
+        "searchPrefix": prefix.json(),
         "feed": all_feed.json(),
         "feedByKind": by_kind,
     }))
+}
+
+/// `q` with two adjacent letters in the middle of its longest word swapped, if that word
+/// has 5 or more letters (one edit, as the search tolerates).
+fn with_typo(q: &str) -> Option<String> {
+    let words: Vec<&str> = q.split_whitespace().collect();
+    let (i, w) = words
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, w)| w.chars().count())?;
+    let mut chars: Vec<char> = w.chars().collect();
+    if chars.len() < 5 {
+        return None;
+    }
+    let m = chars.len() / 2;
+    chars.swap(m - 1, m);
+    let mut out: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    out[i] = chars.into_iter().collect();
+    Some(out.join(" "))
 }
 
 /// The cursor of the first page (not timed).

@@ -1,0 +1,155 @@
+//! What a search box on a phone needs beyond exact words: the last word as a prefix while
+//! typing, and words with a typo or two.
+//!
+//! - **Prefix** (`prefix=true`, or a `*` at the end of `q`): the last word matches every term
+//!   it begins (`stal` → "stalker"), its exact form ranked above.
+//! - **Typos**: in a query of plain words (no phrase, `OR` or `-`), a word of 5 to 8
+//!   characters may differ from the text's word by one edit (Damerau: a swap of two letters is
+//!   one), and of 9 or more by two. Typo matches are only looked for when the exact matches do
+//!   not fill the page, and always come after them: `stalkr` finds "Stalker", and `matrix`
+//!   ranks "The Matrix" above "Matrox" however many times the latter says it.
+//!
+//! Both are tantivy automaton queries over the term dictionary (a Levenshtein automaton per
+//! word, its builder made once per distance by tantivy), matched with a constant score, so
+//! the exact word, a `Should` beside them, still brings its BM25 score.
+
+use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::Term;
+
+/// Edits allowed in a word of `chars` characters.
+fn edits(chars: usize) -> u8 {
+    match chars {
+        0..=4 => 0,
+        5..=8 => 1,
+        _ => 2,
+    }
+}
+
+/// How much more an exact word counts than one matched by prefix or with a typo.
+const EXACT_BOOST: f32 = 2.0;
+
+/// `q` without its prefix marker, and whether its last word is a prefix.
+pub(super) fn prefix_of(q: &str, asked: bool) -> (&str, bool) {
+    let trimmed = q.trim_end();
+    match trimmed.strip_suffix('*') {
+        Some(rest) if !rest.ends_with(char::is_whitespace) && !rest.is_empty() => (rest, true),
+        _ => (q, asked),
+    }
+}
+
+/// Splits off the last word of `q` if it is one term of `text` (not a phrase, operator or
+/// CJK run, which stay with the rest): the rest of the query, and the last word's term.
+pub(super) fn split_last_word(q: &str) -> Option<(&str, String)> {
+    let trimmed = q.trim_end();
+    let start = trimmed
+        .char_indices()
+        .rev()
+        .find(|(_, c)| c.is_whitespace())
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let word = trimmed.get(start..)?;
+    if word.is_empty() || word.contains(|c: char| "\"()[]{}^:+-~*".contains(c)) {
+        return None;
+    }
+    if matches!(word, "AND" | "OR" | "NOT") {
+        return None;
+    }
+    let mut tokens = super::analyzer::query_terms(word);
+    let term = tokens.pop()?;
+    if !tokens.is_empty() {
+        return None;
+    }
+    Some((trimmed.get(..start).unwrap_or_default(), term))
+}
+
+/// A word that is a prefix: its exact form (boosted) or any term it begins.
+pub(super) fn prefix_clause(text: Field, word: &str) -> Box<dyn Query> {
+    let term = Term::from_field_text(text, word);
+    Box::new(BooleanQuery::new(vec![
+        (Occur::Should, exact(term.clone())),
+        (
+            Occur::Should,
+            Box::new(FuzzyTermQuery::new_prefix(term, 0, true)),
+        ),
+    ]))
+}
+
+fn exact(term: Term) -> Box<dyn Query> {
+    Box::new(BoostQuery::new(
+        Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+        EXACT_BOOST,
+    ))
+}
+
+/// The typo-tolerant form of a query of plain words of `text` (one word, or words all
+/// required), or `None` when no word is long enough to allow a typo or the query is of
+/// another shape (phrases, `OR`, `-word`, other fields), which stays exact.
+pub(super) fn typo_tolerant(parsed: &dyn Query, text: Field) -> Option<Box<dyn Query>> {
+    let mut words: Vec<Term> = Vec::new();
+    if let Some(t) = parsed.downcast_ref::<TermQuery>() {
+        words.push(t.term().clone());
+    } else if let Some(b) = parsed.downcast_ref::<BooleanQuery>() {
+        for (occur, q) in b.clauses() {
+            let t = q.downcast_ref::<TermQuery>()?;
+            if *occur != Occur::Must {
+                return None;
+            }
+            words.push(t.term().clone());
+        }
+    } else {
+        return None;
+    }
+    if words.iter().any(|t| t.field() != text) {
+        return None;
+    }
+    let mut any = false;
+    let clauses = words
+        .into_iter()
+        .map(|t| {
+            let n = t.value().as_str().map_or(0, |s| s.chars().count());
+            let d = edits(n);
+            let q: Box<dyn Query> = if d == 0 {
+                Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs))
+            } else {
+                any = true;
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Should, exact(t.clone())),
+                    (Occur::Should, Box::new(FuzzyTermQuery::new(t, d, true))),
+                ]))
+            };
+            (Occur::Must, q)
+        })
+        .collect();
+    any.then(|| Box::new(BooleanQuery::new(clauses)) as Box<dyn Query>)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_marker_and_last_word() {
+        assert_eq!(prefix_of("stal*", false), ("stal", true));
+        assert_eq!(prefix_of("the stal* ", false), ("the stal", true));
+        assert_eq!(prefix_of("stal", true), ("stal", true));
+        assert_eq!(prefix_of("stal", false), ("stal", false));
+        assert_eq!(prefix_of("*", false), ("*", false));
+        assert_eq!(prefix_of("the *", false), ("the *", false));
+        assert_eq!(split_last_word("the Stal"), Some(("the ", "stal".into())));
+        assert_eq!(split_last_word("Amé"), Some(("", "ame".into())));
+        assert_eq!(split_last_word("東"), Some(("", "東".into())));
+        assert_eq!(split_last_word("東京物"), None);
+        assert_eq!(split_last_word("\"the matrix\""), None);
+        assert_eq!(split_last_word("a OR"), None);
+        assert_eq!(split_last_word("-stal"), None);
+        assert_eq!(split_last_word("  "), None);
+    }
+
+    #[test]
+    fn typos_allowed_by_word_length() {
+        assert_eq!(edits(4), 0);
+        assert_eq!(edits(5), 1);
+        assert_eq!(edits(8), 1);
+        assert_eq!(edits(9), 2);
+    }
+}
