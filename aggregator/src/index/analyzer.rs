@@ -47,7 +47,7 @@ impl Tokenizer for Words {
     fn token_stream<'a>(&'a mut self, text: &'a str) -> PreTokenizedStream {
         PreTokenizedStream::from(PreTokenizedString {
             text: String::new(),
-            tokens: tokens(text, None),
+            tokens: tokens(text, None, true),
         })
     }
 }
@@ -62,12 +62,15 @@ pub(super) fn register(index: &tantivy::Index) {
 
 /// The terms a query word is searched as (folded, no stems).
 pub(super) fn query_terms(word: &str) -> Vec<String> {
-    tokens(word, None).into_iter().map(|t| t.text).collect()
+    tokens(word, None, true)
+        .into_iter()
+        .map(|t| t.text)
+        .collect()
 }
 
 /// The terms of an entry's text, stemmed in `lang` (see [`language`]).
 pub(super) fn analyze(text: String, lang: Option<Algorithm>) -> PreTokenizedString {
-    let tokens = tokens(&text, lang);
+    let tokens = tokens(&text, lang, false);
     PreTokenizedString { text, tokens }
 }
 
@@ -163,8 +166,10 @@ fn is_cjk(c: char) -> bool {
 }
 
 /// The tokens of `text`: words and CJK bigrams, folded, each at its own position; with
-/// `stem`, a word's stem too, at the word's position.
-fn tokens(text: &str, stem: Option<Algorithm>) -> Vec<Token> {
+/// `stem`, a word's stem too, at the word's position. A word right after `#` or `@` (a
+/// hashtag or mention) is also indexed with it, at the word's position: a `query` for
+/// `#rust` looks for that token alone, one for `rust` finds both.
+fn tokens(text: &str, stem: Option<Algorithm>, query: bool) -> Vec<Token> {
     let mut out = Vec::new();
     let mut position = 0usize;
     // Adds a token at the next position; false if it is left out.
@@ -216,19 +221,30 @@ fn tokens(text: &str, stem: Option<Algorithm>) -> Vec<Token> {
                     let f = fold(&l);
                     (Some(l), f)
                 };
+                let marker = tag_marker(text, start);
+                let tagged =
+                    marker.map(|m| (start.saturating_sub(m.len_utf8()), format!("{m}{folded}")));
+                if let (Some((from, tag)), true) = (&tagged, query) {
+                    push(&mut out, *from, end, tag.clone());
+                    continue;
+                }
                 let stemmed =
                     stem.and_then(|alg| stem_of(alg, lower.as_deref().unwrap_or(&folded), &folded));
-                let kept = push(&mut out, start, end, folded);
-                if let Some(s) = stemmed.filter(|s| kept && s.len() <= MAX_TERM) {
-                    // Same position as the word: one more term, not one more word.
-                    let at = out.last().map_or(0, |t| t.position);
-                    out.push(Token {
-                        offset_from: start,
-                        offset_to: end,
-                        position: at,
-                        text: s,
-                        position_length: 1,
-                    });
+                if !push(&mut out, start, end, folded) {
+                    continue;
+                }
+                // Same position as the word: more terms, not more words.
+                let at = out.last().map_or(0, |t| t.position);
+                for (from, t) in stemmed.map(|s| (start, s)).into_iter().chain(tagged) {
+                    if t.len() <= MAX_TERM {
+                        out.push(Token {
+                            offset_from: from,
+                            offset_to: end,
+                            position: at,
+                            text: t,
+                            position_length: 1,
+                        });
+                    }
                 }
             }
             Class::Cjk => {
@@ -255,6 +271,17 @@ fn tokens(text: &str, stem: Option<Algorithm>) -> Vec<Token> {
         }
     }
     out
+}
+
+/// `#` or `@` if it comes right before the word at `start`, itself not inside a word
+/// (`#rust`, `@alice`; not `a#b`).
+fn tag_marker(text: &str, start: usize) -> Option<char> {
+    let mut before = text.get(..start)?.chars().rev();
+    let m = before.next().filter(|m| matches!(m, '#' | '@'))?;
+    before
+        .next()
+        .is_none_or(|c| !c.is_alphanumeric())
+        .then_some(m)
 }
 
 /// Words whose stems are kept, per language and thread: a feed's words repeat (Zipf), and a
@@ -345,14 +372,17 @@ mod tests {
     use super::*;
 
     fn terms(text: &str, stem: Option<Algorithm>) -> Vec<(usize, String)> {
-        tokens(text, stem)
+        tokens(text, stem, false)
             .into_iter()
             .map(|t| (t.position, t.text))
             .collect()
     }
 
     fn words(text: &str) -> Vec<String> {
-        tokens(text, None).into_iter().map(|t| t.text).collect()
+        tokens(text, None, false)
+            .into_iter()
+            .map(|t| t.text)
+            .collect()
     }
 
     #[test]
@@ -374,6 +404,24 @@ mod tests {
     }
 
     #[test]
+    fn hashtags_and_mentions_are_tokens_of_their_own() {
+        assert_eq!(
+            words("Learning #Rust, @Alice a#b"),
+            ["learning", "rust", "#rust", "alice", "@alice", "a", "b"]
+        );
+        let q: Vec<String> = tokens("#Rust @alice", None, true)
+            .into_iter()
+            .map(|t| t.text)
+            .collect();
+        assert_eq!(q, ["#rust", "@alice"]);
+        let t = terms("go #rust", None);
+        assert_eq!(
+            t,
+            [(0, "go".into()), (1, "rust".into()), (1, "#rust".into())]
+        );
+    }
+
+    #[test]
     fn indic_words_keep_their_vowel_signs() {
         // हिन्दी: a virama and vowel signs inside one word.
         assert_eq!(words("हिन्दी फ़िल्म"), ["हिन्दी", "फ़िल्म"]);
@@ -392,7 +440,7 @@ mod tests {
         assert_eq!(words("Tokyo 東京 2024"), ["tokyo", "東京", "2024"]);
         assert_eq!(words("서울에서"), ["서울", "울에", "에서"]);
         // Offsets are byte ranges of the original text.
-        let tk = tokens("a 東京物", None);
+        let tk = tokens("a 東京物", None, false);
         assert_eq!((tk[1].offset_from, tk[1].offset_to), (2, 8));
         assert_eq!((tk[2].offset_from, tk[2].offset_to), (5, 11));
     }
@@ -442,7 +490,7 @@ mod tests {
         ];
         for s in samples {
             let mut last = 0;
-            for t in tokens(s, Some(Algorithm::English)) {
+            for t in tokens(s, Some(Algorithm::English), false) {
                 assert!(
                     t.offset_from <= t.offset_to && t.offset_to <= s.len(),
                     "{s:?}"

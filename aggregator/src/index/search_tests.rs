@@ -40,6 +40,8 @@ fn values() -> Vec<(&'static str, serde_json::Value)> {
         // Says "matrox" often: a typo match must still come after the exact one.
         ("matrox", json!({"title": "Matrox matrox matrox"})),
         ("cinema", json!({"text": "Cinematography rules"})),
+        ("hashtag", json!({"text": "Learning #Rust with @alice"})),
+        ("plain", json!({"text": "Rust never sleeps, says alice"})),
     ]
 }
 
@@ -107,6 +109,12 @@ async fn queries_find_their_entries_across_languages() {
         ("서울", &["seoul"]),
         // A word in an Indic script stays whole.
         ("हिन्दी", &["hindi"]),
+        // Hashtags and mentions: exact with the marker, found by the word without it.
+        ("#rust", &["hashtag"]),
+        ("#RUST", &["hashtag"]),
+        ("rust", &["hashtag", "plain"]),
+        ("@alice", &["hashtag"]),
+        ("alice", &["hashtag", "plain"]),
         // Full-width letters fold to ASCII.
         ("tokyo drift", &["wide"]),
     ];

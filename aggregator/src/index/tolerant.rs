@@ -5,7 +5,7 @@
 //!   it begins (`stal` → "stalker"), its exact form ranked above.
 //! - **Typos**: in a query of plain words (no phrase, `OR` or `-`), a word of 5 to 8
 //!   characters may differ from the text's word by one edit (Damerau: a swap of two letters is
-//!   one), and of 9 or more by two. Typo matches are only looked for when the exact matches do
+//!   one), and of 9 or more by two; hashtags and mentions stay exact. Typo matches are only looked for when the exact matches do
 //!   not fill the page, and always come after them: `stalkr` finds "Stalker", and `matrix`
 //!   ranks "The Matrix" above "Matrox" however many times the latter says it.
 //!
@@ -106,8 +106,11 @@ pub(super) fn typo_tolerant(parsed: &dyn Query, text: Field) -> Option<Box<dyn Q
     let clauses = words
         .into_iter()
         .map(|t| {
-            let n = t.value().as_str().map_or(0, |s| s.chars().count());
-            let d = edits(n);
+            // A hashtag or mention is exact: `#rust` is not `rust` with a typo.
+            let d = match t.value().as_str() {
+                Some(s) if !s.starts_with(['#', '@']) => edits(s.chars().count()),
+                _ => 0,
+            };
             let q: Box<dyn Query> = if d == 0 {
                 Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs))
             } else {
