@@ -74,6 +74,10 @@ pub struct SearchQuery {
     pub q: String,
     /// The last word of `q` is a prefix (search as you type): `stal` finds "Stalker".
     pub prefix: Option<bool>,
+    /// `relevance` (BM25, the default) or `recent` (newest first, in the feed's order; hits
+    /// then have no `score`). Matches with a typo come after the exact ones either way.
+    #[param(pattern = "^(relevance|recent)$")]
+    pub sort: Option<String>,
     /// Only entries of this feed.
     #[param(value_type = Option<BeeKey>)]
     pub feed: Option<String>,

@@ -15,7 +15,7 @@ use crate::api::{
     Entry, EntryPath, FeedList, FeedPath, FeedQuery, FeedStatus, Page as ApiPage, SearchQuery,
 };
 use crate::error::{Error, ErrorBody, Result};
-use crate::index::Filters;
+use crate::index::{Filters, SearchOptions, SearchSort};
 
 /// Followed feeds and their status.
 #[utoipa::path(get, path = "/v1/feeds", tag = "feeds",
@@ -203,12 +203,17 @@ pub(super) async fn search(
         q.until.as_deref(),
     )?;
     let limit = page_limit(q.limit)?;
+    let opts = SearchOptions {
+        prefix: q.prefix.unwrap_or(false),
+        sort: match q.sort.as_deref() {
+            None | Some("relevance") => SearchSort::Relevance,
+            Some("recent") => SearchSort::Recent,
+            Some(_) => return Err(Error::BadRequest("sort is relevance or recent".into())),
+        },
+    };
     let index = s.agg.index.clone();
     let page = s
-        .read_blocking(move || {
-            let prefix = q.prefix.unwrap_or(false);
-            index.search(&q.q, &fl, q.cursor.as_deref(), limit, prefix)
-        })
+        .read_blocking(move || index.search(&q.q, &fl, q.cursor.as_deref(), limit, opts))
         .await?;
     Ok(cached_page(&s, generation, &uri, page))
 }

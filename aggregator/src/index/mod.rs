@@ -39,6 +39,7 @@ pub mod events;
 mod feed_tests;
 mod newest;
 mod query;
+mod search;
 #[cfg(test)]
 mod search_tests;
 mod snapshot;
@@ -51,6 +52,7 @@ mod tolerant;
 mod top_k;
 mod writer;
 pub use query::entry_id;
+pub use search::{SearchOptions, SearchSort};
 use writer::WriterTask;
 
 /// Bump to rebuild every index from the stored blocks. 4: checkpoint documents carry a

@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use serde_json::value::RawValue;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value as _};
 use tantivy::{DocAddress, TantivyDocument, Term};
 
@@ -22,7 +22,7 @@ impl Index {
     /// Filter clauses, with sortAt at most `upper` and at least `lower` (a time window).
     /// `entries_only`: the caller adds a clause that only entries match (time buckets), so
     /// the `kind` clause, whose postings hold every document, is left out.
-    fn filter_clauses_from(
+    pub(super) fn filter_clauses_from(
         &self,
         fl: &Filters,
         upper: Option<i64>,
@@ -271,97 +271,6 @@ impl Index {
             .to_owned()
     }
 
-    /// BM25 full-text search with the same filters; the cursor is an offset. With `prefix`
-    /// (or a `*` ending `text`) the last word is a prefix; words with a typo are matched
-    /// after the exact matches (see [`tolerant`](super::tolerant)).
-    pub fn search(
-        &self,
-        text: &str,
-        fl: &Filters,
-        cursor: Option<&str>,
-        limit: usize,
-        prefix: bool,
-    ) -> Result<Page> {
-        let limit = limit.clamp(1, MAX_LIMIT);
-        // Characters, as the API description counts them (JSON Schema `maxLength`).
-        if text.is_empty() {
-            return Err(Error::BadRequest("q must not be empty".into()));
-        }
-        if text.chars().count() > 1024 {
-            return Err(Error::BadRequest("q is longer than 1024 characters".into()));
-        }
-        let offset = cursor.map(decode_offset_cursor).transpose()?.unwrap_or(0);
-        let mut parser = QueryParser::for_index(&self.index, vec![self.f.text]);
-        parser.set_conjunction_by_default();
-        // Lenient: what people type into a search box (an unclosed quote or bracket, a
-        // `word:` that is no field) is searched as far as it parses, not refused.
-        let (text, prefix) = super::tolerant::prefix_of(text, prefix);
-        let last = prefix
-            .then(|| super::tolerant::split_last_word(text))
-            .flatten();
-        let parsed: Box<dyn Query> = match last {
-            Some((rest, word)) => {
-                let last = super::tolerant::prefix_clause(self.f.text, &word);
-                if rest.trim().is_empty() {
-                    last
-                } else {
-                    let (rest, _) = parser.parse_query_lenient(rest);
-                    Box::new(BooleanQuery::new(vec![
-                        (Occur::Must, rest),
-                        (Occur::Must, last),
-                    ]))
-                }
-            }
-            None => parser.parse_query_lenient(text).0,
-        };
-        let typo = super::tolerant::typo_tolerant(parsed.as_ref(), self.f.text);
-        // Words of the text field only match entries: then the `kind` clause (every
-        // document's postings) is left out, and a query without filters is searched alone,
-        // which lets tantivy skip blocks that cannot make the top (block-max WAND) instead of
-        // scoring every match of a common word.
-        let entries_only = matches_only_entries(parsed.as_ref(), self.f.text);
-        let mut clauses = self.filter_clauses_from(fl, None, None, entries_only);
-        let q: Box<dyn Query> = if clauses.is_empty() {
-            match super::terms_and::TermsAnd::of(parsed.as_ref()) {
-                Some(and) => Box::new(and),
-                None => parsed,
-            }
-        } else {
-            clauses.push((Occur::Must, parsed));
-            Box::new(BooleanQuery::new(clauses))
-        };
-        let searcher = self.reader.searcher();
-        let want = offset + limit + 1;
-        let mut hits = super::top_k::top_k(&searcher, &*q, want)?;
-        if let Some(typo) = typo.filter(|_| hits.len() < want) {
-            // Fewer exact matches than asked: all of them are here, and the matches with
-            // typos follow them, scored below the last exact one.
-            let mut clauses = self.filter_clauses_from(fl, None, None, false);
-            clauses.push((Occur::Must, typo));
-            let q = BooleanQuery::new(clauses);
-            let exact: std::collections::HashSet<DocAddress> =
-                hits.iter().map(|(_, a)| *a).collect();
-            let floor = hits.last().map(|(s, _)| s * 0.999);
-            let more = super::top_k::top_k(&searcher, &q, want + exact.len())?;
-            let typos = more.into_iter().filter(|(_, a)| !exact.contains(a));
-            hits.extend(
-                typos
-                    .map(|(s, a)| (floor.map_or(s, |f| s.min(f)), a))
-                    .take(want.saturating_sub(exact.len())),
-            );
-        }
-        let more = hits.len() > offset + limit;
-        let mut entries = Vec::with_capacity(limit);
-        for (score, addr) in hits.into_iter().skip(offset).take(limit) {
-            let d: TantivyDocument = searcher.doc(addr)?;
-            let mut e = self.to_entry(&d);
-            e.score = Some(score);
-            entries.push(e);
-        }
-        let cursor = more.then(|| hex::encode(format!("o{}", offset + limit)));
-        Ok(Page { entries, cursor })
-    }
-
     /// One entry by feed and key.
     pub fn entry(&self, feed: &str, key: &[u8]) -> Result<Option<Entry>> {
         let searcher = self.reader.searcher();
@@ -376,7 +285,7 @@ impl Index {
         }
     }
 
-    fn to_entry(&self, d: &TantivyDocument) -> Entry {
+    pub(super) fn to_entry(&self, d: &TantivyDocument) -> Entry {
         doc_entry(&self.f, d)
     }
 }
@@ -413,7 +322,7 @@ pub(super) fn doc_entry(f: &Fields, d: &TantivyDocument) -> Entry {
 /// Whether a parsed search can only match entries: it needs a word or phrase of `text` (which
 /// checkpoint documents have none of). A `field:` query, a range, a boost or anything else
 /// the parser makes is not known to, so it keeps the `kind` clause.
-fn matches_only_entries(q: &dyn Query, text: Field) -> bool {
+pub(super) fn matches_only_entries(q: &dyn Query, text: Field) -> bool {
     if let Some(t) = q.downcast_ref::<TermQuery>() {
         return t.term().field() == text;
     }
@@ -460,7 +369,7 @@ fn decode_feed_cursor(c: &str) -> Result<(i64, String)> {
     Ok((a.parse().map_err(|_| bad_cursor())?, id.to_owned()))
 }
 
-fn decode_offset_cursor(c: &str) -> Result<usize> {
+pub(super) fn decode_offset_cursor(c: &str) -> Result<usize> {
     let raw = hex::decode(c).map_err(|_| bad_cursor())?;
     let s = String::from_utf8(raw).map_err(|_| bad_cursor())?;
     let n: usize = s
@@ -479,6 +388,8 @@ fn decode_offset_cursor(c: &str) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use tantivy::query::QueryParser;
 
     use super::*;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{EntryDoc, Filters, Index, IndexOp};
+use super::{EntryDoc, Filters, Index, IndexOp, SearchOptions, SearchSort};
 use crate::extract::extract;
 use crate::health::Health;
 
@@ -77,8 +77,12 @@ fn found(index: &Index, q: &str) -> Vec<String> {
 }
 
 fn search(index: &Index, q: &str, prefix: bool) -> Vec<String> {
+    let opts = SearchOptions {
+        prefix,
+        ..Default::default()
+    };
     let page = index
-        .search(q, &Filters::default(), None, 20, prefix)
+        .search(q, &Filters::default(), None, 20, opts)
         .unwrap();
     page.entries.into_iter().map(|e| e.key).collect()
 }
@@ -157,7 +161,13 @@ async fn typos_and_prefixes() {
     );
     // Scores go down the page, typo matches included.
     let page = index
-        .search("matrix", &Filters::default(), None, 20, false)
+        .search(
+            "matrix",
+            &Filters::default(),
+            None,
+            20,
+            SearchOptions::default(),
+        )
         .unwrap();
     let scores: Vec<f32> = page.entries.iter().filter_map(|e| e.score).collect();
     assert!(scores.windows(2).all(|w| w[0] > w[1]), "{scores:?}");
@@ -175,7 +185,13 @@ async fn typos_and_prefixes() {
     let mut cursor: Option<String> = None;
     loop {
         let page = index
-            .search("matrix", &Filters::default(), cursor.as_deref(), 1, false)
+            .search(
+                "matrix",
+                &Filters::default(),
+                cursor.as_deref(),
+                1,
+                Default::default(),
+            )
             .unwrap();
         keys.extend(page.entries.into_iter().map(|e| e.key));
         match page.cursor {
@@ -184,4 +200,34 @@ async fn typos_and_prefixes() {
         }
     }
     assert_eq!(keys, ["matrix", "matrox"]);
+}
+
+/// `sort=recent`: the same matches, newest first, exact before typo matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = index_of(dir.path()).await;
+    let recent = SearchOptions {
+        sort: SearchSort::Recent,
+        ..Default::default()
+    };
+    let keys = |q: &str, opts| -> Vec<String> {
+        let page = index
+            .search(q, &Filters::default(), None, 20, opts)
+            .unwrap();
+        assert!(page
+            .entries
+            .iter()
+            .all(|e| e.score.is_none() == (opts.sort == SearchSort::Recent)));
+        page.entries.into_iter().map(|e| e.key).collect()
+    };
+    // seen_at is the value's place in `values()`: "plain" came after "hashtag".
+    assert_eq!(keys("rust", recent), ["plain", "hashtag"]);
+    assert_eq!(keys("alice", recent), ["plain", "hashtag"]);
+    // "matrox" is newer, but a typo match: it still comes after the exact one.
+    assert_eq!(keys("matrix", recent), ["matrix", "matrox"]);
+    assert_eq!(
+        keys("matrix", SearchOptions::default()),
+        ["matrix", "matrox"]
+    );
 }

@@ -1,0 +1,149 @@
+//! `/v1/search`: the query as typed (a last word that is a prefix, typos), its filters, and
+//! its order: most relevant (BM25) or most recent first.
+
+use std::collections::HashSet;
+
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser};
+use tantivy::{DocAddress, Searcher, TantivyDocument};
+
+use super::newest::Newest;
+use super::query::{decode_offset_cursor, matches_only_entries};
+use super::{tolerant, Filters, Index, Page, MAX_LIMIT};
+use crate::error::{Error, Result};
+
+/// The order of search hits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SearchSort {
+    /// Most relevant first (BM25).
+    #[default]
+    Relevance,
+    /// Newest first, in the merged feed's order.
+    Recent,
+}
+
+/// How a search reads its text and orders its hits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SearchOptions {
+    /// The last word is a prefix (as is a word ending `q` in `*`).
+    pub prefix: bool,
+    pub sort: SearchSort,
+}
+
+impl Index {
+    /// Full-text search with the feed's filters; the cursor is an offset. Words with a typo
+    /// are matched after the exact matches (see [`tolerant`]).
+    pub fn search(
+        &self,
+        text: &str,
+        fl: &Filters,
+        cursor: Option<&str>,
+        limit: usize,
+        opts: SearchOptions,
+    ) -> Result<Page> {
+        let limit = limit.clamp(1, MAX_LIMIT);
+        // Characters, as the API description counts them (JSON Schema `maxLength`).
+        if text.is_empty() {
+            return Err(Error::BadRequest("q must not be empty".into()));
+        }
+        if text.chars().count() > 1024 {
+            return Err(Error::BadRequest("q is longer than 1024 characters".into()));
+        }
+        let offset = cursor.map(decode_offset_cursor).transpose()?.unwrap_or(0);
+        let parsed = self.parse(text, opts.prefix);
+        let typo = tolerant::typo_tolerant(parsed.as_ref(), self.f.text);
+        // Words of the text field only match entries: then the `kind` clause (every
+        // document's postings) is left out, and a query without filters is searched alone,
+        // which lets tantivy skip blocks that cannot make the top (block-max WAND) instead of
+        // scoring every match of a common word.
+        let entries_only = matches_only_entries(parsed.as_ref(), self.f.text);
+        let mut clauses = self.filter_clauses_from(fl, None, None, entries_only);
+        let q: Box<dyn Query> = if clauses.is_empty() {
+            match super::terms_and::TermsAnd::of(parsed.as_ref()) {
+                Some(and) => Box::new(and),
+                None => parsed,
+            }
+        } else {
+            clauses.push((Occur::Must, parsed));
+            Box::new(BooleanQuery::new(clauses))
+        };
+        let searcher = self.reader.searcher();
+        let want = offset + limit + 1;
+        let mut hits = self.hits(&searcher, &*q, want, opts.sort)?;
+        if let Some(typo) = typo.filter(|_| hits.len() < want) {
+            // Fewer exact matches than asked: all of them are here, and the matches with
+            // typos follow them, scored below the last exact one.
+            let mut clauses = self.filter_clauses_from(fl, None, None, false);
+            clauses.push((Occur::Must, typo));
+            let q = BooleanQuery::new(clauses);
+            let exact: HashSet<DocAddress> = hits.iter().map(|(_, a)| *a).collect();
+            let floor = hits.last().and_then(|(s, _)| *s).map(|s| s * 0.999);
+            let more = self.hits(&searcher, &q, want + exact.len(), opts.sort)?;
+            let typos = more.into_iter().filter(|(_, a)| !exact.contains(a));
+            hits.extend(
+                typos
+                    .map(|(s, a)| (s.map(|s| floor.map_or(s, |f| s.min(f))), a))
+                    .take(want.saturating_sub(exact.len())),
+            );
+        }
+        let more = hits.len() > offset + limit;
+        let mut entries = Vec::with_capacity(limit);
+        for (score, addr) in hits.into_iter().skip(offset).take(limit) {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let mut e = self.to_entry(&d);
+            e.score = score;
+            entries.push(e);
+        }
+        let cursor = more.then(|| hex::encode(format!("o{}", offset + limit)));
+        Ok(Page { entries, cursor })
+    }
+
+    /// The query of `text`: tantivy's syntax, read leniently (what people type into a search
+    /// box — an unclosed quote or bracket, a `word:` that is no field — is searched as far as
+    /// it parses, not refused), with the last word as a prefix if asked.
+    fn parse(&self, text: &str, prefix: bool) -> Box<dyn Query> {
+        let mut parser = QueryParser::for_index(&self.index, vec![self.f.text]);
+        parser.set_conjunction_by_default();
+        let (text, prefix) = tolerant::prefix_of(text, prefix);
+        let last = prefix.then(|| tolerant::split_last_word(text)).flatten();
+        let Some((rest, word)) = last else {
+            return parser.parse_query_lenient(text).0;
+        };
+        let last = tolerant::prefix_clause(self.f.text, &word);
+        if rest.trim().is_empty() {
+            return last;
+        }
+        let (rest, _) = parser.parse_query_lenient(rest);
+        Box::new(BooleanQuery::new(vec![
+            (Occur::Must, rest),
+            (Occur::Must, last),
+        ]))
+    }
+
+    /// The first `k` matches of `q` in the order asked, with their scores (none when newest
+    /// first).
+    fn hits(
+        &self,
+        searcher: &Searcher,
+        q: &dyn Query,
+        k: usize,
+        sort: SearchSort,
+    ) -> Result<Vec<(Option<f32>, DocAddress)>> {
+        Ok(match sort {
+            SearchSort::Relevance => super::top_k::top_k(searcher, q, k)?
+                .into_iter()
+                .map(|(s, a)| (Some(s), a))
+                .collect(),
+            SearchSort::Recent => {
+                let newest = Newest {
+                    limit: k,
+                    columns: &self.sort_columns,
+                };
+                searcher
+                    .search(q, &newest)?
+                    .into_iter()
+                    .map(|(_, a)| (None, a))
+                    .collect()
+            }
+        })
+    }
+}
