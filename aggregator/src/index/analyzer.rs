@@ -68,10 +68,13 @@ pub(super) fn query_terms(word: &str) -> Vec<String> {
         .collect()
 }
 
-/// The terms of an entry's text, stemmed in `lang` (see [`language`]).
-pub(super) fn analyze(text: String, lang: Option<Algorithm>) -> PreTokenizedString {
-    let tokens = tokens(&text, lang, false);
-    PreTokenizedString { text, tokens }
+/// The terms of an entry's text, stemmed in `lang` (see [`language`]). The text itself is
+/// left out: the field is not stored, and tantivy clones the whole value when it indexes it.
+pub(super) fn analyze(text: &str, lang: Option<Algorithm>) -> PreTokenizedString {
+    PreTokenizedString {
+        text: String::new(),
+        tokens: tokens(text, lang, false),
+    }
 }
 
 /// The stemmer for an entry: its declared language (a BCP 47 tag such as `en`, `pt-BR`, or a

@@ -190,7 +190,7 @@ impl WriterTask {
             f.value => e.value,
         );
         let lang = super::analyzer::language(e.extracted.lang.as_deref(), &e.extracted.text);
-        d.add_pre_tokenized_text(f.text, super::analyzer::analyze(e.extracted.text, lang));
+        d.add_pre_tokenized_text(f.text, super::analyzer::analyze(&e.extracted.text, lang));
         if let Some(t) = &e.extracted.kind {
             d.add_text(f.typ, t);
         }
