@@ -26,6 +26,10 @@ fn edits(chars: usize) -> u8 {
     }
 }
 
+/// Words of a query that may have a typo: each is an automaton run over the whole term
+/// dictionary, and a query of 1024 characters could hold a hundred.
+const MAX_TOLERANT_WORDS: usize = 8;
+
 /// How much more an exact word counts than one matched by prefix or with a typo.
 const EXACT_BOOST: f32 = 2.0;
 
@@ -102,7 +106,7 @@ pub(super) fn typo_tolerant(parsed: &dyn Query, text: Field) -> Option<Box<dyn Q
     if words.iter().any(|t| t.field() != text) {
         return None;
     }
-    let mut any = false;
+    let mut tolerant = 0;
     let clauses = words
         .into_iter()
         .map(|t| {
@@ -111,10 +115,10 @@ pub(super) fn typo_tolerant(parsed: &dyn Query, text: Field) -> Option<Box<dyn Q
                 Some(s) if !s.starts_with(['#', '@']) => edits(s.chars().count()),
                 _ => 0,
             };
-            let q: Box<dyn Query> = if d == 0 {
+            let q: Box<dyn Query> = if d == 0 || tolerant == MAX_TOLERANT_WORDS {
                 Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs))
             } else {
-                any = true;
+                tolerant += 1;
                 Box::new(BooleanQuery::new(vec![
                     (Occur::Should, exact(t.clone())),
                     (Occur::Should, Box::new(FuzzyTermQuery::new(t, d, true))),
@@ -123,7 +127,7 @@ pub(super) fn typo_tolerant(parsed: &dyn Query, text: Field) -> Option<Box<dyn Q
             (Occur::Must, q)
         })
         .collect();
-    any.then(|| Box::new(BooleanQuery::new(clauses)) as Box<dyn Query>)
+    (tolerant > 0).then(|| Box::new(BooleanQuery::new(clauses)) as Box<dyn Query>)
 }
 
 #[cfg(test)]
@@ -146,6 +150,29 @@ mod tests {
         assert_eq!(split_last_word("a OR"), None);
         assert_eq!(split_last_word("-stal"), None);
         assert_eq!(split_last_word("  "), None);
+    }
+
+    #[test]
+    fn at_most_eight_words_are_typo_tolerant() {
+        let mut schema = tantivy::schema::Schema::builder();
+        let text = schema.add_text_field("text", tantivy::schema::TEXT);
+        let words: Vec<(Occur, Box<dyn Query>)> = (0..20)
+            .map(|i| {
+                let t = Term::from_field_text(text, &format!("longword{i:02}"));
+                let q = TermQuery::new(t, IndexRecordOption::WithFreqs);
+                (Occur::Must, Box::new(q) as Box<dyn Query>)
+            })
+            .collect();
+        let q = typo_tolerant(&BooleanQuery::new(words), text);
+        let Some(q) = q.as_ref().and_then(|q| q.downcast_ref::<BooleanQuery>()) else {
+            panic!("a tolerant query");
+        };
+        let fuzzy = q
+            .clauses()
+            .iter()
+            .filter(|(_, c)| c.downcast_ref::<BooleanQuery>().is_some())
+            .count();
+        assert_eq!((q.clauses().len(), fuzzy), (20, MAX_TOLERANT_WORDS));
     }
 
     #[test]
