@@ -78,6 +78,8 @@ pub struct SearchQuery {
     /// then have no `score`). Matches with a typo come after the exact ones either way.
     #[param(pattern = "^(relevance|recent)$")]
     pub sort: Option<String>,
+    /// Each hit gets a `snippet`: its text around the first match, the matched words marked.
+    pub highlight: Option<bool>,
     /// Only entries of this feed.
     #[param(value_type = Option<BeeKey>)]
     pub feed: Option<String>,
@@ -261,6 +263,10 @@ pub struct Entry {
     /// Relevance (BM25), in search results only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f32>,
+    /// In search results asked with `highlight=true`: the entry's text around its first
+    /// match, as HTML (escaped, the matched words in `<mark>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snippet: Option<String>,
 }
 
 /// A page of entries.

@@ -50,9 +50,20 @@ function textOf(v) {
   for (const k of ['text', 'title', 'body', 'name', 'description', 'summary', 'content']) if (typeof v[k] === 'string') return v[k];
   return JSON.stringify(v);
 }
+// A search hit's snippet is HTML made by the server: the text escaped, matches in <mark>.
+// It is still not parsed as HTML here: split at the marks, entities decoded, textContent.
+function showSnippet(el, html) {
+  const decode = (s) => s.replace(/&(amp|lt|gt|quot|#39);/g, (_, n) => ({ amp: '&', lt: '<', gt: '>', quot: '"', '#39': "'" })[n]);
+  html.split(/(<mark>.*?<\/mark>)/s).forEach((part) => {
+    const m = part.match(/^<mark>(.*)<\/mark>$/s);
+    if (m) { const k = document.createElement('mark'); k.textContent = decode(m[1]); el.appendChild(k) }
+    else if (part) el.appendChild(document.createTextNode(decode(part)));
+  });
+}
 function render(e, prepend) {
   const div = document.createElement('div'); div.className = 'entry';
-  const t = document.createElement('div'); t.className = 'text'; t.textContent = textOf(e.value);
+  const t = document.createElement('div'); t.className = 'text';
+  if (e.snippet) showSnippet(t, e.snippet); else t.textContent = textOf(e.value);
   const tags = document.createElement('div');
   for (const g of e.tags || []) { const s = document.createElement('span'); s.className = 'tag'; s.textContent = '#' + g; tags.appendChild(s) }
   const m = document.createElement('div'); m.className = 'meta';
@@ -64,7 +75,7 @@ async function load(reset) {
   if (reset) { cursor = null; $('results').replaceChildren() }
   const p = new URLSearchParams({ limit: '20' });
   if (cursor) p.set('cursor', cursor);
-  if (mode === 'search') p.set('q', query);
+  if (mode === 'search') { p.set('q', query); p.set('highlight', 'true') }
   const r = await fetch(`/v1/${mode}?${p}`);
   const body = await r.json();
   if (!r.ok) { $('status').textContent = body.error ? body.error.message : r.statusText; return }

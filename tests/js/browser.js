@@ -35,7 +35,9 @@ async function aggregator (page) {
   await page.waitForSelector('#results .entry', { timeout: 10000 })
   const hits = await page.locator('#results .entry').count()
   const text = await page.locator('#results').innerText()
-  return { hits, matched: text.toLowerCase().includes(word.toLowerCase()) }
+  const marks = await page.locator('#results mark').allInnerTexts()
+  const injected = await page.locator('#results img, #results script').count()
+  return { hits, matched: text.toLowerCase().includes(word.toLowerCase()), marks, injected }
 }
 
 // What the Feeds view shows of feed `key` (null without its row).

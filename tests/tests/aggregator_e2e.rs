@@ -484,6 +484,9 @@ async fn browse_page_search_in_headless_chromium() {
         assert_eq!(res["ok"], json!(true), "{res}");
         assert_eq!(res["hits"], json!(1));
         assert_eq!(res["matched"], json!(true));
+        // The hit's snippet, the matched word marked (issue 13's highlights).
+        assert_eq!(res["marks"], json!(["Nostromo"]), "{res}");
+        assert_eq!(res["injected"], json!(0));
     } else {
         eprintln!("browser part skipped: set APIARY_BROWSER_TESTS=1 (as .ci/run does) with Debian chromium installed");
     }

@@ -210,6 +210,7 @@ pub(super) async fn search(
             Some("recent") => SearchSort::Recent,
             Some(_) => return Err(Error::BadRequest("sort is relevance or recent".into())),
         },
+        highlight: q.highlight.unwrap_or(false),
     };
     let index = s.agg.index.clone();
     let page = s

@@ -172,7 +172,7 @@ fn is_cjk(c: char) -> bool {
 /// `stem`, a word's stem too, at the word's position. A word right after `#` or `@` (a
 /// hashtag or mention) is also indexed with it, at the word's position: a `query` for
 /// `#rust` looks for that token alone, one for `rust` finds both.
-fn tokens(text: &str, stem: Option<Algorithm>, query: bool) -> Vec<Token> {
+pub(super) fn tokens(text: &str, stem: Option<Algorithm>, query: bool) -> Vec<Token> {
     let mut out = Vec::new();
     let mut position = 0usize;
     // Adds a token at the next position; false if it is left out.

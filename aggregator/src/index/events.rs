@@ -190,6 +190,7 @@ pub(crate) mod tests {
             tags: Vec::new(),
             value: serde_json::value::RawValue::NULL.to_owned(),
             score: None,
+            snippet: None,
         }
     }
 

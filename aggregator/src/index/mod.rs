@@ -37,6 +37,7 @@ mod analyzer;
 pub mod events;
 #[cfg(test)]
 mod feed_tests;
+mod highlight;
 mod newest;
 mod query;
 mod search;

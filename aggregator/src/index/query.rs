@@ -316,6 +316,7 @@ pub(super) fn doc_entry(f: &Fields, d: &TantivyDocument) -> Entry {
         tags,
         value,
         score: None,
+        snippet: None,
     }
 }
 

@@ -27,6 +27,8 @@ pub struct SearchOptions {
     /// The last word is a prefix (as is a word ending `q` in `*`).
     pub prefix: bool,
     pub sort: SearchSort,
+    /// Each hit gets a snippet (see [`highlight`](super::highlight)).
+    pub highlight: bool,
 }
 
 impl Index {
@@ -92,6 +94,17 @@ impl Index {
             let mut e = self.to_entry(&d);
             e.score = score;
             entries.push(e);
+        }
+        if opts.highlight {
+            let (q, prefix) = tolerant::prefix_of(text, opts.prefix);
+            let marker = super::highlight::Marker::of(q, prefix);
+            for e in &mut entries {
+                // The stored value was checked when it was indexed; one that no longer
+                // parses just gets no snippet.
+                if let Ok(v) = serde_json::from_str(e.value.get()) {
+                    e.snippet = super::highlight::snippet(&crate::extract::extract(&v), &marker);
+                }
+            }
         }
         let cursor = more.then(|| hex::encode(format!("o{}", offset + limit)));
         Ok(Page { entries, cursor })

@@ -231,3 +231,39 @@ async fn newest_first() {
         ["matrix", "matrox"]
     );
 }
+
+/// `highlight`: each hit has its snippet, the matched words marked, HTML-escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_have_snippets_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = index_of(dir.path()).await;
+    let highlight = SearchOptions {
+        highlight: true,
+        ..Default::default()
+    };
+    let snippets = |q: &str, opts| -> Vec<Option<String>> {
+        let page = index
+            .search(q, &Filters::default(), None, 20, opts)
+            .unwrap();
+        page.entries.into_iter().map(|e| e.snippet).collect()
+    };
+    assert_eq!(
+        snippets("uber", highlight),
+        [Some("Der Himmel <mark>über</mark> Berlin".to_owned())]
+    );
+    assert_eq!(
+        snippets("映画", highlight),
+        [Some(
+            "東京物語は小津安二郎の<mark>映画</mark>です".to_owned()
+        )]
+    );
+    let stalker = SearchOptions {
+        prefix: true,
+        ..highlight
+    };
+    assert_eq!(
+        snippets("stal", stalker),
+        [Some("<mark>Stalker</mark>".to_owned())]
+    );
+    assert_eq!(snippets("uber", SearchOptions::default()), [None]);
+}

@@ -26,6 +26,16 @@ fn edits(chars: usize) -> u8 {
     }
 }
 
+/// Edits allowed in a query term. A hashtag or mention is exact: `#rust` is not `rust`
+/// with a typo.
+pub(super) fn edits_for(term: &str) -> usize {
+    if term.starts_with(['#', '@']) {
+        0
+    } else {
+        usize::from(edits(term.chars().count()))
+    }
+}
+
 /// Words of a query that may have a typo: each is an automaton run over the whole term
 /// dictionary, and a query of 1024 characters could hold a hundred.
 const MAX_TOLERANT_WORDS: usize = 8;
@@ -110,18 +120,17 @@ pub(super) fn typo_tolerant(parsed: &dyn Query, text: Field) -> Option<Box<dyn Q
     let clauses = words
         .into_iter()
         .map(|t| {
-            // A hashtag or mention is exact: `#rust` is not `rust` with a typo.
-            let d = match t.value().as_str() {
-                Some(s) if !s.starts_with(['#', '@']) => edits(s.chars().count()),
-                _ => 0,
-            };
+            let d = t.value().as_str().map_or(0, edits_for);
             let q: Box<dyn Query> = if d == 0 || tolerant == MAX_TOLERANT_WORDS {
                 Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs))
             } else {
                 tolerant += 1;
                 Box::new(BooleanQuery::new(vec![
                     (Occur::Should, exact(t.clone())),
-                    (Occur::Should, Box::new(FuzzyTermQuery::new(t, d, true))),
+                    (
+                        Occur::Should,
+                        Box::new(FuzzyTermQuery::new(t, d as u8, true)),
+                    ),
                 ]))
             };
             (Occur::Must, q)
