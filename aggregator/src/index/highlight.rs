@@ -8,7 +8,8 @@
 
 use std::collections::HashSet;
 
-use super::analyzer::{language, query_terms, tokens};
+use super::analyzer::{query_terms, tokens};
+use super::stem::language;
 use crate::extract::Extracted;
 
 /// About how many characters of text a snippet shows.
@@ -46,6 +47,10 @@ impl Marker {
                 }
                 m.terms.insert(t);
             }
+        }
+        // Words found by a stem of the query's (see `tolerant::stem_tolerant`).
+        for (_, stems) in super::analyzer::query_stems(q) {
+            m.terms.extend(stems);
         }
         m
     }

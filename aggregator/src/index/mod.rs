@@ -38,12 +38,15 @@ pub mod events;
 #[cfg(test)]
 mod feed_tests;
 mod highlight;
+#[cfg(test)]
+mod judged_tests;
 mod newest;
 mod query;
 mod search;
 #[cfg(test)]
 mod search_tests;
 mod snapshot;
+mod stem;
 mod term_delete;
 mod terms_and;
 #[cfg(test)]
@@ -59,7 +62,7 @@ use writer::WriterTask;
 /// Bump to rebuild every index from the stored blocks. 4: checkpoint documents carry a
 /// sortAt and a tiebreak (full columns, see the writer), and stored documents are in
 /// [`DOCSTORE_BLOCK`] blocks. 5: text is folded, CJK bigrams and stems ([`analyzer`]).
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 /// Largest page of results.
 pub const MAX_LIMIT: usize = 100;
 

@@ -3,13 +3,18 @@
 
 use std::collections::HashSet;
 
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser};
-use tantivy::{DocAddress, Searcher, TantivyDocument};
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
 
 use super::newest::Newest;
 use super::query::{decode_offset_cursor, matches_only_entries};
 use super::{tolerant, Filters, Index, Page, MAX_LIMIT};
 use crate::error::{Error, Result};
+
+/// How much a word written as in the query (its accents) adds, against the folded word's
+/// BM25 score: enough to order equal matches, not to lift a weaker match over a better one.
+const WRITTEN_BOOST: f32 = 0.5;
 
 /// The order of search hits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,39 +57,50 @@ impl Index {
         }
         let offset = cursor.map(decode_offset_cursor).transpose()?.unwrap_or(0);
         let parsed = self.parse(text, opts.prefix);
-        let typo = tolerant::typo_tolerant(parsed.as_ref(), self.f.text);
+        // When the words as typed do not fill the page, other forms of them, then words with
+        // typos (each tier after the one before).
+        let stems = super::analyzer::query_stems(text);
+        let tiers = [
+            tolerant::stem_tolerant(parsed.as_ref(), self.f.text, &stems),
+            tolerant::typo_tolerant(parsed.as_ref(), self.f.text),
+        ];
+        let written = self.written_boost(text);
         // Words of the text field only match entries: then the `kind` clause (every
         // document's postings) is left out, and a query without filters is searched alone,
         // which lets tantivy skip blocks that cannot make the top (block-max WAND) instead of
         // scoring every match of a common word.
         let entries_only = matches_only_entries(parsed.as_ref(), self.f.text);
         let mut clauses = self.filter_clauses_from(fl, None, None, entries_only);
-        let q: Box<dyn Query> = if clauses.is_empty() {
+        let q: Box<dyn Query> = if clauses.is_empty() && written.is_none() {
             match super::terms_and::TermsAnd::of(parsed.as_ref()) {
                 Some(and) => Box::new(and),
                 None => parsed,
             }
         } else {
             clauses.push((Occur::Must, parsed));
+            clauses.extend(written.as_ref().map(|w| (Occur::Should, w.box_clone())));
             Box::new(BooleanQuery::new(clauses))
         };
         let searcher = self.reader.searcher();
         let want = offset + limit + 1;
         let mut hits = self.hits(&searcher, &*q, want, opts.sort)?;
-        if let Some(typo) = typo.filter(|_| hits.len() < want) {
-            // Fewer exact matches than asked: all of them are here, and the matches with
-            // typos follow them, scored below the last exact one.
+        for tier in tiers.into_iter().flatten() {
+            if hits.len() >= want {
+                break;
+            }
+            // Fewer matches than asked: all of them are here, and this tier's follow them,
+            // scored below the last one before.
             let mut clauses = self.filter_clauses_from(fl, None, None, false);
-            clauses.push((Occur::Must, typo));
+            clauses.push((Occur::Must, tier));
+            clauses.extend(written.as_ref().map(|w| (Occur::Should, w.box_clone())));
             let q = BooleanQuery::new(clauses);
-            let exact: HashSet<DocAddress> = hits.iter().map(|(_, a)| *a).collect();
+            let before: HashSet<DocAddress> = hits.iter().map(|(_, a)| *a).collect();
             let floor = hits.last().and_then(|(s, _)| *s).map(|s| s * 0.999);
-            let more = self.hits(&searcher, &q, want + exact.len(), opts.sort)?;
-            let typos = more.into_iter().filter(|(_, a)| !exact.contains(a));
+            let more = self.hits(&searcher, &q, want + before.len(), opts.sort)?;
+            let new = more.into_iter().filter(|(_, a)| !before.contains(a));
             hits.extend(
-                typos
-                    .map(|(s, a)| (s.map(|s| floor.map_or(s, |f| s.min(f))), a))
-                    .take(want.saturating_sub(exact.len())),
+                new.map(|(s, a)| (s.map(|s| floor.map_or(s, |f| s.min(f))), a))
+                    .take(want.saturating_sub(before.len())),
             );
         }
         let more = hits.len() > offset + limit;
@@ -130,6 +146,26 @@ impl Index {
             (Occur::Must, rest),
             (Occur::Must, last),
         ]))
+    }
+
+    /// A clause that adds to the score of entries writing the query's words as it does
+    /// (`Amélie` above "Amelie"), when folding changed any of them.
+    fn written_boost(&self, text: &str) -> Option<Box<dyn Query>> {
+        let forms = super::analyzer::written_forms(text);
+        if forms.is_empty() {
+            return None;
+        }
+        let terms = forms
+            .iter()
+            .map(|w| {
+                let t = Term::from_field_text(self.f.text, w);
+                Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)) as Box<dyn Query>
+            })
+            .collect();
+        Some(Box::new(BoostQuery::new(
+            Box::new(BooleanQuery::union(terms)),
+            WRITTEN_BOOST,
+        )))
     }
 
     /// The first `k` matches of `q` in the order asked, with their scores (none when newest

@@ -42,6 +42,12 @@ fn values() -> Vec<(&'static str, serde_json::Value)> {
         ("cinema", json!({"text": "Cinematography rules"})),
         ("hashtag", json!({"text": "Learning #Rust with @alice"})),
         ("plain", json!({"text": "Rust never sleeps, says alice"})),
+        // The same words as others, written otherwise: no accent, another inflection.
+        ("amelie-plain", json!({"title": "Amelie", "lang": "en"})),
+        ("cat", json!({"text": "A cat", "lang": "en"})),
+        ("cats2", json!({"text": "Cats and more cats", "lang": "en"})),
+        ("creme-plain", json!({"title": "Creme brulee"})),
+        ("creme", json!({"title": "Crème brûlée"})),
     ]
 }
 
@@ -93,9 +99,9 @@ async fn queries_find_their_entries_across_languages() {
     let index = index_of(dir.path()).await;
     let cases: &[(&str, &[&str])] = &[
         // Diacritics and case folded, both ways.
-        ("amelie", &["amelie", "destin"]),
-        ("Amélie", &["amelie", "destin"]),
-        ("AMELIE", &["amelie", "destin"]),
+        ("amelie", &["amelie", "destin", "amelie-plain"]),
+        ("Amélie", &["amelie", "destin", "amelie-plain"]),
+        ("AMELIE", &["amelie", "destin", "amelie-plain"]),
         ("uber", &["berlin"]),
         ("über", &["berlin"]),
         ("москва", &["moscow"]),
@@ -103,7 +109,7 @@ async fn queries_find_their_entries_across_languages() {
         // Stems: the entry's words in the language detected or declared.
         ("run", &["running"]),
         ("running", &["running"]),
-        ("cat", &["cats"]),
+        ("cat", &["cats", "cat", "cats2"]),
         ("destin", &["destin"]),
         // CJK: any word of the text; a longer one as the phrase of its bigrams.
         ("東京", &["tokyo"]),
@@ -154,7 +160,7 @@ async fn typos_and_prefixes() {
     assert_eq!(found(&index, "matrox"), ["matrox", "matrix"]);
     let mut amelia = found(&index, "amelia");
     amelia.sort();
-    assert_eq!(amelia, ["amelie", "destin"]);
+    assert_eq!(amelia, ["amelie", "amelie-plain", "destin"]);
     assert!(
         found(&index, "stlkr").is_empty(),
         "two typos in a 5-letter word"
@@ -177,7 +183,7 @@ async fn typos_and_prefixes() {
     assert_eq!(found(&index, "the mat*"), ["matrix"]);
     let mut ame = search(&index, "Amé", true);
     ame.sort();
-    assert_eq!(ame, ["amelie", "destin"]);
+    assert_eq!(ame, ["amelie", "amelie-plain", "destin"]);
     assert_eq!(search(&index, "東", true), ["tokyo"]);
     assert!(search(&index, "mat the", true).is_empty());
     // Paging through exact then typo matches: each once, in the same order.
@@ -200,6 +206,27 @@ async fn typos_and_prefixes() {
         }
     }
     assert_eq!(keys, ["matrix", "matrox"]);
+}
+
+/// The words as typed first: written with the query's accents, then the other forms of a
+/// word (stems in any language), then typos.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn words_as_typed_rank_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = index_of(dir.path()).await;
+    // "Crème brûlée" as written ranks above "Creme brulee" (equal otherwise, and first in
+    // the index); typed without the accents, they tie and keep the index's order.
+    assert_eq!(found(&index, "Crème brûlée"), ["creme", "creme-plain"]);
+    assert_eq!(found(&index, "creme brulee"), ["creme-plain", "creme"]);
+    assert_eq!(found(&index, "Amélie")[..2], ["amelie", "amelie-plain"]);
+    // `cats`: the entries that say "cats" (the English entry's stem is "cat"), then the
+    // one that says "cat", found by the query's stem.
+    let cats = found(&index, "cats");
+    assert_eq!(cats.len(), 3, "{cats:?}");
+    assert_eq!(cats[2], "cat", "{cats:?}");
+    // A phrase finds its words inflected otherwise.
+    assert_eq!(found(&index, "\"cat rules\""), Vec::<String>::new());
+    assert_eq!(found(&index, "\"runs runner\""), ["running"]);
 }
 
 /// `sort=recent`: the same matches, newest first, exact before typo matches.

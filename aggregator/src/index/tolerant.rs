@@ -1,5 +1,5 @@
 //! What a search box on a phone needs beyond exact words: the last word as a prefix while
-//! typing, and words with a typo or two.
+//! typing, other forms of the words typed, and words with a typo or two.
 //!
 //! - **Prefix** (`prefix=true`, or a `*` at the end of `q`): the last word matches every term
 //!   it begins (`stal` → "stalker"), its exact form ranked above.
@@ -8,12 +8,16 @@
 //!   one), and of 9 or more by two; hashtags and mentions stay exact. Typo matches are only looked for when the exact matches do
 //!   not fill the page, and always come after them: `stalkr` finds "Stalker", and `matrix`
 //!   ranks "The Matrix" above "Matrox" however many times the latter says it.
+//! - **Other forms** (stems in any language, [`stem_tolerant`]): looked for in the same way,
+//!   before typos, so "cats" ranks the entries that say "cats" above the one that says "cat".
 //!
 //! Both are tantivy automaton queries over the term dictionary (a Levenshtein automaton per
 //! word, its builder made once per distance by tantivy), matched with a constant score, so
 //! the exact word, a `Should` beside them, still brings its BM25 score.
 
-use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
+use tantivy::query::{
+    BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhraseQuery, Query, TermQuery,
+};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::Term;
 
@@ -95,10 +99,9 @@ fn exact(term: Term) -> Box<dyn Query> {
     ))
 }
 
-/// The typo-tolerant form of a query of plain words of `text` (one word, or words all
-/// required), or `None` when no word is long enough to allow a typo or the query is of
-/// another shape (phrases, `OR`, `-word`, other fields), which stays exact.
-pub(super) fn typo_tolerant(parsed: &dyn Query, text: Field) -> Option<Box<dyn Query>> {
+/// The words of a query of plain words of `text` (one word, or words all required), or `None`
+/// for a query of another shape (phrases, `OR`, `-word`, other fields).
+fn plain_words(parsed: &dyn Query, text: Field) -> Option<Vec<Term>> {
     let mut words: Vec<Term> = Vec::new();
     if let Some(t) = parsed.downcast_ref::<TermQuery>() {
         words.push(t.term().clone());
@@ -113,9 +116,97 @@ pub(super) fn typo_tolerant(parsed: &dyn Query, text: Field) -> Option<Box<dyn Q
     } else {
         return None;
     }
-    if words.iter().any(|t| t.field() != text) {
+    words.iter().all(|t| t.field() == text).then_some(words)
+}
+
+/// The form of a query of words and phrases (all required) where each word may also be
+/// another form of itself: one of its `stems` in any language (see
+/// [`query_stems`](super::analyzer::query_stems)), the word itself boosted; a phrase, the
+/// phrase of its words' stems in one language (`"мастер и маргарита"` finds «Мастера и
+/// Маргариту»). `None` when nothing has another form or the query is of another shape.
+pub(super) fn stem_tolerant(
+    parsed: &dyn Query,
+    text: Field,
+    stems: &[(String, Vec<String>)],
+) -> Option<Box<dyn Query>> {
+    let parts: Vec<&dyn Query> = match parsed.downcast_ref::<BooleanQuery>() {
+        Some(b) => b
+            .clauses()
+            .iter()
+            .map(|(occur, q)| (*occur == Occur::Must).then_some(q.as_ref()))
+            .collect::<Option<_>>()?,
+        None => vec![parsed],
+    };
+    let mut any = false;
+    let mut clauses = Vec::with_capacity(parts.len());
+    for part in parts {
+        let forms = if let Some(t) = part.downcast_ref::<TermQuery>() {
+            if t.term().field() != text {
+                return None;
+            }
+            word_forms(t.term(), stems)
+        } else if let Some(p) = part.downcast_ref::<PhraseQuery>() {
+            if p.field() != text {
+                return None;
+            }
+            phrase_forms(p)
+        } else {
+            return None;
+        };
+        any |= forms.is_some();
+        clauses.push((Occur::Must, forms.unwrap_or_else(|| part.box_clone())));
+    }
+    any.then(|| Box::new(BooleanQuery::new(clauses)) as Box<dyn Query>)
+}
+
+/// A word or any of its stems, the word boosted; `None` if it has none.
+fn word_forms(t: &Term, stems: &[(String, Vec<String>)]) -> Option<Box<dyn Query>> {
+    let value = t.value();
+    let w = value.as_str()?;
+    let (_, forms) = stems.iter().find(|(s, _)| s == w)?;
+    let mut c = vec![(Occur::Should, exact(t.clone()))];
+    c.extend(forms.iter().map(|f| {
+        let q = TermQuery::new(
+            Term::from_field_text(t.field(), f),
+            IndexRecordOption::WithFreqs,
+        );
+        (Occur::Should, Box::new(q) as Box<dyn Query>)
+    }));
+    Some(Box::new(BooleanQuery::new(c)))
+}
+
+/// A phrase or the phrase of its words' stems in any one language, the phrase boosted;
+/// `None` if no language stems any of its words.
+fn phrase_forms(p: &PhraseQuery) -> Option<Box<dyn Query>> {
+    let terms = p.phrase_terms();
+    let words: Vec<String> = terms
+        .iter()
+        .map(|t| t.value().as_str().map(str::to_owned))
+        .collect::<Option<_>>()?;
+    let variants = super::analyzer::phrase_stems(&words);
+    if variants.is_empty() {
         return None;
     }
+    let boosted = BoostQuery::new(Box::new(p.clone()), EXACT_BOOST);
+    let mut c: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Should, Box::new(boosted))];
+    c.extend(variants.into_iter().map(|v| {
+        let ts = v
+            .iter()
+            .map(|w| Term::from_field_text(p.field(), w))
+            .collect();
+        (
+            Occur::Should,
+            Box::new(PhraseQuery::new(ts)) as Box<dyn Query>,
+        )
+    }));
+    Some(Box::new(BooleanQuery::new(c)))
+}
+
+/// The typo-tolerant form of a query of plain words of `text` (one word, or words all
+/// required), or `None` when no word is long enough to allow a typo or the query is of
+/// another shape (phrases, `OR`, `-word`, other fields), which stays exact.
+pub(super) fn typo_tolerant(parsed: &dyn Query, text: Field) -> Option<Box<dyn Query>> {
+    let words = plain_words(parsed, text)?;
     let mut tolerant = 0;
     let clauses = words
         .into_iter()

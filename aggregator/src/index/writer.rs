@@ -189,7 +189,7 @@ impl WriterTask {
             f.sort_at => sort_at,
             f.value => e.value,
         );
-        let lang = super::analyzer::language(e.extracted.lang.as_deref(), &e.extracted.text);
+        let lang = super::stem::language(e.extracted.lang.as_deref(), &e.extracted.text);
         d.add_pre_tokenized_text(f.text, super::analyzer::analyze(&e.extracted.text, lang));
         if let Some(t) = &e.extracted.kind {
             d.add_text(f.typ, t);
