@@ -74,8 +74,10 @@ pub struct SearchQuery {
     pub q: String,
     /// The last word of `q` is a prefix (search as you type): `stal` finds "Stalker".
     pub prefix: Option<bool>,
-    /// `relevance` (BM25, the default) or `recent` (newest first, in the feed's order; hits
-    /// then have no `score`). Matches with a typo come after the exact ones either way.
+    /// `relevance` (BM25, the default; fresh entries gain by the server's
+    /// `search_recency_boost`) or `recent` (newest first, in the feed's order; hits then have
+    /// no `score`). Either way the words as typed come first, then other forms of them
+    /// (stems), then matches with a typo.
     #[param(pattern = "^(relevance|recent)$")]
     pub sort: Option<String>,
     /// Each hit gets a `snippet`: its text around the first match, the matched words marked.
@@ -260,7 +262,7 @@ pub struct Entry {
     pub value: Box<RawValue>,
     /// `hyper://FEED`.
     pub source: String,
-    /// Relevance (BM25), in search results only.
+    /// Relevance (BM25, with the recency boost), in search results only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f32>,
     /// In search results asked with `highlight=true`: the entry's text around its first

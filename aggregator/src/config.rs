@@ -78,6 +78,11 @@ pub struct Config {
     pub read_cache_mb: usize,
     /// Feeds that ingest at the same time.
     pub max_concurrent_ingest: usize,
+    /// How much fresher entries gain in `/v1/search` by relevance: a score is multiplied by
+    /// `1 + boost × 2^(−age / half-life)` (0: plain BM25).
+    pub search_recency_boost: f32,
+    /// The age at which that gain is half, in hours.
+    pub search_recency_half_life_hours: f64,
     /// Bees to follow at start (merged with the persisted follows).
     pub follow: Vec<FollowConfig>,
     /// Open HTTP connections in total.
@@ -139,6 +144,8 @@ impl Default for Config {
             state_cache_mb: 32,
             read_cache_mb: 32,
             max_concurrent_ingest: 32,
+            search_recency_boost: 0.5,
+            search_recency_half_life_hours: 24.0,
             follow: Vec::new(),
             http_max_connections: 4096,
             http_max_connections_per_ip: 64,
@@ -210,6 +217,18 @@ impl Config {
         if self.index_memory_mb < 15 {
             return Err(Error::Config("index_memory_mb must be at least 15".into()));
         }
+        if !(0.0..=100.0).contains(&self.search_recency_boost) {
+            return Err(Error::Config(
+                "search_recency_boost must be from 0 to 100".into(),
+            ));
+        }
+        if !(self.search_recency_half_life_hours.is_finite()
+            && self.search_recency_half_life_hours > 0.0)
+        {
+            return Err(Error::Config(
+                "search_recency_half_life_hours must be above 0".into(),
+            ));
+        }
         if self.state_cache_mb < 4 {
             return Err(Error::Config("state_cache_mb must be at least 4".into()));
         }
@@ -219,6 +238,14 @@ impl Config {
     /// The HTTP address.
     pub fn http_addr(&self) -> Result<SocketAddr> {
         parse_addr("http", &self.http)
+    }
+
+    /// The recency boost of search by relevance (`None` when off).
+    pub fn recency(&self) -> Option<crate::index::Recency> {
+        (self.search_recency_boost > 0.0).then_some(crate::index::Recency {
+            weight: self.search_recency_boost,
+            half_life_us: self.search_recency_half_life_hours * 3_600_000_000.0,
+        })
     }
 
     /// The backfill window.
@@ -285,6 +312,15 @@ mod tests {
             LogFormat::Json
         );
         assert!(toml::from_str::<Config>("log_format = \"xml\"").is_err());
+        for bad in [
+            "search_recency_boost = -1.0",
+            "search_recency_boost = nan",
+            "search_recency_half_life_hours = 0.0",
+            "search_recency_half_life_hours = inf",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
         assert!(toml::from_str::<Config>("backfill = \"some\"")
             .unwrap()
             .validate()

@@ -211,6 +211,7 @@ pub(super) async fn search(
             Some(_) => return Err(Error::BadRequest("sort is relevance or recent".into())),
         },
         highlight: q.highlight.unwrap_or(false),
+        recency: s.agg.cfg.recency(),
     };
     let index = s.agg.index.clone();
     let page = s

@@ -57,6 +57,7 @@ mod top_k;
 mod writer;
 pub use query::entry_id;
 pub use search::{SearchOptions, SearchSort};
+pub use top_k::Recency;
 use writer::WriterTask;
 
 /// Bump to rebuild every index from the stored blocks. 4: checkpoint documents carry a

@@ -92,6 +92,13 @@ impl SortColumns {
     }
 }
 
+impl SortColumns {
+    /// The sortAt column of this segment.
+    pub(super) fn sort_at(&self, r: &SegmentReader) -> tantivy::Result<Column<i64>> {
+        Ok(self.column(r)?.sort_at)
+    }
+}
+
 impl Warmer for SortColumns {
     fn warm(&self, searcher: &Searcher) -> tantivy::Result<()> {
         for r in searcher.segment_readers() {

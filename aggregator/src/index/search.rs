@@ -9,6 +9,7 @@ use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
 
 use super::newest::Newest;
 use super::query::{decode_offset_cursor, matches_only_entries};
+use super::top_k::{Fresh, Recency};
 use super::{tolerant, Filters, Index, Page, MAX_LIMIT};
 use crate::error::{Error, Result};
 
@@ -34,6 +35,8 @@ pub struct SearchOptions {
     pub sort: SearchSort,
     /// Each hit gets a snippet (see [`highlight`](super::highlight)).
     pub highlight: bool,
+    /// With [`SearchSort::Relevance`], fresh entries' scores raised.
+    pub recency: Option<Recency>,
 }
 
 impl Index {
@@ -83,7 +86,7 @@ impl Index {
         };
         let searcher = self.reader.searcher();
         let want = offset + limit + 1;
-        let mut hits = self.hits(&searcher, &*q, want, opts.sort)?;
+        let mut hits = self.hits(&searcher, &*q, want, opts)?;
         for tier in tiers.into_iter().flatten() {
             if hits.len() >= want {
                 break;
@@ -96,7 +99,7 @@ impl Index {
             let q = BooleanQuery::new(clauses);
             let before: HashSet<DocAddress> = hits.iter().map(|(_, a)| *a).collect();
             let floor = hits.last().and_then(|(s, _)| *s).map(|s| s * 0.999);
-            let more = self.hits(&searcher, &q, want + before.len(), opts.sort)?;
+            let more = self.hits(&searcher, &q, want + before.len(), opts)?;
             let new = more.into_iter().filter(|(_, a)| !before.contains(a));
             hits.extend(
                 new.map(|(s, a)| (s.map(|s| floor.map_or(s, |f| s.min(f))), a))
@@ -175,13 +178,23 @@ impl Index {
         searcher: &Searcher,
         q: &dyn Query,
         k: usize,
-        sort: SearchSort,
+        opts: SearchOptions,
     ) -> Result<Vec<(Option<f32>, DocAddress)>> {
-        Ok(match sort {
-            SearchSort::Relevance => super::top_k::top_k(searcher, q, k)?
-                .into_iter()
-                .map(|(s, a)| (Some(s), a))
-                .collect(),
+        Ok(match opts.sort {
+            SearchSort::Relevance => {
+                let fresh = opts
+                    .recency
+                    .filter(|r| r.weight > 0.0)
+                    .map(|recency| Fresh {
+                        recency,
+                        now: i64::try_from(apiary_core::tid::now_micros()).unwrap_or(i64::MAX),
+                        columns: &self.sort_columns,
+                    });
+                super::top_k::top_k(searcher, q, k, fresh.as_ref())?
+                    .into_iter()
+                    .map(|(s, a)| (Some(s), a))
+                    .collect()
+            }
             SearchSort::Recent => {
                 let newest = Newest {
                     limit: k,

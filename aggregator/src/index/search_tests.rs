@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{EntryDoc, Filters, Index, IndexOp, SearchOptions, SearchSort};
+use super::{EntryDoc, Filters, Index, IndexOp, Recency, SearchOptions, SearchSort};
 use crate::extract::extract;
 use crate::health::Health;
 
@@ -293,4 +293,101 @@ async fn hits_have_snippets_when_asked() {
         [Some("<mark>Stalker</mark>".to_owned())]
     );
     assert_eq!(snippets("uber", SearchOptions::default()), [None]);
+}
+
+/// The recency boost: a fresh entry rises above an older one of equal score, and the
+/// pruned search over several segments returns what scoring every match would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_entries_rise_by_recency() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(
+        dir.path(),
+        15,
+        Duration::from_millis(5),
+        Arc::new(Health::default()),
+    )
+    .unwrap();
+    let now = apiary_core::tid::now_micros() as i64;
+    const HOUR: i64 = 3_600_000_000;
+    let mut next = super::test_texts::xorshift(0x2545_f491_4f6c_dd1d);
+    let mut ages = std::collections::HashMap::new();
+    // Three batches (segments): entries of 1 to 6 words "bread" among others, 0 to 10 days
+    // old; the first two of the same text, the older first.
+    for batch in 0..3u64 {
+        let ops = (0..100u64)
+            .map(|i| {
+                let n = batch * 100 + i;
+                let (age, text) = match n {
+                    0 => (30 * 24 * HOUR, "fresh bread".to_owned()),
+                    1 => (HOUR, "fresh bread".to_owned()),
+                    _ => {
+                        let breads = 1 + next() % 6;
+                        let others = next() % 8;
+                        let mut words = vec!["bread"; breads as usize];
+                        words.extend(std::iter::repeat_n("crumb", others as usize));
+                        ((next() % (240 * HOUR as u64)) as i64, words.join(" "))
+                    }
+                };
+                let key = format!("k{n:03}");
+                ages.insert(key.clone(), age);
+                let v = json!({ "text": text, "lang": "en" });
+                IndexOp::Insert(Box::new(EntryDoc {
+                    feed: "f".into(),
+                    key: key.into_bytes(),
+                    seq: n,
+                    version: n + 1,
+                    seen_at: now - age,
+                    extracted: extract(&v),
+                    value: v.to_string(),
+                }))
+            })
+            .collect();
+        index.submit_and_wait(ops).await.unwrap();
+    }
+    let recency = Recency {
+        weight: 0.5,
+        half_life_us: 24.0 * HOUR as f64,
+    };
+    // The first `limit` hits, a page of at most 100 at a time.
+    let keys = |q: &str, recency: Option<Recency>, limit: usize| -> Vec<(String, f32)> {
+        let opts = SearchOptions {
+            recency,
+            ..Default::default()
+        };
+        let mut hits = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = index
+                .search(q, &Filters::default(), cursor.as_deref(), 100, opts)
+                .unwrap();
+            hits.extend(page.entries.into_iter().map(|e| (e.key, e.score.unwrap())));
+            match page.cursor {
+                Some(c) if hits.len() < limit => cursor = Some(c),
+                _ => break,
+            }
+        }
+        hits.truncate(limit);
+        hits
+    };
+    let order =
+        |hits: Vec<(String, f32)>| -> Vec<String> { hits.into_iter().map(|h| h.0).collect() };
+    assert_eq!(order(keys("fresh", None, 10)), ["k000", "k001"]);
+    assert_eq!(order(keys("fresh", Some(recency), 10)), ["k001", "k000"]);
+    // Every match scored, boosted by hand, against the pruned search's first 20.
+    let all = keys("bread", None, 500);
+    assert_eq!(all.len(), 300);
+    let mut boosted: Vec<(String, f32)> = all
+        .into_iter()
+        .map(|(k, s)| {
+            let age = ages[&k] as f64;
+            let f = 1.0 + 0.5 * (-age / recency.half_life_us).exp2() as f32;
+            (k, s * f)
+        })
+        .collect();
+    boosted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let got = keys("bread", Some(recency), 20);
+    for ((gk, gs), (wk, ws)) in got.iter().zip(&boosted) {
+        assert!((gs - ws).abs() <= ws * 1e-4, "{gk} {gs} vs {wk} {ws}");
+    }
+    assert_eq!(got.len(), 20);
 }

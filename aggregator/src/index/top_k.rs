@@ -17,6 +17,8 @@ use std::collections::BinaryHeap;
 use tantivy::query::{EnableScoring, Query};
 use tantivy::{DocAddress, DocId, Score, Searcher};
 
+use super::newest::SortColumns;
+
 /// A hit in the order of the result: greater is better (higher score, then lower address).
 #[derive(Clone, Copy, PartialEq)]
 struct Hit {
@@ -40,11 +42,41 @@ impl Ord for Hit {
     }
 }
 
-/// The best `k` documents of `query`, best first, as `(score, address)`.
+/// A boost of fresh entries: a score is multiplied by `1 + weight × 2^(−age / half_life)`,
+/// the age being `now` less the entry's sortAt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recency {
+    /// What a post of this instant adds (0.5: its score × 1.5).
+    pub weight: f32,
+    /// After this many microseconds the boost is half.
+    pub half_life_us: f64,
+}
+
+impl Recency {
+    /// The factor of an entry of sortAt `t` at `now` (µs).
+    fn factor(&self, now: i64, t: i64) -> f32 {
+        let age = now.saturating_sub(t).max(0) as f64;
+        1.0 + self.weight * (-age / self.half_life_us).exp2() as f32
+    }
+}
+
+/// Recency with the clock and the sortAt columns it reads.
+pub(super) struct Fresh<'a> {
+    pub recency: Recency,
+    pub now: i64,
+    pub columns: &'a SortColumns,
+}
+
+/// The best `k` documents of `query`, best first, as `(score, address)`; scores multiplied
+/// by their recency factor when `fresh` is given. The pruned
+/// search compares raw scores: its threshold is the k-th boosted score divided by the
+/// segment's largest factor (that of its newest entry), so no document that could make the
+/// top is skipped.
 pub(super) fn top_k(
     searcher: &Searcher,
     query: &dyn Query,
     k: usize,
+    fresh: Option<&Fresh<'_>>,
 ) -> tantivy::Result<Vec<(Score, DocAddress)>> {
     if k == 0 {
         return Ok(Vec::new());
@@ -59,11 +91,23 @@ pub(super) fn top_k(
             Some(worst) if heap.len() >= k => worst.0.score,
             _ => Score::MIN,
         };
-        let mut threshold = floor(&heap);
+        let column = fresh.map(|f| f.columns.sort_at(reader)).transpose()?;
+        // The largest factor of this segment, to bring the threshold back to raw scores.
+        let most = match (fresh, &column) {
+            (Some(f), Some(c)) => f.recency.factor(f.now, c.max_value()).max(1.0),
+            _ => 1.0,
+        };
+        let mut threshold = floor(&heap) / most;
         weight.for_each_pruning(threshold, reader, &mut |doc: DocId, score: Score| {
             if alive.is_some_and(|a| a.is_deleted(doc)) {
                 return threshold;
             }
+            let score = match (fresh, &column) {
+                (Some(f), Some(c)) => {
+                    score * f.recency.factor(f.now, c.first(doc).unwrap_or(i64::MIN))
+                }
+                _ => score,
+            };
             let hit = Hit {
                 score,
                 addr: Reverse(DocAddress::new(segment_ord, doc)),
@@ -75,7 +119,7 @@ pub(super) fn top_k(
                     *worst = Reverse(hit);
                 }
             }
-            threshold = floor(&heap);
+            threshold = floor(&heap) / most;
             threshold
         })?;
     }
@@ -139,12 +183,14 @@ mod tests {
                 let want = searcher
                     .search(q.as_ref(), &TopDocs::with_limit(k))
                     .unwrap();
-                let got = top_k(&searcher, q.as_ref(), k).unwrap();
+                let got = top_k(&searcher, q.as_ref(), k, None).unwrap();
                 assert_eq!(got, want, "{q:?} k={k}");
                 checked += got.len();
             }
         }
         assert!(checked > 2000, "the queries match something: {checked}");
-        assert!(top_k(&searcher, queries[0].as_ref(), 0).unwrap().is_empty());
+        assert!(top_k(&searcher, queries[0].as_ref(), 0, None)
+            .unwrap()
+            .is_empty());
     }
 }
