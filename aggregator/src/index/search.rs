@@ -59,7 +59,8 @@ impl Index {
             return Err(Error::BadRequest("q is longer than 1024 characters".into()));
         }
         let offset = cursor.map(decode_offset_cursor).transpose()?.unwrap_or(0);
-        let parsed = self.parse(text, opts.prefix);
+        let searcher = self.reader.searcher();
+        let parsed = self.parse(&searcher, text, opts.prefix);
         // When the words as typed do not fill the page, other forms of them, then words with
         // typos (each tier after the one before).
         let stems = super::analyzer::query_stems(text);
@@ -84,7 +85,6 @@ impl Index {
             clauses.extend(written.as_ref().map(|w| (Occur::Should, w.box_clone())));
             Box::new(BooleanQuery::new(clauses))
         };
-        let searcher = self.reader.searcher();
         let want = offset + limit + 1;
         let mut hits = self.hits(&searcher, &*q, want, opts)?;
         for tier in tiers.into_iter().flatten() {
@@ -132,7 +132,7 @@ impl Index {
     /// The query of `text`: tantivy's syntax, read leniently (what people type into a search
     /// box — an unclosed quote or bracket, a `word:` that is no field — is searched as far as
     /// it parses, not refused), with the last word as a prefix if asked.
-    fn parse(&self, text: &str, prefix: bool) -> Box<dyn Query> {
+    fn parse(&self, searcher: &Searcher, text: &str, prefix: bool) -> Box<dyn Query> {
         let mut parser = QueryParser::for_index(&self.index, vec![self.f.text]);
         parser.set_conjunction_by_default();
         let (text, prefix) = tolerant::prefix_of(text, prefix);
@@ -140,7 +140,7 @@ impl Index {
         let Some((rest, word)) = last else {
             return parser.parse_query_lenient(text).0;
         };
-        let last = tolerant::prefix_clause(self.f.text, &word);
+        let last = tolerant::prefix_clause(searcher, self.f.text, &word);
         if rest.trim().is_empty() {
             return last;
         }
