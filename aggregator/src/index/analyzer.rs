@@ -36,7 +36,12 @@ pub(super) const TOKENIZER: &str = "apiary";
 /// a term's length.
 pub(super) const MAX_TERM: usize = 64;
 
-/// The query side: words, folded, no stems (the query's language is unknown).
+/// The text field's tokenizer. An entry's text comes marked by [`entry_text`]: its words,
+/// stemmed in its language. A query's has no mark: its words, folded, no stems (the query's
+/// language is unknown).
+///
+/// Entries are analyzed here, on tantivy's indexing thread, rather than handed over as
+/// pre-tokenized text: tantivy clones a pre-tokenized value, every token's string with it.
 #[derive(Clone, Default)]
 pub(super) struct Words;
 
@@ -44,14 +49,56 @@ impl Tokenizer for Words {
     type TokenStream<'a> = PreTokenizedStream;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> PreTokenizedStream {
+        let tokens = match entry_mark(text) {
+            Some((lang, rest)) => tokens(rest, lang, false),
+            None => tokens(text, None, true),
+        };
         PreTokenizedStream::from(PreTokenizedString {
             text: String::new(),
-            tokens: tokens(text, None, true),
+            tokens,
         })
     }
 }
 
-/// Registers the query side's tokenizer with `index`: it is not kept in the index's files, so
+/// The first of the characters that mark an entry's text (Unicode's private use plane 15,
+/// not something people post): this one plus 0 for no stems, plus 1 + i for `ALL[i]`, plus
+/// [`DETECT`] to detect the language.
+const ENTRY_MARK: u32 = 0xF_0000;
+const DETECT: u32 = ALL.len() as u32 + 1;
+
+/// An entry's text as the index is given it: the mark of its language (`declared`, else
+/// detected from the text when it is analyzed), then the text.
+pub(super) fn entry_text(text: &str, declared: Option<&str>) -> String {
+    let code = match declared.map(super::stem::declared_language) {
+        None => DETECT,
+        Some(None) => 0,
+        Some(Some(lang)) => ALL
+            .iter()
+            .position(|l| *l == lang)
+            .map_or(0, |i| i as u32 + 1),
+    };
+    let mut out = String::with_capacity(text.len() + 4);
+    out.extend(char::from_u32(ENTRY_MARK + code));
+    out.push_str(text);
+    out
+}
+
+/// The stemmer and text of a marked entry text, `None` for a query.
+fn entry_mark(text: &str) -> Option<(Option<Stemming>, &str)> {
+    let c = text.chars().next()?;
+    let code = (c as u32)
+        .checked_sub(ENTRY_MARK)
+        .filter(|c| *c <= DETECT)?;
+    let rest = text.get(c.len_utf8()..)?;
+    let lang = match code {
+        0 => None,
+        DETECT => super::stem::detect(rest),
+        i => ALL.get(i as usize - 1).copied(),
+    };
+    Some((lang, rest))
+}
+
+/// Registers the text field's tokenizer with `index`: it is not kept in the index's files, so
 /// this comes on every open, before any use.
 pub(super) fn register(index: &tantivy::Index) {
     index
@@ -139,15 +186,6 @@ pub(super) fn phrase_stems(words: &[String]) -> Vec<Vec<String>> {
         }
     }
     out
-}
-
-/// The terms of an entry's text, stemmed in `lang` (see [`language`](super::stem::language)). The text itself is
-/// left out: the field is not stored, and tantivy clones the whole value when it indexes it.
-pub(super) fn analyze(text: &str, lang: Option<Stemming>) -> PreTokenizedString {
-    PreTokenizedString {
-        text: String::new(),
-        tokens: tokens(text, lang, false),
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -246,8 +284,11 @@ pub(super) fn tokens(text: &str, stem: Option<Stemming>, query: bool) -> Vec<Tok
                     push(&mut out, *from, end, tag.clone());
                     continue;
                 }
-                let stemmed =
-                    stem.and_then(|alg| stem_of(alg, lower.as_deref().unwrap_or(&folded), &folded));
+                // Words of one or two letters and numbers have no other forms.
+                let stems = folded.len() > 2 && !folded.bytes().all(|b| b.is_ascii_digit());
+                let stemmed = stem
+                    .filter(|_| stems)
+                    .and_then(|alg| stem_of(alg, lower.as_deref().unwrap_or(&folded), &folded));
                 // The word as written (lower case) where folding changed it: a query that
                 // writes its accents ranks it above the same word without them.
                 let written = lower.filter(|l| *l != folded && !query);
@@ -417,6 +458,37 @@ mod tests {
         assert_eq!(query_terms("Ἀθῆναι"), ["αθηναι"]);
         // Decomposed input folds like composed input.
         assert_eq!(query_terms("Ame\u{301}lie"), ["amelie"]);
+    }
+
+    /// The terms the text field's tokenizer makes of `text`.
+    fn field_terms(text: &str) -> Vec<String> {
+        use tantivy::tokenizer::TokenStream;
+        let mut words = Words;
+        let mut stream = words.token_stream(text);
+        let mut out = Vec::new();
+        while stream.advance() {
+            out.push(stream.token().text.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn entry_texts_carry_their_language_queries_have_none() {
+        let run = "running";
+        assert_eq!(field_terms(&entry_text(run, Some("en-GB"))), [run, "run"]);
+        assert_eq!(field_terms(&entry_text(run, Some("ja"))), [run]);
+        let detected = "The runners were running quickly";
+        assert!(field_terms(&entry_text(detected, None)).contains(&"run".to_owned()));
+        assert_eq!(field_terms(run), [run]);
+        assert_eq!(field_terms(&entry_text("फ़िल्में", Some("hi")))[1], "फिल्म");
+        // Every stemmer has its mark; past the last mark is a query's text.
+        for (i, lang) in ALL.iter().enumerate() {
+            let mark = char::from_u32(ENTRY_MARK + 1 + i as u32).unwrap();
+            assert_eq!(entry_mark(&format!("{mark}x")), Some((Some(*lang), "x")));
+        }
+        let past = char::from_u32(ENTRY_MARK + DETECT + 1).unwrap();
+        assert_eq!(entry_mark(&format!("{past}x")), None);
+        assert_eq!(entry_mark(""), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! - **Other forms** (stems in any language, [`stem_tolerant`]): looked for in the same way,
 //!   before typos, so "cats" ranks the entries that say "cats" above the one that says "cat".
 //!
-//! Both are tantivy automaton queries over the term dictionary (a Levenshtein automaton per
+//! Typos are tantivy automaton queries over the term dictionary (a Levenshtein automaton per
 //! word, its builder made once per distance by tantivy), matched with a constant score, so
 //! the exact word, a `Should` beside them, still brings its BM25 score.
 

@@ -189,8 +189,9 @@ impl WriterTask {
             f.sort_at => sort_at,
             f.value => e.value,
         );
-        let lang = super::stem::language(e.extracted.lang.as_deref(), &e.extracted.text);
-        d.add_pre_tokenized_text(f.text, super::analyzer::analyze(&e.extracted.text, lang));
+        // Analyzed by the field's tokenizer, on tantivy's indexing thread.
+        let text = super::analyzer::entry_text(&e.extracted.text, e.extracted.lang.as_deref());
+        d.add_text(f.text, text);
         if let Some(t) = &e.extracted.kind {
             d.add_text(f.typ, t);
         }
