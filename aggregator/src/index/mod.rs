@@ -63,7 +63,9 @@ use writer::WriterTask;
 /// Bump to rebuild every index from the stored blocks. 4: checkpoint documents carry a
 /// sortAt and a tiebreak (full columns, see the writer), and stored documents are in
 /// [`DOCSTORE_BLOCK`] blocks. 5: text is folded, CJK bigrams and stems ([`analyzer`]).
-pub const SCHEMA_VERSION: u64 = 6;
+/// 6: words as written, Han/Hangul unigrams, Hindi stems, ё. 7: no stems of words of one or
+/// two letters, the language detected from 128 characters.
+pub const SCHEMA_VERSION: u64 = 7;
 /// Largest page of results.
 pub const MAX_LIMIT: usize = 100;
 
