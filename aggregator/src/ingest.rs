@@ -223,15 +223,14 @@ impl Aggregator {
                             _ => value.to_string(),
                         };
                         let replace = fresh.put(&key);
-                        let doc = Box::new(EntryDoc {
-                            feed: feed.clone(),
+                        let doc = Box::new(EntryDoc::new(
+                            feed.clone(),
                             key,
                             seq,
-                            version: seq + 1,
-                            seen_at: self.seen_now(),
+                            self.seen_now(),
                             extracted,
-                            value: text,
-                        });
+                            text,
+                        ));
                         ops.push(if replace {
                             IndexOp::Upsert(doc)
                         } else {
@@ -339,15 +338,14 @@ mod tests {
     use super::*;
 
     fn put(key: &str, seq: u64, insert: bool) -> IndexOp {
-        let doc = Box::new(EntryDoc {
-            feed: "f".into(),
-            key: key.as_bytes().to_vec(),
+        let doc = Box::new(EntryDoc::new(
+            "f".into(),
+            key.as_bytes().to_vec(),
             seq,
-            version: seq + 1,
-            seen_at: 0,
-            extracted: extract::extract(&Value::Null),
-            value: "null".into(),
-        });
+            0,
+            extract::extract(&Value::Null),
+            "null".into(),
+        ));
         if insert {
             IndexOp::Insert(doc)
         } else {

@@ -53,21 +53,20 @@ fn rows(n: u64) -> Vec<Row> {
 
 fn op(r: &Row) -> IndexOp {
     let key = r.id.rsplit('/').next().unwrap();
-    IndexOp::Insert(Box::new(EntryDoc {
-        feed: r.feed.into(),
-        key: hex::decode(key).unwrap(),
-        seq: 1,
-        version: 2,
-        seen_at: r.sort_at,
-        extracted: Extracted {
+    IndexOp::Insert(Box::new(EntryDoc::new(
+        r.feed.into(),
+        hex::decode(key).unwrap(),
+        1,
+        r.sort_at,
+        Extracted {
             text: "x".into(),
             kind: Some("post".into()),
             tags: vec![r.tag.into()],
             created_at: None,
             lang: None,
         },
-        value: "{}".into(),
-    }))
+        "{}".into(),
+    )))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,15 +83,14 @@ async fn index_of(dir: &Path, set: &Set) -> Arc<Index> {
         .enumerate()
         .map(|(i, e)| {
             assert!(ids.insert(&e.id), "entry {} twice", e.id);
-            IndexOp::Insert(Box::new(EntryDoc {
-                feed: "judged".into(),
-                key: e.id.as_bytes().to_vec(),
-                seq: i as u64,
-                version: i as u64 + 1,
-                seen_at: i as i64,
-                extracted: extract(&e.value),
-                value: e.value.to_string(),
-            }))
+            IndexOp::Insert(Box::new(EntryDoc::new(
+                "judged".into(),
+                e.id.as_bytes().to_vec(),
+                i as u64,
+                i as i64,
+                extract(&e.value),
+                e.value.to_string(),
+            )))
         })
         .collect();
     index.submit_and_wait(ops).await.unwrap();

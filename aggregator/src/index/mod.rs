@@ -134,6 +134,33 @@ pub struct EntryDoc {
     pub extracted: extract::Extracted,
     /// The value as JSON text.
     pub value: String,
+    /// The extracted text's terms, analyzed (see [`EntryDoc::new`]).
+    pub analyzed: String,
+}
+
+impl EntryDoc {
+    /// An entry, its text analyzed here: in the caller's task (each feed's ingest task), so
+    /// that feeds analyze in parallel before the single index writer.
+    pub fn new(
+        feed: String,
+        key: Vec<u8>,
+        seq: u64,
+        seen_at: i64,
+        extracted: extract::Extracted,
+        value: String,
+    ) -> EntryDoc {
+        let analyzed = analyzer::analyzed_text(&extracted.text, extracted.lang.as_deref());
+        EntryDoc {
+            feed,
+            key,
+            seq,
+            version: seq + 1,
+            seen_at,
+            extracted,
+            value,
+            analyzed,
+        }
+    }
 }
 
 /// One change to the index.

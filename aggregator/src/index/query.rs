@@ -390,8 +390,6 @@ pub(super) fn decode_offset_cursor(c: &str) -> Result<usize> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use tantivy::query::QueryParser;
-
     use super::*;
 
     #[test]
@@ -399,8 +397,7 @@ mod tests {
         let (schema, f) = super::super::schema();
         let index = tantivy::Index::create_in_ram(schema);
         super::super::analyzer::register(&index);
-        let mut parser = QueryParser::for_index(&index, vec![f.text]);
-        parser.set_conjunction_by_default();
+        let parser = super::super::analyzer::query_parser(&index, f.text);
         for (q, want) in [
             ("matrix", true),
             ("the matrix", true),

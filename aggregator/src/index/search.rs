@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
 
@@ -133,8 +133,7 @@ impl Index {
     /// box — an unclosed quote or bracket, a `word:` that is no field — is searched as far as
     /// it parses, not refused), with the last word as a prefix if asked.
     fn parse(&self, searcher: &Searcher, text: &str, prefix: bool) -> Box<dyn Query> {
-        let mut parser = QueryParser::for_index(&self.index, vec![self.f.text]);
-        parser.set_conjunction_by_default();
+        let parser = super::analyzer::query_parser(&self.index, self.f.text);
         let (text, prefix) = tolerant::prefix_of(text, prefix);
         let last = prefix.then(|| tolerant::split_last_word(text)).flatten();
         let Some((rest, word)) = last else {

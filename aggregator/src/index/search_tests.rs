@@ -63,15 +63,14 @@ async fn index_of(dir: &std::path::Path) -> Arc<Index> {
         .into_iter()
         .enumerate()
         .map(|(i, (key, v))| {
-            IndexOp::Insert(Box::new(EntryDoc {
-                feed: "f".into(),
-                key: key.as_bytes().to_vec(),
-                seq: i as u64,
-                version: i as u64 + 1,
-                seen_at: i as i64,
-                extracted: extract(&v),
-                value: v.to_string(),
-            }))
+            IndexOp::Insert(Box::new(EntryDoc::new(
+                "f".into(),
+                key.as_bytes().to_vec(),
+                i as u64,
+                i as i64,
+                extract(&v),
+                v.to_string(),
+            )))
         })
         .collect();
     index.submit_and_wait(ops).await.unwrap();
@@ -331,15 +330,14 @@ async fn fresh_entries_rise_by_recency() {
                 let key = format!("k{n:03}");
                 ages.insert(key.clone(), age);
                 let v = json!({ "text": text, "lang": "en" });
-                IndexOp::Insert(Box::new(EntryDoc {
-                    feed: "f".into(),
-                    key: key.into_bytes(),
-                    seq: n,
-                    version: n + 1,
-                    seen_at: now - age,
-                    extracted: extract(&v),
-                    value: v.to_string(),
-                }))
+                IndexOp::Insert(Box::new(EntryDoc::new(
+                    "f".into(),
+                    key.into_bytes(),
+                    n,
+                    now - age,
+                    extract(&v),
+                    v.to_string(),
+                )))
             })
             .collect();
         index.submit_and_wait(ops).await.unwrap();

@@ -90,8 +90,14 @@ const MAX_PREFIX_TERMS: usize = 50;
 /// A word that is a prefix: its exact form (boosted), or one of the [`MAX_PREFIX_TERMS`]
 /// terms it begins that are in the most entries, each scored by BM25.
 pub(super) fn prefix_clause(searcher: &Searcher, text: Field, word: &str) -> Box<dyn Query> {
-    let term = Term::from_field_text(text, word);
-    let mut clauses = vec![(Occur::Should, exact(term.clone()))];
+    let term = |t: &str| -> (Occur, Box<dyn Query>) {
+        let q = TermQuery::new(Term::from_field_text(text, t), IndexRecordOption::WithFreqs);
+        (Occur::Should, Box::new(q))
+    };
+    // The exact word twice, so that it counts double: a `BoostQuery` would hide its term
+    // scorer from tantivy's block-max WAND, which prunes a union of plain term queries only
+    // (with it, every entry of the 50 terms was scored: prefix p99 44 ms at 1M entries).
+    let mut clauses = vec![term(word), term(word)];
     let mut freq: HashMap<Vec<u8>, u64> = HashMap::new();
     for reader in searcher.segment_readers() {
         let Ok(inverted) = reader.inverted_index(text) else {
@@ -113,14 +119,9 @@ pub(super) fn prefix_clause(searcher: &Searcher, text: Field, word: &str) -> Box
         .collect();
     terms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     for (t, _) in terms.into_iter().take(MAX_PREFIX_TERMS) {
-        let Ok(t) = String::from_utf8(t) else {
-            continue;
-        };
-        let q = TermQuery::new(
-            Term::from_field_text(text, &t),
-            IndexRecordOption::WithFreqs,
-        );
-        clauses.push((Occur::Should, Box::new(q)));
+        if let Ok(t) = String::from_utf8(t) {
+            clauses.push(term(&t));
+        }
     }
     Box::new(BooleanQuery::new(clauses))
 }

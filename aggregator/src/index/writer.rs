@@ -189,9 +189,7 @@ impl WriterTask {
             f.sort_at => sort_at,
             f.value => e.value,
         );
-        // Analyzed by the field's tokenizer, on tantivy's indexing thread.
-        let text = super::analyzer::entry_text(&e.extracted.text, e.extracted.lang.as_deref());
-        d.add_text(f.text, text);
+        d.add_text(f.text, e.analyzed);
         if let Some(t) = &e.extracted.kind {
             d.add_text(f.typ, t);
         }
@@ -396,21 +394,20 @@ mod tests {
     fn batch(feed: usize, n: usize) -> Vec<IndexOp> {
         (0..n)
             .map(|i| {
-                IndexOp::Insert(Box::new(EntryDoc {
-                    feed: format!("f{feed}"),
-                    key: format!("k{i}").into_bytes(),
-                    seq: i as u64,
-                    version: i as u64 + 1,
-                    seen_at: i as i64,
-                    extracted: Extracted {
+                IndexOp::Insert(Box::new(EntryDoc::new(
+                    format!("f{feed}"),
+                    format!("k{i}").into_bytes(),
+                    i as u64,
+                    i as i64,
+                    Extracted {
                         text: format!("words of entry {i} in feed {feed}"),
                         kind: None,
                         tags: Vec::new(),
                         created_at: None,
                         lang: None,
                     },
-                    value: "{}".into(),
-                }))
+                    "{}".into(),
+                )))
             })
             .collect()
     }
