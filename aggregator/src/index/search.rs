@@ -66,7 +66,7 @@ impl Index {
         let stems = super::analyzer::query_stems(text);
         let tiers = [
             tolerant::stem_tolerant(parsed.as_ref(), self.f.text, &stems),
-            tolerant::typo_tolerant(parsed.as_ref(), self.f.text),
+            tolerant::typo_tolerant(&searcher, parsed.as_ref(), self.f.text),
         ];
         let written = self.written_boost(text);
         // Words of the text field only match entries: then the `kind` clause (every

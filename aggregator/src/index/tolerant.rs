@@ -11,16 +11,18 @@
 //! - **Other forms** (stems in any language, [`stem_tolerant`]): looked for in the same way,
 //!   before typos, so "cats" ranks the entries that say "cats" above the one that says "cat".
 //!
-//! Typos are tantivy automaton queries over the term dictionary (a Levenshtein automaton per
-//! word, its builder made once per distance by tantivy), matched with a constant score, so
-//! the exact word, a `Should` beside them, still brings its BM25 score.
+//! A prefix and a word with typos each stand for the terms of the dictionary they match
+//! (a range of it, or a Levenshtein automaton run over it), the 50 in the most entries, as a
+//! union of term queries beside the word itself counted double: BM25 scores them, and
+//! tantivy's block-max WAND prunes them (an automaton query scored every entry of every
+//! term it matched).
 
 use std::collections::HashMap;
-use tantivy::query::{
-    BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhraseQuery, Query, TermQuery,
-};
+use std::sync::LazyLock;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhraseQuery, Query, TermQuery};
 
 use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::termdict::TermStreamer;
 use tantivy::{Searcher, Term};
 
 /// Edits allowed in a word of `chars` characters.
@@ -82,34 +84,30 @@ pub(super) fn split_last_word(q: &str) -> Option<(&str, String)> {
     Some((trimmed.get(..start).unwrap_or_default(), term))
 }
 
-/// The most terms a prefix stands for (Elasticsearch's `max_expansions` is 50 too): those
-/// in the most entries. A prefix of two or three letters begins thousands of terms, and
-/// matching all of them read the postings of each (p99 32 ms at 1M entries).
-const MAX_PREFIX_TERMS: usize = 50;
+/// The most terms a prefix or a word with typos stands for (Elasticsearch's
+/// `max_expansions` is 50 too): those in the most entries. A prefix of two or three letters
+/// begins thousands of terms, and matching all of them read the postings of each (prefix p99
+/// 32 ms at 1M entries); a common word's neighbours by one edit are dozens.
+const MAX_EXPANSIONS: usize = 50;
 
-/// A word that is a prefix: its exact form (boosted), or one of the [`MAX_PREFIX_TERMS`]
-/// terms it begins that are in the most entries, each scored by BM25.
-pub(super) fn prefix_clause(searcher: &Searcher, text: Field, word: &str) -> Box<dyn Query> {
-    let term = |t: &str| -> (Occur, Box<dyn Query>) {
-        let q = TermQuery::new(Term::from_field_text(text, t), IndexRecordOption::WithFreqs);
-        (Occur::Should, Box::new(q))
-    };
-    // The exact word twice, so that it counts double: a `BoostQuery` would hide its term
-    // scorer from tantivy's block-max WAND, which prunes a union of plain term queries only
-    // (with it, every entry of the 50 terms was scored: prefix p99 44 ms at 1M entries).
-    let mut clauses = vec![term(word), term(word)];
+/// The terms of `text` that `stream_of` finds in each segment's term dictionary, the
+/// [`MAX_EXPANSIONS`] in the most entries (document frequencies summed over segments),
+/// `word` itself left out.
+fn top_terms<A, F>(searcher: &Searcher, text: Field, word: &str, stream_of: F) -> Vec<String>
+where
+    A: tantivy_fst::Automaton,
+    A::State: Clone,
+    F: for<'d> Fn(&'d tantivy::termdict::TermDictionary) -> Option<TermStreamer<'d, A>>,
+{
     let mut freq: HashMap<Vec<u8>, u64> = HashMap::new();
     for reader in searcher.segment_readers() {
         let Ok(inverted) = reader.inverted_index(text) else {
             continue;
         };
-        let Ok(mut stream) = inverted.terms().range().ge(word.as_bytes()).into_stream() else {
+        let Some(mut stream) = stream_of(inverted.terms()) else {
             continue;
         };
         while stream.advance() {
-            if !stream.key().starts_with(word.as_bytes()) {
-                break;
-            }
             *freq.entry(stream.key().to_vec()).or_default() += u64::from(stream.value().doc_freq);
         }
     }
@@ -118,12 +116,92 @@ pub(super) fn prefix_clause(searcher: &Searcher, text: Field, word: &str) -> Box
         .filter(|(t, _)| t.as_slice() != word.as_bytes())
         .collect();
     terms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    for (t, _) in terms.into_iter().take(MAX_PREFIX_TERMS) {
-        if let Ok(t) = String::from_utf8(t) {
-            clauses.push(term(&t));
+    terms
+        .into_iter()
+        .take(MAX_EXPANSIONS)
+        .filter_map(|(t, _)| String::from_utf8(t).ok())
+        .collect()
+}
+
+/// `word` (counted double) or any of `others`, a union of plain term queries: BM25 scores
+/// each, and tantivy's block-max WAND prunes it (a `BoostQuery` on the word would hide its
+/// term scorer and turn the pruning off: prefix p99 44 ms at 1M entries).
+fn word_or(text: Field, word: &str, others: &[String]) -> Box<dyn Query> {
+    let term = |t: &str| -> (Occur, Box<dyn Query>) {
+        let q = TermQuery::new(Term::from_field_text(text, t), IndexRecordOption::WithFreqs);
+        (Occur::Should, Box::new(q))
+    };
+    let mut clauses = vec![term(word), term(word)];
+    clauses.extend(others.iter().map(|t| term(t)));
+    Box::new(BooleanQuery::new(clauses))
+}
+
+/// A word that is a prefix: its exact form (counted double), or one of the
+/// [`MAX_EXPANSIONS`] terms it begins that are in the most entries.
+pub(super) fn prefix_clause(searcher: &Searcher, text: Field, word: &str) -> Box<dyn Query> {
+    let begun = top_terms(searcher, text, word, |dict| {
+        let end = prefix_end(word.as_bytes());
+        let range = dict.range().ge(word.as_bytes());
+        let range = match &end {
+            Some(end) => range.lt(end),
+            None => range,
+        };
+        range.into_stream().ok()
+    });
+    word_or(text, word, &begun)
+}
+
+/// The first byte string after every string that begins with `prefix` (`None`: there is
+/// none, the prefix is all 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
         }
     }
-    Box::new(BooleanQuery::new(clauses))
+    None
+}
+
+/// A Levenshtein automaton (with swaps of two letters as one edit) over term dictionaries.
+struct Typos(levenshtein_automata::DFA);
+
+impl tantivy_fst::Automaton for Typos {
+    type State = u32;
+
+    fn start(&self) -> u32 {
+        self.0.initial_state()
+    }
+
+    fn is_match(&self, state: &u32) -> bool {
+        matches!(
+            self.0.distance(*state),
+            levenshtein_automata::Distance::Exact(_)
+        )
+    }
+
+    fn can_match(&self, state: &u32) -> bool {
+        *state != levenshtein_automata::SINK_STATE
+    }
+
+    fn accept(&self, state: &u32, byte: u8) -> u32 {
+        self.0.transition(*state, byte)
+    }
+}
+
+/// The terms within `edits` of `word`, the [`MAX_EXPANSIONS`] in the most entries. Making a
+/// builder costs milliseconds: one per distance, made once.
+fn typo_terms(searcher: &Searcher, text: Field, word: &str, edits: u8) -> Vec<String> {
+    use levenshtein_automata::LevenshteinAutomatonBuilder as Builder;
+    static ONE: LazyLock<Builder> = LazyLock::new(|| Builder::new(1, true));
+    static TWO: LazyLock<Builder> = LazyLock::new(|| Builder::new(2, true));
+    let builder: &Builder = if edits >= 2 { &TWO } else { &ONE };
+    top_terms(searcher, text, word, |dict| {
+        dict.search(Typos(builder.build_dfa(word)))
+            .into_stream()
+            .ok()
+    })
 }
 
 fn exact(term: Term) -> Box<dyn Query> {
@@ -239,24 +317,24 @@ fn phrase_forms(p: &PhraseQuery) -> Option<Box<dyn Query>> {
 /// The typo-tolerant form of a query of plain words of `text` (one word, or words all
 /// required), or `None` when no word is long enough to allow a typo or the query is of
 /// another shape (phrases, `OR`, `-word`, other fields), which stays exact.
-pub(super) fn typo_tolerant(parsed: &dyn Query, text: Field) -> Option<Box<dyn Query>> {
+pub(super) fn typo_tolerant(
+    searcher: &Searcher,
+    parsed: &dyn Query,
+    text: Field,
+) -> Option<Box<dyn Query>> {
     let words = plain_words(parsed, text)?;
     let mut tolerant = 0;
     let clauses = words
         .into_iter()
         .map(|t| {
-            let d = t.value().as_str().map_or(0, edits_for);
+            let value = t.value();
+            let word = value.as_str().unwrap_or_default();
+            let d = edits_for(word);
             let q: Box<dyn Query> = if d == 0 || tolerant == MAX_TOLERANT_WORDS {
-                Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs))
+                Box::new(TermQuery::new(t.clone(), IndexRecordOption::WithFreqs))
             } else {
                 tolerant += 1;
-                Box::new(BooleanQuery::new(vec![
-                    (Occur::Should, exact(t.clone())),
-                    (
-                        Occur::Should,
-                        Box::new(FuzzyTermQuery::new(t, d as u8, true)),
-                    ),
-                ]))
+                word_or(text, word, &typo_terms(searcher, text, word, d as u8))
             };
             (Occur::Must, q)
         })
@@ -290,6 +368,8 @@ mod tests {
     fn at_most_eight_words_are_typo_tolerant() {
         let mut schema = tantivy::schema::Schema::builder();
         let text = schema.add_text_field("text", tantivy::schema::TEXT);
+        let index = tantivy::Index::create_in_ram(schema.build());
+        let searcher = index.reader().unwrap().searcher();
         let words: Vec<(Occur, Box<dyn Query>)> = (0..20)
             .map(|i| {
                 let t = Term::from_field_text(text, &format!("longword{i:02}"));
@@ -297,7 +377,7 @@ mod tests {
                 (Occur::Must, Box::new(q) as Box<dyn Query>)
             })
             .collect();
-        let q = typo_tolerant(&BooleanQuery::new(words), text);
+        let q = typo_tolerant(&searcher, &BooleanQuery::new(words), text);
         let Some(q) = q.as_ref().and_then(|q| q.downcast_ref::<BooleanQuery>()) else {
             panic!("a tolerant query");
         };
@@ -307,6 +387,14 @@ mod tests {
             .filter(|(_, c)| c.downcast_ref::<BooleanQuery>().is_some())
             .count();
         assert_eq!((q.clauses().len(), fuzzy), (20, MAX_TOLERANT_WORDS));
+    }
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
     }
 
     #[test]
