@@ -30,7 +30,7 @@
 //! Changing any of this changes the terms: it needs a [`SCHEMA_VERSION`](super::SCHEMA_VERSION)
 //! bump, which rebuilds the index from the stored blocks.
 
-use super::stem::{stem_of, Stemming, ALL};
+use super::stem::{stem_of, with_stem, Stemming, ALL};
 use std::sync::LazyLock;
 
 use tantivy::query::QueryParser;
@@ -119,12 +119,7 @@ impl TokenStream for AnalyzedStream<'_> {
 pub(super) fn analyzed_text(text: &str, declared: Option<&str>) -> String {
     let lang = super::stem::language(declared, text);
     let mut out = String::with_capacity(text.len() + text.len() / 2 + 8);
-    let mut last = None;
-    for t in tokens(text, lang, false) {
-        out.push(if last == Some(t.position) { SAME } else { NEXT });
-        out.push_str(&t.text);
-        last = Some(t.position);
-    }
+    analyze(text, lang, false, &mut Out::new(Sink::Text(&mut out)));
     out
 }
 
@@ -284,23 +279,80 @@ fn is_cjk(c: char) -> bool {
 /// hashtag or mention) is also indexed with it, at the word's position: a `query` for
 /// `#rust` looks for that token alone, one for `rust` finds both.
 pub(super) fn tokens(text: &str, stem: Option<Stemming>, query: bool) -> Vec<Token> {
-    let mut out = Vec::new();
-    let mut position = 0usize;
-    // Adds a token at the next position; false if it is left out.
-    let mut push = |out: &mut Vec<Token>, from: usize, to: usize, text: String| {
+    let mut tokens = Vec::new();
+    analyze(text, stem, query, &mut Out::new(Sink::Tokens(&mut tokens)));
+    tokens
+}
+
+/// Where [`analyze`] puts terms: tokens, or an analyzed text (see [`analyzed_text`]) written
+/// as it goes, without a string per term.
+enum Sink<'a> {
+    Tokens(&'a mut Vec<Token>),
+    Text(&'a mut String),
+}
+
+/// Terms with their positions: a word's first term at the next position, its other terms
+/// at the same.
+struct Out<'a> {
+    sink: Sink<'a>,
+    /// The next word's position.
+    next: usize,
+    /// The position of the last term put, if any.
+    last: Option<usize>,
+}
+
+impl<'a> Out<'a> {
+    fn new(sink: Sink<'a>) -> Self {
+        Out {
+            sink,
+            next: 0,
+            last: None,
+        }
+    }
+
+    /// A term at the next position; false if it is left out (empty or too long).
+    fn word(&mut self, from: usize, to: usize, text: &str) -> bool {
         let keep = !text.is_empty() && text.len() <= MAX_TERM;
         if keep {
-            out.push(Token {
+            self.put(from, to, self.next, text);
+            self.next += 1;
+        }
+        keep
+    }
+
+    /// Another term of the last word, at its position.
+    fn same(&mut self, from: usize, to: usize, text: &str) {
+        if !text.is_empty() && text.len() <= MAX_TERM {
+            self.put(from, to, self.next.saturating_sub(1), text);
+        }
+    }
+
+    fn put(&mut self, from: usize, to: usize, position: usize, text: &str) {
+        match &mut self.sink {
+            Sink::Tokens(tokens) => tokens.push(Token {
                 offset_from: from,
                 offset_to: to,
                 position,
-                text,
+                text: text.to_owned(),
                 position_length: 1,
-            });
-            position += 1;
+            }),
+            Sink::Text(out) => {
+                out.push(if self.last == Some(position) {
+                    SAME
+                } else {
+                    NEXT
+                });
+                out.push_str(text);
+            }
         }
-        keep
-    };
+        self.last = Some(position);
+    }
+}
+
+/// The terms of `text` put into `out` (see [`tokens`]).
+fn analyze(text: &str, stem: Option<Stemming>, query: bool, out: &mut Out<'_>) {
+    // The folded form of an ASCII word, reused from word to word.
+    let mut ascii = String::new();
     let mut chars = text.char_indices().peekable();
     // A CJK run's chars with their offsets (kept for its bigrams; words need only their end).
     let mut run: Vec<(usize, char)> = Vec::new();
@@ -328,44 +380,43 @@ pub(super) fn tokens(text: &str, stem: Option<Stemming>, query: bool) -> Vec<Tok
             Class::Word => {
                 let word = text.get(start..end).unwrap_or_default();
                 // ASCII (most text) is folded by lower-casing it.
-                let (lower, folded) = if word.is_ascii() {
-                    (None, word.to_ascii_lowercase())
+                let (lower, folded_owned) = if word.is_ascii() {
+                    ascii.clear();
+                    ascii.extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+                    (None, None)
                 } else {
                     let l = lower(word);
                     let f = fold(&l);
-                    (Some(l), f)
+                    (Some(l), Some(f))
                 };
-                let marker = tag_marker(text, start);
-                let tagged =
-                    marker.map(|m| (start.saturating_sub(m.len_utf8()), format!("{m}{folded}")));
+                let folded: &str = folded_owned.as_deref().unwrap_or(&ascii);
+                let tagged = tag_marker(text, start)
+                    .map(|m| (start.saturating_sub(m.len_utf8()), format!("{m}{folded}")));
                 if let (Some((from, tag)), true) = (&tagged, query) {
-                    push(&mut out, *from, end, tag.clone());
+                    out.word(*from, end, tag);
                     continue;
                 }
-                // Words of one or two letters and numbers have no other forms.
+                if !out.word(start, end, folded) {
+                    continue;
+                }
+                // Same position as the word: more terms, not more words. Words of one or
+                // two letters and numbers have no other forms.
                 let stems = folded.len() > 2 && !folded.bytes().all(|b| b.is_ascii_digit());
-                let stemmed = stem
-                    .filter(|_| stems)
-                    .and_then(|alg| stem_of(alg, lower.as_deref().unwrap_or(&folded), &folded));
+                if let Some(lang) = stem.filter(|_| stems) {
+                    let lower = lower.as_deref().unwrap_or(folded);
+                    with_stem(lang, lower, folded, |s| {
+                        if let Some(s) = s {
+                            out.same(start, end, s);
+                        }
+                    });
+                }
                 // The word as written (lower case) where folding changed it: a query that
                 // writes its accents ranks it above the same word without them.
-                let written = lower.filter(|l| *l != folded && !query);
-                if !push(&mut out, start, end, folded) {
-                    continue;
+                if let Some(l) = lower.as_deref().filter(|l| *l != folded && !query) {
+                    out.same(start, end, l);
                 }
-                // Same position as the word: more terms, not more words.
-                let at = out.last().map_or(0, |t| t.position);
-                let extra = stemmed.into_iter().chain(written).map(|s| (start, s));
-                for (from, t) in extra.chain(tagged) {
-                    if t.len() <= MAX_TERM {
-                        out.push(Token {
-                            offset_from: from,
-                            offset_to: end,
-                            position: at,
-                            text: t,
-                            position_length: 1,
-                        });
-                    }
+                if let Some((from, tag)) = &tagged {
+                    out.same(*from, end, tag);
                 }
             }
             Class::Cjk => {
@@ -375,32 +426,25 @@ pub(super) fn tokens(text: &str, stem: Option<Stemming>, query: bool) -> Vec<Tok
                     .filter(|&(_, c)| !is_combining_mark(c))
                     .collect();
                 if bases.len() == 1 {
-                    push(&mut out, start, end, fold(&lower(&c.to_string())));
+                    out.word(start, end, &fold(&lower(&c.to_string())));
                 }
                 // Of an entry, each Han character and Hangul syllable alone too, at the
                 // position of the bigram it begins (the last at the last bigram's): one
                 // character is a word (猫, 꽃) that no bigram query finds. Not kana: a lone
                 // kana is a particle or a sound, not something searched for.
-                let unigram = |out: &mut Vec<Token>, (a, ch): (usize, char), position| {
+                let unigram = |out: &mut Out<'_>, (a, ch): (usize, char)| {
                     if !query && !is_kana(ch) {
-                        out.push(Token {
-                            offset_from: a,
-                            offset_to: a + ch.len_utf8(),
-                            position,
-                            text: fold(&lower(&ch.to_string())),
-                            position_length: 1,
-                        });
+                        out.same(a, a + ch.len_utf8(), &fold(&lower(&ch.to_string())));
                     }
                 };
                 for pair in bases.windows(2) {
                     if let [(a, ca), (b, cb)] = pair {
                         let to = b + cb.len_utf8();
                         let s: String = [*ca, *cb].iter().collect();
-                        if push(&mut out, *a, to, fold(&lower(&s))) {
-                            let at = out.last().map_or(0, |t| t.position);
-                            unigram(&mut out, (*a, *ca), at);
+                        if out.word(*a, to, &fold(&lower(&s))) {
+                            unigram(out, (*a, *ca));
                             if bases.last().is_some_and(|(l, _)| l == b) {
-                                unigram(&mut out, (*b, *cb), at);
+                                unigram(out, (*b, *cb));
                             }
                         }
                     }
@@ -409,7 +453,6 @@ pub(super) fn tokens(text: &str, stem: Option<Stemming>, query: bool) -> Vec<Tok
             Class::Gap => {}
         }
     }
-    out
 }
 
 /// Hiragana and katakana (full and half width).

@@ -135,6 +135,16 @@ thread_local! {
 /// The folded stem of a lower-cased word in `lang`, if it differs from the word's `folded`
 /// form.
 pub(super) fn stem_of(lang: Stemming, lower: &str, folded: &str) -> Option<String> {
+    with_stem(lang, lower, folded, |s| s.map(str::to_owned))
+}
+
+/// `f` of the stem [`stem_of`] gives, read from this thread's cache without a copy.
+pub(super) fn with_stem<R>(
+    lang: Stemming,
+    lower: &str,
+    folded: &str,
+    f: impl FnOnce(Option<&str>) -> R,
+) -> R {
     let stem = || {
         let stemmed = match lang {
             Stemming::Hindi => hindi(lower).to_owned(),
@@ -144,11 +154,11 @@ pub(super) fn stem_of(lang: Stemming, lower: &str, folded: &str) -> Option<Strin
         (s != folded && !s.is_empty()).then_some(s)
     };
     if lower.len() > MAX_TERM {
-        return stem();
+        return f(stem().as_deref());
     }
     STEMS.with(|cache| {
         let Ok(mut cache) = cache.try_borrow_mut() else {
-            return stem();
+            return f(stem().as_deref());
         };
         let i = match lang {
             Stemming::Snowball(alg) => alg as usize,
@@ -157,16 +167,19 @@ pub(super) fn stem_of(lang: Stemming, lower: &str, folded: &str) -> Option<Strin
         if cache.len() <= i {
             cache.resize_with(i + 1, Cache::default);
         }
-        let map = cache.get_mut(i)?;
+        let Some(map) = cache.get_mut(i) else {
+            return f(stem().as_deref());
+        };
         if let Some(s) = map.get(lower) {
-            return s.clone();
+            return f(s.as_deref());
         }
         let s = stem();
         if map.len() >= STEM_CACHE {
             map.clear();
         }
-        map.insert(lower.to_owned(), s.clone());
-        s
+        let r = f(s.as_deref());
+        map.insert(lower.to_owned(), s);
+        r
     })
 }
 
