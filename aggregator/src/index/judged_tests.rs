@@ -20,13 +20,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{EntryDoc, Filters, Index, IndexOp, SearchOptions};
 use crate::extract::extract;
-use crate::health::Health;
 
 /// The recall@10 a set must reach.
 const MIN_RECALL: f64 = 0.95;
@@ -69,13 +67,7 @@ fn load(names: &[&str]) -> Set {
 }
 
 async fn index_of(dir: &Path, set: &Set) -> Arc<Index> {
-    let index = Index::open(
-        dir,
-        15,
-        Duration::from_millis(5),
-        Arc::new(Health::default()),
-    )
-    .unwrap();
+    let index = super::search_tests::open_index(dir);
     let mut ids = HashSet::new();
     let ops = set
         .entries

@@ -51,14 +51,19 @@ fn values() -> Vec<(&'static str, serde_json::Value)> {
     ]
 }
 
-async fn index_of(dir: &std::path::Path) -> Arc<Index> {
-    let index = Index::open(
+/// An empty index in `dir`, committing every 5 ms (also for the judged sets).
+pub(super) fn open_index(dir: &std::path::Path) -> Arc<Index> {
+    Index::open(
         dir,
         15,
         Duration::from_millis(5),
         Arc::new(Health::default()),
     )
-    .unwrap();
+    .unwrap()
+}
+
+async fn index_of(dir: &std::path::Path) -> Arc<Index> {
+    let index = open_index(dir);
     let ops = values()
         .into_iter()
         .enumerate()
@@ -299,13 +304,7 @@ async fn hits_have_snippets_when_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_entries_rise_by_recency() {
     let dir = tempfile::tempdir().unwrap();
-    let index = Index::open(
-        dir.path(),
-        15,
-        Duration::from_millis(5),
-        Arc::new(Health::default()),
-    )
-    .unwrap();
+    let index = open_index(dir.path());
     let now = apiary_core::tid::now_micros() as i64;
     const HOUR: i64 = 3_600_000_000;
     let mut next = super::test_texts::xorshift(0x2545_f491_4f6c_dd1d);
