@@ -62,12 +62,14 @@ impl Index {
         let searcher = self.reader.searcher();
         let parsed = self.parse(&searcher, text, opts.prefix);
         // When the words as typed do not fill the page, other forms of them, then words with
-        // typos (each tier after the one before).
-        let stems = super::analyzer::query_stems(text);
-        let tiers = [
-            tolerant::stem_tolerant(parsed.as_ref(), self.f.text, &stems),
-            tolerant::typo_tolerant(&searcher, parsed.as_ref(), self.f.text),
-        ];
+        // typos (each tier after the one before). Made only when needed: each stems the
+        // words in every language, or runs automata over the term dictionaries.
+        let stem_tier = || {
+            let stems = super::analyzer::query_stems(text);
+            tolerant::stem_tolerant(parsed.as_ref(), self.f.text, &stems)
+        };
+        let typo_tier = || tolerant::typo_tolerant(&searcher, parsed.as_ref(), self.f.text);
+        let tiers: [&dyn Fn() -> Option<Box<dyn Query>>; 2] = [&stem_tier, &typo_tier];
         let written = self.written_boost(text);
         // Words of the text field only match entries: then the `kind` clause (every
         // document's postings) is left out, and a query without filters is searched alone,
@@ -78,19 +80,22 @@ impl Index {
         let q: Box<dyn Query> = if clauses.is_empty() && written.is_none() {
             match super::terms_and::TermsAnd::of(parsed.as_ref()) {
                 Some(and) => Box::new(and),
-                None => parsed,
+                None => parsed.box_clone(),
             }
         } else {
-            clauses.push((Occur::Must, parsed));
+            clauses.push((Occur::Must, parsed.box_clone()));
             clauses.extend(written.as_ref().map(|w| (Occur::Should, w.box_clone())));
             Box::new(BooleanQuery::new(clauses))
         };
         let want = offset + limit + 1;
         let mut hits = self.hits(&searcher, &*q, want, opts)?;
-        for tier in tiers.into_iter().flatten() {
+        for tier in tiers {
             if hits.len() >= want {
                 break;
             }
+            let Some(tier) = tier() else {
+                continue;
+            };
             // Fewer matches than asked: all of them are here, and this tier's follow them,
             // scored below the last one before.
             let mut clauses = self.filter_clauses_from(fl, None, None, false);
