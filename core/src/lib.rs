@@ -10,8 +10,10 @@
 //! - [`tid`]: time-sortable ids and the microsecond clock.
 //! - [`transport`]: where sessions come from (TCP: dial, accept, listen).
 //! - [`replicate`]: cores, connections and the replicator; [`bee`]: Hyperbee on a core.
+//! - [`bundle`]: proof bundles, a `get` anyone can check against the author's key.
 
 pub mod bee;
+pub mod bundle;
 pub mod crypto;
 pub mod encoding;
 pub mod error;

@@ -19,6 +19,7 @@
 pub mod block;
 mod history;
 mod iter;
+pub(crate) mod walk;
 mod writer;
 pub use block::{BeeBlock, NodeRef, TreeNode};
 pub use history::{HistoryEntry, HistoryOptions, OpKind};
@@ -249,41 +250,22 @@ impl<'a> Snapshot<'a> {
         }
     }
 
-    /// The newest entry under `key` at this version.
+    /// The newest entry under `key` at this version: the walk of [`walk::get`], fetching
+    /// each block it asks for (at most one per level and comparison, like JS hyperbee).
     pub async fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
+        self.check_version()?;
         let mut full = self.prefix.clone();
         full.extend_from_slice(key);
-        let Some((_, mut blk)) = self.root().await? else {
-            return Ok(None);
-        };
-        let mut offset = 0usize;
-        for _ in 0..64 {
-            if blk.key == full {
-                return Ok((!blk.is_deletion()).then(|| self.entry(&blk)));
-            }
-            let node = blk.level(offset as u64)?.clone();
-            let (mut lo, mut hi) = (0usize, node.keys.len());
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                let kb = self
-                    .key_of(node.keys.get(mid).copied().unwrap_or(0))
-                    .await?;
-                match full.as_slice().cmp(kb.key.as_slice()) {
-                    std::cmp::Ordering::Equal => return Ok(Some(self.entry(&kb))),
-                    std::cmp::Ordering::Less => hi = mid,
-                    std::cmp::Ordering::Greater => lo = mid + 1,
+        let mut have: HashMap<u64, Arc<BeeBlock>> = HashMap::new();
+        loop {
+            match walk::get(&full, self.version, |s| have.get(&s).cloned())? {
+                walk::Walk::Need(seq) => {
+                    let b = self.bee.block(seq).await?;
+                    have.insert(seq, b);
                 }
+                walk::Walk::Found(b) => return Ok(Some(self.entry(&b))),
+                walk::Walk::Absent => return Ok(None),
             }
-            let Some(child) = node.children.get(lo) else {
-                return Ok(None);
-            };
-            let (b, o) = self.node(*child).await?;
-            blk = b;
-            offset = o;
         }
-        Err(Error::Decode {
-            what: "bee node",
-            reason: "tree deeper than 64 levels".into(),
-        })
     }
 }
