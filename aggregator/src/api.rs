@@ -262,6 +262,9 @@ pub struct Entry {
     pub value: Box<RawValue>,
     /// `hyper://FEED`.
     pub source: String,
+    /// The path of this entry's proof bundle (`/v1/proofs/{feed}/{key}`): what lets anyone
+    /// check the value against the author's key without trusting this server.
+    pub proof: String,
     /// Relevance (BM25, with the recency boost), in search results only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f32>,
@@ -379,4 +382,22 @@ pub struct BackupStore {
     pub blocks: u64,
     /// Their size.
     pub bytes: u64,
+}
+
+/// The path of the proof bundle of `key` in `feed`: the key percent-encoded as a path (its
+/// `/` kept, as the route takes the rest of the path).
+pub fn proof_link(feed: &str, key: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(12 + feed.len() + key.len());
+    out.push_str("/v1/proofs/");
+    out.push_str(feed);
+    out.push('/');
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }

@@ -54,6 +54,16 @@ pub enum Command {
         /// writes it, so it must be writable by the aggregator's user.
         dir: PathBuf,
     },
+    /// Check a proof bundle (from /v1/proofs/FEED/KEY) against the feed's key alone: print
+    /// the proven key, value and version and exit 0, or say why it fails and exit 1 (2 when
+    /// the file is not a bundle at all). Needs no config, no data and no network.
+    Verify {
+        /// The bundle (JSON); `-` reads standard input.
+        bundle: PathBuf,
+        /// The feed's key (hyper://KEY, z-base-32 or hex): the only thing trusted.
+        #[arg(long, value_name = "KEY")]
+        key: String,
+    },
 }
 
 impl Cli {

@@ -87,17 +87,21 @@ impl Aggregator {
         Ok(self.state.follows()?.into_iter().map(|(k, _)| k).collect())
     }
 
+    /// The replica of a followed feed (`None` if not followed).
+    pub(crate) fn replica(&self, key: &Key) -> Option<Arc<apiary_core::replicate::Replica>> {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map(|t| t.replica.clone())
+    }
+
     /// Status of one feed, or `None` if not followed.
     pub fn status(&self, key: &Key) -> Result<Option<Value>> {
         let Some(f) = self.state.follow(key)? else {
             return Ok(None);
         };
-        let replica = self
-            .feeds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .map(|t| t.replica.clone());
+        let replica = self.replica(key);
         let z = key.to_z32();
         let cp = self.index.checkpoint(&z);
         let c = self.state.counters(key);

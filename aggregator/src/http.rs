@@ -32,6 +32,7 @@ use crate::Aggregator;
 
 pub(crate) mod cache;
 pub(crate) mod live;
+pub(crate) mod proofs;
 pub(crate) mod read;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -115,6 +116,7 @@ pub(crate) fn routes() -> Vec<Route> {
         r("/v1/feed", get(merged_feed), true),
         r("/v1/search", get(search), true),
         r("/v1/entries/{feed}/{*key}", get(entry), true),
+        r("/v1/proofs/{feed}/{*key}", get(proofs::proof), true),
         r("/v1/stream", get(stream), true),
         r("/v1/admin/backup", post(backup), false),
     ]

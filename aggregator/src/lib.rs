@@ -57,6 +57,7 @@ mod page;
 mod peers;
 mod serve;
 mod state;
+mod verify;
 
 pub use cli::{Cli, Command};
 pub use config::{Backfill, BackfillSetting, Config, FollowConfig, LogFormat};
@@ -74,6 +75,9 @@ use crate::state::State;
 /// (or the subcommand). Returns the exit code: 0, 2 for what the user must fix (the
 /// configuration, a refused request), 1 otherwise.
 pub fn run(cli: Cli) -> ExitCode {
+    if let Some(Command::Verify { bundle, key }) = &cli.command {
+        return verify::run(bundle, key);
+    }
     let cfg = match cli.config() {
         Ok(c) => c,
         Err(e) => {
@@ -91,6 +95,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let res = match cli.command {
         Some(Command::Backup { dir }) => rt.block_on(backup::request(&cfg, &dir)),
+        Some(Command::Verify { .. }) => Ok(()),
         None => rt.block_on(serve(cfg)),
     };
     // Tasks still running (open HTTP streams, the bridge's pipes) must not hold up the exit.

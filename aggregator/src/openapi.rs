@@ -48,6 +48,7 @@ const ADMIN: &str = "adminToken";
         http::read::merged_feed,
         http::read::search,
         http::read::entry,
+        http::proofs::proof,
         http::live::stream,
         http::backup,
     ),

@@ -325,19 +325,18 @@ impl Verifier {
         if quorum == 0 {
             return Err(Error::verification("manifest has quorum 0"));
         }
+        // The whole container is decoded first, as JS does (its proofs, then the patch
+        // nodes), and must end there: bytes that no check reads would let a signature be
+        // altered and still pass.
         let mut r = Reader::new(sig, "multisig");
         let n = r.array_len(66)?;
-        let mut used = vec![false; self.manifest.signers.len()];
-        let mut valid = 0u64;
+        let mut proofs = Vec::with_capacity(n);
         for _ in 0..n {
             let (signer, signature, patched) = if self.manifest.version == 0 {
                 let flags = r.uint()?;
                 let signer = r.uint()?;
                 let s = r.fixed64()?;
-                if flags & 1 != 0 {
-                    return Err(Error::verification("patched signatures are not supported"));
-                }
-                (signer, s, false)
+                (signer, s, flags & 1 != 0)
             } else {
                 let signer = r.uint()?;
                 let s = r.fixed64()?;
@@ -346,6 +345,16 @@ impl Verifier {
             if patched {
                 return Err(Error::verification("patched signatures are not supported"));
             }
+            proofs.push((signer, signature));
+        }
+        if r.array_len(34)? != 0 || !r.is_empty() {
+            return Err(Error::verification(
+                "the signature carries patch nodes or trailing bytes",
+            ));
+        }
+        let mut used = vec![false; self.manifest.signers.len()];
+        let mut valid = 0u64;
+        for (signer, signature) in proofs {
             let idx = usize::try_from(signer).unwrap_or(usize::MAX);
             let (Some(slot), Some(s)) = (used.get_mut(idx), self.manifest.signers.get(idx)) else {
                 return Err(Error::verification(format!(

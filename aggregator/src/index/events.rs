@@ -180,6 +180,7 @@ pub(crate) mod tests {
     pub(crate) fn entry(key: &str) -> Entry {
         Entry {
             source: String::new(),
+            proof: String::new(),
             feed: "f".into(),
             key: key.into(),
             seq: Some(1),

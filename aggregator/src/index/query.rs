@@ -306,6 +306,7 @@ pub(super) fn doc_entry(f: &Fields, d: &TantivyDocument) -> Entry {
     let key = s(f.key).unwrap_or_default();
     Entry {
         source: format!("hyper://{feed}"),
+        proof: crate::api::proof_link(&feed, &key),
         feed,
         key,
         seq: u(f.seq),
