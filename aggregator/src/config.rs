@@ -28,6 +28,19 @@ pub enum Backfill {
     Last(u64),
 }
 
+/// What the aggregator keeps of the bees it follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Retention {
+    /// Every block fetched stays in the block store (a replica).
+    #[default]
+    Replica,
+    /// Once its entries are committed to the index, a block's payload is dropped; the tree
+    /// nodes and the signed head stay (proofs of inclusion), and a proof that needs a
+    /// dropped block fetches it from the feed's peers.
+    IndexOnly,
+}
+
 /// How log lines are written (to stderr).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -85,6 +98,8 @@ pub struct Config {
     pub search_recency_half_life_hours: f64,
     /// Bees to follow at start (merged with the persisted follows).
     pub follow: Vec<FollowConfig>,
+    /// "replica" (keep every block) or "index-only" (drop blocks once indexed).
+    pub retention: Retention,
     /// Open HTTP connections in total.
     pub http_max_connections: usize,
     /// Open HTTP connections per client IP.
@@ -144,6 +159,7 @@ impl Default for Config {
             state_cache_mb: 32,
             read_cache_mb: 32,
             max_concurrent_ingest: 32,
+            retention: Retention::Replica,
             search_recency_boost: 0.5,
             search_recency_half_life_hours: 24.0,
             follow: Vec::new(),

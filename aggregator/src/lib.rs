@@ -55,12 +55,13 @@ mod metrics;
 mod openapi;
 mod page;
 mod peers;
+mod retention;
 mod serve;
 mod state;
 mod verify;
 
 pub use cli::{Cli, Command};
-pub use config::{Backfill, BackfillSetting, Config, FollowConfig, LogFormat};
+pub use config::{Backfill, BackfillSetting, Config, FollowConfig, LogFormat, Retention};
 pub use error::{Code, Error, Result};
 pub use http::router;
 pub use serve::serve;
@@ -120,6 +121,8 @@ struct FeedTask {
 pub(crate) struct Metrics {
     /// Log entries turned into index ops.
     pub entries_ingested: AtomicU64,
+    /// Block payloads dropped once indexed (`retention = "index-only"`).
+    pub blocks_dropped: AtomicU64,
     /// Ingest errors.
     pub ingest_errors: AtomicU64,
 }
@@ -212,6 +215,12 @@ impl Aggregator {
         }
         for (key, f) in agg.state.follows()? {
             agg.start(key, &f.peers)?;
+        }
+        if agg.cfg.retention == Retention::IndexOnly {
+            tokio::spawn(
+                retention::drop_indexed_blocks(Arc::downgrade(&agg))
+                    .instrument(tracing::info_span!("retention")),
+            );
         }
         tokio::spawn(
             crate::health::watch_disk_and_store(

@@ -66,6 +66,7 @@ struct Families {
     feeds_followed: Gauge,
     entries_indexed: Gauge,
     entries_ingested: Counter,
+    blocks_dropped: Counter,
     ingest_errors: Counter,
     blocks_downloaded: Counter,
     bytes_downloaded: Counter,
@@ -122,6 +123,11 @@ fn register(r: &mut Registry, f: &Families) {
         "apiary_entries_ingested",
         "Log entries ingested",
         f.entries_ingested.clone(),
+    );
+    r.register(
+        "apiary_blocks_dropped",
+        "Block payloads dropped once indexed (retention = index-only)",
+        f.blocks_dropped.clone(),
     );
     r.register(
         "apiary_ingest_errors",
@@ -283,6 +289,10 @@ impl Exporter {
         mirror(
             &f.entries_ingested,
             a.metrics.entries_ingested.load(Ordering::Relaxed),
+        );
+        mirror(
+            &f.blocks_dropped,
+            a.metrics.blocks_dropped.load(Ordering::Relaxed),
         );
         mirror(
             &f.ingest_errors,

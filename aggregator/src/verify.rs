@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use apiary_core::bundle::{self, Bundle};
+use apiary_core::bundle::{self, Bundle, Inclusion};
 use apiary_core::Key;
 
 /// Reads, checks and reports; the exit code: 0 proven, 1 refused, 2 not a bundle or not a key.
@@ -23,22 +23,39 @@ pub(crate) fn run(path: &Path, key: &str) -> ExitCode {
     } else {
         std::fs::read_to_string(path)
     };
-    let bundle: Bundle = match text
+    let json: serde_json::Value = match text
         .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
     {
-        Ok(b) => b,
+        Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {} is not a proof bundle: {e}", path.display());
+            eprintln!("error: {} is not JSON: {e}", path.display());
             return ExitCode::from(2);
         }
     };
-    match bundle::verify(&bundle, &key) {
-        Ok(p) => {
-            println!("{}", describe(&p));
+    let checked = match json.get("format").and_then(|f| f.as_str()) {
+        Some(bundle::FORMAT) => serde_json::from_value::<Bundle>(json)
+            .map_err(|e| e.to_string())
+            .map(|b| bundle::verify(&b, &key).map(|p| describe(&p))),
+        Some(bundle::INCLUSION_FORMAT) => serde_json::from_value::<Inclusion>(json)
+            .map_err(|e| e.to_string())
+            .map(|i| bundle::verify_inclusion(&i, &key).map(|p| describe_inclusion(&p, &i))),
+        other => Err(format!(
+            "format {other:?} is neither {:?} nor {:?}",
+            bundle::FORMAT,
+            bundle::INCLUSION_FORMAT
+        )),
+    };
+    match checked {
+        Err(e) => {
+            eprintln!("error: {} is not a proof bundle: {e}", path.display());
+            ExitCode::from(2)
+        }
+        Ok(Ok(said)) => {
+            println!("{said}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             eprintln!("REFUSED: {e}");
             ExitCode::from(1)
         }
@@ -66,4 +83,20 @@ fn describe(p: &bundle::Proven) -> String {
         ),
         None => format!("{head}\nat version {}, key {key} is absent", p.version),
     }
+}
+
+/// What an inclusion proof proved, and what it did not.
+fn describe_inclusion(p: &bundle::ProvenInclusion, i: &Inclusion) -> String {
+    format!(
+        "verified (inclusion only): {} signed a log of {} blocks (fork {})\n\
+         block {} ({} bytes, leaf hash {}) is in it\n\
+         NOT proven: which key or value that block holds ({})",
+        p.feed.to_url(),
+        p.length,
+        p.fork,
+        p.seq,
+        p.size,
+        hex::encode(p.hash),
+        i.note
+    )
 }

@@ -25,6 +25,7 @@ const hcMessages = require('hypercore/lib/messages')
 const { Node, YoloIndex } = require('hyperbee/lib/messages')
 
 const FORMAT = 'apiary-bee-proof/1'
+const INCLUSION_FORMAT = 'apiary-inclusion-proof/1'
 const MAX_DEPTH = 64
 
 class BundleError extends Error {}
@@ -85,13 +86,7 @@ function treeNode(v, where) {
   }
 }
 
-function parseBundle(b) {
-  checkFields(b, ['format', 'feed', 'tree', 'version', 'key', 'blocks', 'nodes', 'result'], 'bundle')
-  if (b.format !== FORMAT) fail(`format must be "${FORMAT}"`)
-
-  const feed = hex(b.feed, 'feed', 32)
-
-  const t = b.tree
+function parseTree(t) {
   checkFields(t, ['length', 'fork', 'roots', 'signature', 'manifest'], 'tree')
   const length = uint(t.length, 'tree.length')
   const fork = uint(t.fork, 'tree.fork')
@@ -101,6 +96,15 @@ function parseBundle(b) {
   const manifest = t.manifest === null ? null : hex(t.manifest, 'tree.manifest')
   if (signature !== null && signature.byteLength === 0) fail('tree.signature is empty')
   if (manifest !== null && manifest.byteLength === 0) fail('tree.manifest is empty')
+  return { length, fork, roots, signature, manifest }
+}
+
+function parseBundle(b) {
+  checkFields(b, ['format', 'feed', 'tree', 'version', 'key', 'blocks', 'nodes', 'result'], 'bundle')
+  if (b.format !== FORMAT) fail(`format must be "${FORMAT}"`)
+
+  const feed = hex(b.feed, 'feed', 32)
+  const tree = parseTree(b.tree)
 
   const version = uint(b.version, 'version')
 
@@ -136,7 +140,7 @@ function parseBundle(b) {
 
   return {
     feed,
-    tree: { length, fork, roots, signature, manifest },
+    tree,
     version,
     keyString: b.key,
     key,
@@ -298,7 +302,8 @@ function checkMerkle(tree, blocks, nodes) {
       used.add(i)
     } else if (i % 2 === 0) {
       const b = leaves.get(i)
-      node = { index: i, size: b.data.byteLength, hash: crypto.data(b.data) }
+      // An inclusion proof gives its leaf; a bundle's leaves are hashed from the blocks.
+      node = b.leaf ? b.leaf : { index: i, size: b.data.byteLength, hash: crypto.data(b.data) }
     } else {
       const [l, r] = flat.children(i)
       const a = compute(l)
@@ -440,8 +445,41 @@ function toBase64(buf) {
   return buf === null ? null : b4a.toString(buf, 'base64')
 }
 
+// ---------------------------------------------------------------------------------------
+// Inclusion proofs (apiary-inclusion-proof/1): a block's leaf in the signed log, no lookup
+
+function verifyInclusionUnsafe(p, coreKey) {
+  checkFields(p, ['format', 'feed', 'tree', 'version', 'key', 'seq', 'leaf', 'nodes', 'note'], 'proof')
+  if (!b4a.equals(hex(p.feed, 'feed', 32), coreKey)) fail('feed is not the given key')
+  const tree = parseTree(p.tree)
+  const seq = uint(p.seq, 'seq')
+  uint(p.version, 'version')
+  if (typeof p.key !== 'string' || typeof p.note !== 'string') fail('key and note must be strings')
+  const leaf = treeNode(p.leaf, 'leaf')
+  if (seq >= tree.length || leaf.index !== 2 * seq) fail(`leaf ${leaf.index} is not block ${seq} of a log of ${tree.length}`)
+  if (!Array.isArray(p.nodes)) fail('nodes must be an array')
+  const nodes = p.nodes.map((n, i) => treeNode(n, `nodes[${i}]`))
+  checkSignedTree(coreKey, tree)
+  checkMerkle(tree, [{ seq, leaf }], nodes)
+  return {
+    ok: true,
+    inclusionOnly: true,
+    feed: b4a.toString(coreKey, 'hex'),
+    length: tree.length,
+    fork: tree.fork,
+    seq,
+    size: leaf.size,
+    hash: b4a.toString(leaf.hash, 'hex')
+  }
+}
+
 function verifyBundle(bundleObject, key32) {
   try {
+    if (isPlainObject(bundleObject) && bundleObject.format === INCLUSION_FORMAT) {
+      if (!b4a.isBuffer(key32) && !(key32 instanceof Uint8Array)) fail('key must be a buffer')
+      if (key32.byteLength !== 32) fail('key must be 32 bytes')
+      return verifyInclusionUnsafe(bundleObject, b4a.from(key32.buffer, key32.byteOffset, key32.byteLength))
+    }
     return verifyBundleUnsafe(bundleObject, key32)
   } catch (err) {
     if (err instanceof BundleError) throw new Error(err.message)

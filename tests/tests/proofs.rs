@@ -30,7 +30,7 @@ fn verify_both(dir: &Path, bundle: &Value, key: &str) -> (bool, bool, String) {
         .unwrap();
     let js_out = String::from_utf8_lossy(&js.stdout).into_owned();
     let js_ok = js.status.success();
-    if js_ok {
+    if js_ok && bundle["format"] == "apiary-bee-proof/1" {
         let v: Value = serde_json::from_str(js_out.trim()).unwrap();
         assert_eq!(v["ok"], true, "{js_out}");
         assert_eq!(v["found"], bundle["result"]["found"], "{js_out}");
@@ -264,4 +264,86 @@ async fn bundles_made_by_js_pass_our_verifier() {
         checked += 1;
     }
     assert!(checked >= 20, "only {checked} bundles made");
+}
+
+/// `retention = "index-only"`: the payloads are dropped once indexed; a proof fetches the
+/// blocks it needs from the author's peer while it is online, and with no peer online it is
+/// an inclusion proof of the entry's block, which both verifiers accept as such.
+#[tokio::test(flavor = "multi_thread")]
+async fn index_only_proofs_fetch_from_peers_or_prove_inclusion() {
+    ensure_js();
+    let (_d, dir) = temp_dir();
+    let mut js = JsPeer::start().await;
+    let created = js
+        .call(json!({"cmd": "create", "name": "big", "compat": false}))
+        .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    js.call(json!({"cmd": "fill", "name": "big", "count": 500, "valueBytes": 100}))
+        .await;
+    let port = js.serve().await;
+    let agg = AggProc::start(dir.join("agg"), "retention = \"index-only\"").await;
+    let (s, v) = agg.follow(&key, Some(&format!("127.0.0.1:{port}"))).await;
+    assert_eq!(s, 201, "{v}");
+    agg.wait_for(&format!("/v1/feeds/{key}"), Duration::from_secs(20), |v| {
+        v["indexedVersion"] == 501
+    })
+    .await;
+    let dropped = || async {
+        let text = reqwest::get(format!("{}/metrics", agg.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("apiary_blocks_dropped_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let t = std::time::Instant::now();
+    while dropped().await < 480.0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "blocks not dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The peer is online: a full bundle, its blocks fetched again.
+    let (s, full) = agg.get(&format!("/v1/proofs/{key}/k00000123")).await;
+    assert_eq!(s, 200, "{full}");
+    assert_eq!(full["format"], "apiary-bee-proof/1");
+    assert_eq!(full["result"]["found"], true);
+    let (ours, theirs, said) = verify_both(&dir, &full, &key);
+    assert!(ours && theirs, "{said}");
+    let (s, gone) = agg.get(&format!("/v1/proofs/{key}/never")).await;
+    assert_eq!(
+        (s, &gone["result"]["found"]),
+        (200, &json!(false)),
+        "{gone}"
+    );
+
+    // The peer goes away: the tree alone proves the entry's block is in the signed log.
+    js.close().await;
+    agg.wait_for(&format!("/v1/feeds/{key}"), Duration::from_secs(20), |v| {
+        v["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["connected"] == false))
+    })
+    .await;
+    let (s, inc) = agg.get(&format!("/v1/proofs/{key}/k00000042")).await;
+    assert_eq!(s, 200, "{inc}");
+    assert_eq!(inc["format"], "apiary-inclusion-proof/1", "{inc}");
+    let (_, entry) = agg.get(&format!("/v1/entries/{key}/k00000042")).await;
+    assert_eq!(inc["seq"], entry["seq"]);
+    let (ours, theirs, said) = verify_both(&dir, &inc, &key);
+    assert!(ours && theirs, "{said}");
+    assert!(
+        said.contains("inclusion only") && said.contains("NOT proven"),
+        "{said}"
+    );
+    let mut t = inc.clone();
+    t["leaf"]["size"] = json!(inc["leaf"]["size"].as_u64().unwrap() + 1);
+    let (ours, theirs, said) = verify_both(&dir, &t, &key);
+    assert!(!ours && !theirs, "a tampered leaf was accepted\n{said}");
+    // Absence needs the blocks: it cannot be proven now, and says so.
+    let (s, v) = agg.get(&format!("/v1/proofs/{key}/never")).await;
+    assert_eq!(s, 503, "{v}");
 }

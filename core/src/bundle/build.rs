@@ -14,11 +14,12 @@ use crate::replicate::Replica;
 
 /// The proof that `key` (full, with any sub prefix) has the value it has, or is absent, at
 /// bee version `version` of `replica`, against the replica's signed head. Blocks the store
-/// lacks are fetched from the replica's peers ([`Replica::get`]).
+/// lacks are fetched from the replica's peers ([`Replica::get`]) when `fetch`, else they are
+/// an [`Error::NotAvailable`].
 ///
 /// The bundle is checked with [`verify`] before it is returned: a store that lost a node or
 /// a head that moved to another fork meanwhile is an error, never a bundle that fails later.
-pub async fn build(replica: &Arc<Replica>, key: &str, version: u64) -> Result<Bundle> {
+pub async fn build(replica: &Arc<Replica>, key: &str, version: u64, fetch: bool) -> Result<Bundle> {
     let head = replica.head();
     if head.length == 0 {
         return Err(Error::invalid("the core is empty: nothing is signed yet"));
@@ -36,7 +37,13 @@ pub async fn build(replica: &Arc<Replica>, key: &str, version: u64) -> Result<Bu
         })? {
             Walk::Need(0) => return Err(Error::invalid("a tree node points at the header")),
             Walk::Need(seq) => {
-                let raw = replica.get(seq).await?;
+                let raw = match fetch {
+                    true => replica.get(seq).await?,
+                    false => replica
+                        .store()
+                        .block(seq)?
+                        .ok_or(Error::NotAvailable { seq })?,
+                };
                 let b = Arc::new(BeeBlock::decode(seq, &raw)?);
                 have.insert(seq, (b, raw));
             }
@@ -65,13 +72,7 @@ pub async fn build(replica: &Arc<Replica>, key: &str, version: u64) -> Result<Bu
     let bundle = Bundle {
         format: FORMAT.into(),
         feed: replica.key().to_hex(),
-        tree: BundleTree {
-            length: head.length,
-            fork: head.fork,
-            roots: head.roots.iter().map(JsonNode::of).collect(),
-            signature: head.signature.as_deref().map(hex::encode),
-            manifest: replica.manifest().map(|m| hex::encode(m.to_bytes())),
-        },
+        tree: tree_of(replica, &head),
         version,
         key: key.to_owned(),
         blocks: seqs
@@ -89,9 +90,20 @@ pub async fn build(replica: &Arc<Replica>, key: &str, version: u64) -> Result<Bu
     Ok(bundle)
 }
 
+/// The signed head of `replica` (taken as `head`) as a bundle shows it.
+pub(super) fn tree_of(replica: &Replica, head: &Head) -> BundleTree {
+    BundleTree {
+        length: head.length,
+        fork: head.fork,
+        roots: head.roots.iter().map(JsonNode::of).collect(),
+        signature: head.signature.as_deref().map(hex::encode),
+        manifest: replica.manifest().map(|m| hex::encode(m.to_bytes())),
+    }
+}
+
 /// The sibling nodes that take the leaves of `seqs` up to the roots of `head`, each once and
 /// none that lies on another leaf's path (the verifier computes those).
-fn shared_paths(
+pub(super) fn shared_paths(
     head: &Head,
     seqs: &BTreeSet<u64>,
     mut node: impl FnMut(u64) -> Result<Node>,

@@ -42,16 +42,24 @@
 //!    into the child the search ends on; no child means absent. Every block it reads must be
 //!    in the bundle, and `result` must be what it ends on.
 //!
+//! When the blocks are not at hand (an index-only aggregator whose feed has no peer online),
+//! [`build_inclusion`] proves less: that a block of this hash is in the signed log (see
+//! `inclusion.rs` for that format).
+//!
 //! [`build`] makes a bundle from a replica; both run in `apiary-aggregator verify` and under
 //! `/v1/proofs`, and `tests/js/verify-bundle.js` checks the same format with the JS stack's own
 //! hashing and hyperbee decoding.
 
 mod build;
 mod format;
+mod inclusion;
 mod verify;
 
 pub use build::build;
 pub use format::{Bundle, BundleResult, BundleTree, JsonBlock, JsonNode, FORMAT};
+pub use inclusion::{
+    build_inclusion, verify_inclusion, Inclusion, ProvenInclusion, INCLUSION_FORMAT,
+};
 pub use verify::{verify, Proven};
 
 #[cfg(test)]

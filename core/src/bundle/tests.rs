@@ -73,7 +73,7 @@ async fn honest_bundles_prove_what_the_bee_says() {
         let key = *core(&w).key();
         for &v in versions.iter().chain([1, 2, 3].iter()) {
             for k in KEYS.iter().chain(["absent", "", "k0"].iter()) {
-                let b = build(core(&w), k, v).await.unwrap();
+                let b = build(core(&w), k, v, true).await.unwrap();
                 let p = verify(&b, &key).unwrap();
                 let want = w.bee().checkout(v).get(k.as_bytes()).await.unwrap();
                 assert_eq!(p.entry, want.map(|e| (e.seq, e.value)), "{k} at {v}");
@@ -90,7 +90,9 @@ async fn honest_bundles_prove_what_the_bee_says() {
 #[tokio::test]
 async fn a_lookup_reads_a_handful_of_blocks() {
     let (w, _) = bee(false, "").await;
-    let b = build(core(&w), "k123", w.bee().version()).await.unwrap();
+    let b = build(core(&w), "k123", w.bee().version(), true)
+        .await
+        .unwrap();
     assert!(b.result.found);
     // 200 keys, nodes of at most 9 keys: three levels, a few comparisons each.
     assert!(
@@ -194,8 +196,8 @@ async fn every_tamper_is_refused() {
     let (other, _) = bee(false, " (other)").await;
     let key = *core(&w).key();
     let v = w.bee().version();
-    let b = build(core(&w), "k123", v).await.unwrap();
-    let o = build(core(&other), "k123", v).await.unwrap();
+    let b = build(core(&w), "k123", v, true).await.unwrap();
+    let o = build(core(&other), "k123", v, true).await.unwrap();
     verify(&b, &key).unwrap();
     let all = tampered(&b, &o);
     assert!(all.len() >= 20, "{}", all.len());
@@ -203,9 +205,12 @@ async fn every_tamper_is_refused() {
         assert!(verify(&t, &key).is_err(), "accepted with {what} changed");
     }
     // A path block from an older version of the same bee: k007 was overwritten.
-    let old = build(core(&w), "k007", versions[0]).await.unwrap();
-    assert_ne!(old.result, build(core(&w), "k007", v).await.unwrap().result);
-    let mut t = build(core(&w), "k007", v).await.unwrap();
+    let old = build(core(&w), "k007", versions[0], true).await.unwrap();
+    assert_ne!(
+        old.result,
+        build(core(&w), "k007", v, true).await.unwrap().result
+    );
+    let mut t = build(core(&w), "k007", v, true).await.unwrap();
     t.result = old.result.clone();
     assert!(verify(&t, &key).is_err(), "accepted an older value");
     let mut t = old.clone();
@@ -215,7 +220,7 @@ async fn every_tamper_is_refused() {
         "accepted an old path at a new version"
     );
     // Absence is proven, and cannot be claimed for a key that is there.
-    let gone = build(core(&w), "k100", v).await.unwrap();
+    let gone = build(core(&w), "k100", v, true).await.unwrap();
     assert!(!gone.result.found);
     verify(&gone, &key).unwrap();
     let mut t = gone.clone();
@@ -230,7 +235,9 @@ async fn every_tamper_is_refused() {
 async fn malformed_bundles_are_errors_not_panics() {
     let (w, _) = bee(false, "").await;
     let key = *core(&w).key();
-    let b = build(core(&w), "k001", w.bee().version()).await.unwrap();
+    let b = build(core(&w), "k001", w.bee().version(), true)
+        .await
+        .unwrap();
     let json = serde_json::to_value(&b).unwrap();
     let cases = [
         ("/tree/roots/0/hash", serde_json::json!("zz")),
@@ -252,13 +259,54 @@ async fn malformed_bundles_are_errors_not_panics() {
         let t: Bundle = serde_json::from_value(j).unwrap();
         assert!(verify(&t, &key).is_err(), "accepted {path} changed");
     }
-    assert!(build(core(&w), "k001", w.bee().version() + 1)
+    assert!(build(core(&w), "k001", w.bee().version() + 1, true)
         .await
         .is_err());
-    assert!(build(core(&w), "k001", 0).await.is_err());
+    assert!(build(core(&w), "k001", 0, true).await.is_err());
     let empty = Replicator::new(Store::temporary().unwrap(), ReplicatorOptions::default())
         .create_core(KeyPair::generate(), false)
         .unwrap();
-    assert!(build(&empty, "k", 1).await.is_err());
+    assert!(build(&empty, "k", 1, true).await.is_err());
     let _: Key = key;
+}
+
+#[tokio::test]
+async fn inclusion_proofs_from_the_tree_alone() {
+    let (w, _) = bee(false, "").await;
+    let key = *core(&w).key();
+    let length = core(&w).length();
+    // Every block's payload dropped: the tree is enough.
+    assert!(core(&w).drop_blocks(length).unwrap() > 0);
+    for seq in [1, 2, 100, length - 1] {
+        let p = build_inclusion(core(&w), "k", length, seq, "test").unwrap();
+        let proven = verify_inclusion(&p, &key).unwrap();
+        assert_eq!((proven.seq, proven.length), (seq, length));
+        let mut t = p.clone();
+        flip_hex(&mut t.leaf.hash);
+        assert!(verify_inclusion(&t, &key).is_err(), "leaf hash");
+        let mut t = p.clone();
+        t.leaf.size += 1;
+        assert!(verify_inclusion(&t, &key).is_err(), "leaf size");
+        let mut t = p.clone();
+        t.seq += 1;
+        assert!(verify_inclusion(&t, &key).is_err(), "another seq");
+        if !p.nodes.is_empty() {
+            let mut t = p.clone();
+            flip_hex(&mut t.nodes[0].hash);
+            assert!(verify_inclusion(&t, &key).is_err(), "a node");
+        }
+        let mut t = p.clone();
+        t.tree.length -= 1;
+        assert!(verify_inclusion(&t, &key).is_err(), "the length");
+    }
+    assert!(build_inclusion(core(&w), "k", length, length, "test").is_err());
+    // A full bundle now needs blocks no peer has: it fails instead of lying.
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        build(core(&w), "k001", length, true),
+    )
+    .await;
+    assert!(matches!(r, Ok(Err(_))), "{r:?}");
+    let r = build(core(&w), "k001", length, false).await;
+    assert!(matches!(r, Err(crate::Error::NotAvailable { .. })), "{r:?}");
 }

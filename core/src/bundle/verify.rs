@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::build::paths;
+use super::format::JsonNode;
 use super::format::{b64, from_b64};
-use super::{Bundle, FORMAT};
+use super::{Bundle, BundleTree, FORMAT};
 use crate::bee::walk::{self, Walk};
 use crate::bee::BeeBlock;
 use crate::error::{Error, Result};
@@ -47,7 +48,7 @@ pub fn verify(bundle: &Bundle, feed: &Key) -> Result<Proven> {
             feed.to_hex()
         )));
     }
-    let head = signed_head(bundle, feed)?;
+    let head = signed_head(&bundle.tree, feed)?;
     let version = bundle.version;
     if version == 0 || version > head.length {
         return Err(fail(format!(
@@ -65,7 +66,8 @@ pub fn verify(bundle: &Bundle, feed: &Key) -> Result<Proven> {
             return Err(fail(format!("block {} is in the bundle twice", b.seq)));
         }
     }
-    merkle(&head, &raw, bundle)?;
+    let leaves = raw.iter().map(|(&s, r)| (s, Node::leaf(s, r))).collect();
+    merkle(&head, &leaves, &bundle.nodes)?;
 
     let blocks: HashMap<u64, Arc<BeeBlock>> = raw
         .iter()
@@ -112,8 +114,7 @@ pub fn verify(bundle: &Bundle, feed: &Key) -> Result<Proven> {
 
 /// The tree of the bundle, once its roots are the full roots of its length and the author's
 /// signature over them holds.
-fn signed_head(bundle: &Bundle, feed: &Key) -> Result<Head> {
-    let t = &bundle.tree;
+pub(super) fn signed_head(t: &BundleTree, feed: &Key) -> Result<Head> {
     if t.length == 0 || t.length > MAX_LENGTH {
         return Err(fail(format!("signed length {} is out of range", t.length)));
     }
@@ -151,13 +152,13 @@ fn signed_head(bundle: &Bundle, feed: &Key) -> Result<Head> {
     Ok(head)
 }
 
-/// Hashes every block up to its signed root: nodes above a block of the bundle are computed,
-/// the others come from `bundle.nodes`, and each of those must be used.
-fn merkle(head: &Head, raw: &BTreeMap<u64, Vec<u8>>, bundle: &Bundle) -> Result<()> {
-    let seqs: BTreeSet<u64> = raw.keys().copied().collect();
+/// Hashes every leaf (by block seq) up to its signed root: nodes above a leaf are computed,
+/// the others come from `nodes`, and each of those must be used.
+pub(super) fn merkle(head: &Head, leaves: &BTreeMap<u64, Node>, nodes: &[JsonNode]) -> Result<()> {
+    let seqs: BTreeSet<u64> = leaves.keys().copied().collect();
     let on_path = paths(head.length, &seqs)?;
     let mut given: HashMap<u64, Node> = HashMap::new();
-    for n in &bundle.nodes {
+    for n in nodes {
         let node = n.node()?;
         if on_path.contains(&node.index) {
             return Err(fail(format!(
@@ -175,7 +176,9 @@ fn merkle(head: &Head, raw: &BTreeMap<u64, Vec<u8>>, bundle: &Bundle) -> Result<
         if !on_path.contains(&root.index) {
             continue;
         }
-        let got = compute(root.index, raw, &on_path, &given, &mut used, &mut memo, 0)?;
+        let got = compute(
+            root.index, leaves, &on_path, &given, &mut used, &mut memo, 0,
+        )?;
         if got != *root {
             return Err(fail(format!(
                 "the blocks under root {} do not hash to the signed root",
@@ -193,7 +196,7 @@ fn merkle(head: &Head, raw: &BTreeMap<u64, Vec<u8>>, bundle: &Bundle) -> Result<
 
 fn compute(
     index: u64,
-    raw: &BTreeMap<u64, Vec<u8>>,
+    leaves: &BTreeMap<u64, Node>,
     on_path: &BTreeSet<u64>,
     given: &HashMap<u64, Node>,
     used: &mut HashSet<u64>,
@@ -211,16 +214,15 @@ fn compute(
             .ok_or_else(|| fail(format!("the bundle lacks tree node {index}")));
     }
     let node = if index % 2 == 0 {
-        let value = raw
+        *leaves
             .get(&(index / 2))
-            .ok_or_else(|| fail(format!("the bundle lacks block {}", index / 2)))?;
-        Node::leaf(index / 2, value)
+            .ok_or_else(|| fail(format!("the bundle lacks block {}", index / 2)))?
     } else {
         let (l, r) = flat::children(index)
             .filter(|_| depth < 64)
             .ok_or_else(|| fail(format!("tree node {index} has no children")))?;
-        let l = compute(l, raw, on_path, given, used, memo, depth + 1)?;
-        let r = compute(r, raw, on_path, given, used, memo, depth + 1)?;
+        let l = compute(l, leaves, on_path, given, used, memo, depth + 1)?;
+        let r = compute(r, leaves, on_path, given, used, memo, depth + 1)?;
         Node::parent(&l, &r)
     };
     memo.insert(index, node);

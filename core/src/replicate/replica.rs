@@ -287,6 +287,20 @@ impl Replica {
     pub fn contiguous_length(&self) -> u64 {
         self.lock().record.contiguous
     }
+    /// Drops the stored payloads of the blocks below `before` (whole pages: see
+    /// [`CoreStore::drop_blocks`]) and keeps the tree and the head, so proofs of inclusion
+    /// stay cheap; [`Replica::get`] fetches a dropped block again from the peers. Returns
+    /// the blocks dropped.
+    pub fn drop_blocks(&self, before: u64) -> Result<u64> {
+        let dropped = self.store.drop_blocks(before)?;
+        if dropped > 0 {
+            // Blocks from the first page on may be gone: claim no contiguous run to peers.
+            let mut s = self.lock();
+            s.record.contiguous = 0;
+        }
+        Ok(dropped)
+    }
+
     /// The manifest bytes we may send (non-compat cores).
     pub fn manifest(&self) -> Option<Manifest> {
         let s = self.lock();

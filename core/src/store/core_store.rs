@@ -202,6 +202,50 @@ impl CoreStore {
         self.behind().barrier()
     }
 
+    /// Drops the payloads of the blocks below `before`, whole pages of 16 only (a page
+    /// holding `before` or later keeps all its blocks), and keeps every tree node and the
+    /// head: what an index-only reader keeps once the blocks are indexed. Returns the blocks
+    /// dropped. A page being written meanwhile (dirty) is left for a later call; a block
+    /// fetched again later is stored again, and dropped again by a later call.
+    pub fn drop_blocks(&self, before: u64) -> Result<u64> {
+        let pages_end = before / 16;
+        if pages_end == 0 {
+            return Ok(0);
+        }
+        self.write_all()?;
+        // Held while sled changes: no page of this core is loaded or staged meanwhile.
+        let mut st = lock(&self.staged);
+        let mut batch = sled::Batch::default();
+        let mut dropped = 0u64;
+        let mut kept_pages = Vec::new();
+        for kv in self
+            .tree
+            .range(key_of(b'B', self.id, Some(0))..key_of(b'B', self.id, Some(pages_end)))
+        {
+            let (k, v) = kv?;
+            let page = key_tail(&k)?;
+            if st.dirty_block(page).is_some() {
+                kept_pages.push(page);
+                continue;
+            }
+            dropped += u64::from(PageView::new(&v)?.count());
+            st.forget_clean_block_page(page);
+            batch.remove(k);
+        }
+        for k in self
+            .tree
+            .range(key_of(b'b', self.id, Some(0))..key_of(b'b', self.id, Some(pages_end * 16)))
+            .keys()
+        {
+            let k = k?;
+            if !kept_pages.contains(&(key_tail(&k)? / 16)) {
+                batch.remove(k);
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(dropped)
+    }
+
     /// Deletes every block from `seq` on and every node spanning them, and writes `record`
     /// and the (verified) nodes `keep` of the new tree, in one sled batch (used when the
     /// author truncates the core).
@@ -311,6 +355,54 @@ mod tests {
             size: index + 1,
             hash: [index as u8; 32],
         }
+    }
+
+    #[test]
+    fn dropping_blocks_keeps_nodes_and_later_pages() {
+        let s = Store::temporary().unwrap();
+        let c = s.core(&Key([3; 32])).unwrap();
+        let other = s.core(&Key([4; 32])).unwrap();
+        let big = vec![9u8; 3000];
+        let value = |i: u64| match i {
+            5 | 40 => big.clone(),
+            _ => format!("b{i}").into_bytes(),
+        };
+        for core in [&c, &other] {
+            let mut b = core.batch();
+            for i in 0..50u64 {
+                b.block(i, &value(i));
+                b.nodes(&[Node::leaf(i, &value(i))]);
+            }
+            core.apply(b).unwrap();
+        }
+        // Below 37: pages 0 and 1 (blocks 0..32) go; page 2 holds 37, so it stays whole.
+        assert_eq!(c.drop_blocks(37).unwrap(), 32);
+        for i in 0..50u64 {
+            assert_eq!(c.block(i).unwrap().is_some(), i >= 32, "block {i}");
+            assert_eq!(c.node(2 * i).unwrap(), Some(Node::leaf(i, &value(i))));
+        }
+        assert_eq!(c.block(40).unwrap(), Some(big.clone()));
+        assert_eq!(c.drop_blocks(37).unwrap(), 0, "nothing left to drop");
+        assert_eq!(c.block_count().unwrap(), 18);
+        assert_eq!(
+            other.block_count().unwrap(),
+            50,
+            "another core keeps its blocks"
+        );
+        // A block fetched again is stored again, and dropped again.
+        let mut b = c.batch();
+        b.block(5, &big);
+        c.apply(b).unwrap();
+        assert_eq!(c.block(5).unwrap(), Some(big));
+        assert_eq!(c.drop_blocks(16).unwrap(), 1);
+        assert!(c.block(5).unwrap().is_none());
+        // Nothing below the first page boundary is dropped.
+        let mut b = c.batch();
+        b.block(3, b"again");
+        c.apply(b).unwrap();
+        assert_eq!(c.drop_blocks(15).unwrap(), 0);
+        assert_eq!(c.block(3).unwrap(), Some(b"again".to_vec()));
+        assert_eq!(c.block_count().unwrap(), 19);
     }
 
     #[test]

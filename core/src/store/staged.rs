@@ -262,6 +262,11 @@ impl Staged {
         Ok(())
     }
 
+    /// Forgets the clean copy of block page `page` (it is gone from sled).
+    pub(crate) fn forget_clean_block_page(&mut self, page: u64) {
+        self.clean_blocks.remove(&page);
+    }
+
     /// Drops everything dirty and cached.
     pub(crate) fn clear(&mut self) {
         self.blocks.clear();

@@ -1,0 +1,69 @@
+//! `retention = "index-only"`: drops the payloads of blocks whose entries are committed.
+//!
+//! Ordering is what keeps it crash-safe: a block is dropped only below a feed's committed
+//! checkpoint, which moves after the index commit that holds the block's entries is durable
+//! (tantivy syncs its meta before `commit` returns), and on the fork the checkpoint is of.
+//! A crash before the commit leaves the blocks in place for the re-read from the last
+//! checkpoint; a crash after it needs none of them again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use apiary_core::Key;
+
+use crate::Aggregator;
+
+/// How often the committed checkpoints are looked at.
+const EVERY: Duration = Duration::from_millis(250);
+
+/// Runs while the aggregator lives: after each commit, drops every feed's blocks below its
+/// committed checkpoint.
+pub(crate) async fn drop_indexed_blocks(agg: Weak<Aggregator>) {
+    let mut seen_generation = u64::MAX;
+    // Per feed, the checkpoint up to which blocks were dropped (a restart starts over: a
+    // pass over pages already dropped reads no page).
+    let mut done: HashMap<Key, (u64, u64)> = HashMap::new();
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let Some(agg) = agg.upgrade() else { return };
+        let generation = agg.index.generation();
+        if generation == seen_generation {
+            continue;
+        }
+        seen_generation = generation;
+        for key in agg.followed().unwrap_or_default() {
+            drop_feed(&agg, &key, &mut done).await;
+        }
+    }
+}
+
+/// Drops the blocks of `key` below its committed checkpoint, unless done already.
+async fn drop_feed(agg: &Arc<Aggregator>, key: &Key, done: &mut HashMap<Key, (u64, u64)>) {
+    let Some(replica) = agg.replica(key) else {
+        return;
+    };
+    let cp = agg.index.checkpoint(&key.to_z32());
+    if cp.version == 0 || cp.fork != replica.fork() || done.get(key) == Some(&(cp.fork, cp.version))
+    {
+        return;
+    }
+    let r = replica.clone();
+    match tokio::task::spawn_blocking(move || r.drop_blocks(cp.version)).await {
+        Ok(Ok(n)) => {
+            done.insert(*key, (cp.fork, cp.version));
+            agg.metrics
+                .blocks_dropped
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(feed = %key, below = cp.version, dropped = n, "dropped indexed blocks");
+        }
+        Ok(Err(e)) => tracing::warn!(feed = %key, "dropping indexed blocks: {e}"),
+        Err(e) => tracing::warn!(feed = %key, "dropping indexed blocks: {e}"),
+    }
+}
+
+/// After a proof fetched blocks the store had dropped: drops them again (index-only).
+pub(crate) async fn drop_again(agg: &Arc<Aggregator>, key: &Key) {
+    let mut none = HashMap::new();
+    drop_feed(agg, key, &mut none).await;
+}
