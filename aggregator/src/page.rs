@@ -1,10 +1,13 @@
 //! The browse page: the merged feed, newest first, with a search box and live updates; and
 //! a "Feeds" view of every followed bee (peers, backfill progress, errors), polled while shown.
 
-/// The page (static; it talks to /v1/feed, /v1/search, /v1/stream, /v1/feeds and /healthz).
-/// Everything that comes from the network (values, keys, addresses, errors) is put in the
-/// page with `textContent`, never parsed as HTML.
-pub const PAGE: &str = r##"<!doctype html>
+/// The page (static; it talks to /v1/feed, /v1/search, /v1/stream, /v1/proofs, /v1/feeds and
+/// /healthz). Everything that comes from the network (values, keys, addresses, errors) is put
+/// in the page with `textContent`, never parsed as HTML. Each hit is marked verified or not
+/// once its proof bundle is checked here, in the browser, against the hit's feed key by
+/// `page/verify.js` (inlined: the page stays one response).
+pub const PAGE: &str = concat!(
+    r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Apiary</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
@@ -27,6 +30,7 @@ nav a[aria-selected=true]{background:#eef;font-weight:600}
 .via{background:#eef;border-radius:.3rem;padding:0 .35rem} .addr{word-break:break-all}
 .peer[data-connected=true] .conn{color:#174} .peer[data-connected=false] .conn{color:#a21}
 #dht.bad{color:#a21}
+.proof{font-weight:600;margin-right:.4rem;word-break:normal} .proof.verified{color:#174} .proof.unverified{color:#a21} .proof.checking,.proof.unchecked{color:#777;font-weight:400}
 </style></head><body>
 <header><h1>Apiary</h1>
 <nav role="tablist"><a id="tab-entries" role="tab" href="#feed" aria-selected="true">Feed</a><a id="tab-feeds" role="tab" href="#feeds" aria-selected="false">Feeds</a></nav>
@@ -41,6 +45,10 @@ nav a[aria-selected=true]{background:#eef;font-weight:600}
 <p id="feeds-status" role="status"><span id="feeds-count">Loading…</span> · DHT: <span id="dht">…</span> <span id="feeds-error"></span></p>
 <div id="feeds-list"></div>
 </section>
+<script>
+"##,
+    include_str!("page/verify.js"),
+    r##"</script>
 <script>
 const $ = (id) => document.getElementById(id);
 let cursor = null, mode = 'feed', query = '';
@@ -68,8 +76,38 @@ function render(e, prepend) {
   for (const g of e.tags || []) { const s = document.createElement('span'); s.className = 'tag'; s.textContent = '#' + g; tags.appendChild(s) }
   const m = document.createElement('div'); m.className = 'meta';
   m.textContent = `${e.sortAt || ''} · ${e.type || 'entry'} · ${e.key} · seq ${e.seq} · hyper://${e.feed}`;
+  const mark = document.createElement('span'); mark.className = 'proof checking'; mark.textContent = 'checking proof…';
+  m.prepend(mark);
+  div.dataset.feed = e.feed; div.dataset.key = e.key;
   div.append(t, tags, m);
   if (prepend) $('results').prepend(div); else $('results').appendChild(div);
+  queueCheck(e, mark);
+}
+// Each hit's proof bundle is fetched and checked here (ApiaryVerify, above) against the
+// hit's feed key, key, seq, value and snippet; at most 4 at a time, after the hits are shown.
+const checks = []; let checking = 0;
+function queueCheck(e, mark) { checks.push([e, mark]); pumpChecks() }
+function pumpChecks() {
+  while (checking < 4 && checks.length) {
+    const [e, mark] = checks.shift();
+    if (!mark.isConnected) continue; // a hit no longer shown (a new search)
+    checking++;
+    ApiaryVerify.checkHit(e).catch((err) => ({ state: 'unverified', reason: String(err) }))
+      .then((r) => showCheck(mark, r)).finally(() => { checking--; pumpChecks() });
+  }
+}
+function showCheck(mark, r) {
+  mark.className = `proof ${r.state}`;
+  if (r.state === 'verified') {
+    const p = r.proven;
+    mark.textContent = '✓ verified';
+    mark.title = `Checked in this browser against the feed's key: the author signed a log of ${p.length} blocks (fork ${p.fork}) in which, at bee version ${p.version}, this key holds this value (block ${p.seq}).`;
+  } else if (r.state === 'unchecked') {
+    mark.textContent = '? not checked'; mark.title = `The proof could not be checked here: ${r.reason}`;
+  } else {
+    mark.textContent = `✗ not verified: ${r.reason}`; mark.title = 'Do not trust this hit: its proof does not check out against the feed key.';
+  }
+  mark.dataset.reason = r.reason || '';
 }
 async function load(reset) {
   if (reset) { cursor = null; $('results').replaceChildren() }
@@ -233,4 +271,5 @@ addEventListener('hashchange', showView);
 document.addEventListener('visibilitychange', feedsPolling);
 showView();
 </script></body></html>
-"##;
+"##
+);

@@ -3,6 +3,11 @@
 // Chromium (Debian package `chromium`; set CHROMIUM to another binary if needed).
 //   node browser.js publisher URL          add a movie through the form, expect it listed
 //   node browser.js aggregator URL WORD    search for WORD with the search box, expect hits
+//   node browser.js verified URL WORD [tamper]  wait until every hit of the merged feed, then
+//       of a search for WORD, is marked by the page's in-browser proof check; report each
+//       mark. With `tamper` (playwright intercepts the search and the proofs): hit 0's proof
+//       gets one bit of a block flipped, hit 1 is given another hit's feed, the last hit's
+//       value is changed; each of these must end up marked unverified.
 //   node browser.js feeds URL KEY ADDRESS  open the Feeds view; once the row of feed KEY
 //       (z-base-32) is up to date with its peer ADDRESS connected, print one JSON line
 //       {stage: "indexed", ...what the row shows} and wait for a line on stdin (the caller
@@ -38,6 +43,64 @@ async function aggregator (page) {
   const marks = await page.locator('#results mark').allInnerTexts()
   const injected = await page.locator('#results img, #results script').count()
   return { hits, matched: text.toLowerCase().includes(word.toLowerCase()), marks, injected }
+}
+
+// Every hit's proof mark, once none is still being checked.
+async function proofMarks (page, what) {
+  try {
+    await page.waitForFunction(() => document.querySelectorAll('#results .entry').length > 0 &&
+      document.querySelectorAll('#results .entry .proof.checking').length === 0, null, { timeout: 30000, polling: 100 })
+  } catch (e) {
+    throw new Error(`${what}: the proof checks never ended: ${e.message.split('\n')[0]}`)
+  }
+  const marks = await page.$$eval('#results .entry', (es) => es.map((e) => {
+    const p = e.querySelector('.proof')
+    return { key: e.dataset.key, feed: e.dataset.feed, state: p.className.replace('proof ', ''), text: p.textContent, reason: p.dataset.reason, title: p.title }
+  }))
+  const count = (state) => marks.filter((m) => m.state === state).length
+  return { hits: marks.length, verified: count('verified'), unverified: count('unverified'), unchecked: count('unchecked'), marks }
+}
+
+async function verified (page) {
+  const tamper = address === 'tamper'
+  const tampered = {}
+  if (tamper) {
+    await page.route((u) => u.pathname === '/v1/search', async (route) => {
+      const response = await route.fetch()
+      const body = await response.json()
+      const es = body.entries || []
+      if (es.length >= 3) {
+        tampered.flipped = { key: es[0].key, feed: es[0].feed, proof: es[0].proof }
+        const other = es.find((e) => e.feed !== es[1].feed)
+        if (other) {
+          tampered.otherFeed = { key: es[1].key, feed: es[1].feed, shownAs: other.feed }
+          es[1].feed = other.feed
+        }
+        const last = es[es.length - 1]
+        tampered.forged = { key: last.key, feed: last.feed, was: last.value }
+        last.value = { ...last.value, title: 'Forged by the aggregator' }
+      }
+      await route.fulfill({ response, json: body })
+    })
+    await page.route((u) => u.pathname.startsWith('/v1/proofs/'), async (route) => {
+      const u = new URL(route.request().url())
+      const response = await route.fetch()
+      if (!tampered.flipped || u.pathname + u.search !== tampered.flipped.proof) return route.fulfill({ response })
+      const bundle = await response.json()
+      const data = Buffer.from(bundle.blocks[0].data, 'base64')
+      data[data.length - 1] ^= 0x20
+      bundle.blocks[0].data = data.toString('base64')
+      tampered.flipped.block = bundle.blocks[0].seq
+      await route.fulfill({ response, json: bundle })
+    })
+  }
+  await page.goto(url)
+  const feed = await proofMarks(page, 'the merged feed')
+  await page.fill('#q', word)
+  await page.press('#q', 'Enter')
+  await page.waitForFunction((word) => document.getElementById('status').textContent.includes(word), word, { timeout: 10000 })
+  const search = await proofMarks(page, 'the search')
+  return { feed, search, tampered }
 }
 
 // What the Feeds view shows of feed `key` (null without its row).
@@ -130,7 +193,7 @@ async function main () {
   })
   try {
     const page = await browser.newPage()
-    const scenarios = { publisher, aggregator, feeds }
+    const scenarios = { publisher, aggregator, feeds, verified }
     if (!scenarios[scenario]) throw new Error('unknown scenario: ' + scenario)
     const res = await scenarios[scenario](page)
     console.log(JSON.stringify({ ok: true, ...res }))
