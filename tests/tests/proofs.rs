@@ -51,6 +51,32 @@ fn proven_value(bundle: &Value) -> Value {
     serde_json::from_slice(&raw).unwrap()
 }
 
+/// Waits until the aggregator has dropped at least `n` block payloads (index-only).
+async fn wait_dropped(agg: &AggProc, n: u64) {
+    let t = std::time::Instant::now();
+    loop {
+        let text = reqwest::get(format!("{}/metrics", agg.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let dropped = text
+            .lines()
+            .find_map(|l| l.strip_prefix("apiary_blocks_dropped_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if dropped >= n as f64 {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "only {dropped} blocks dropped, waiting for {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Tampered copies of an honest, found bundle, each named. `older` is a bundle of the same
 /// feed at an older version, `other` one of another feed.
 fn tampered(b: &Value, older: &Value, other: &Value) -> Vec<(&'static str, Value)> {
@@ -288,23 +314,7 @@ async fn index_only_proofs_fetch_from_peers_or_prove_inclusion() {
         v["indexedVersion"] == 501
     })
     .await;
-    let dropped = || async {
-        let text = reqwest::get(format!("{}/metrics", agg.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("apiary_blocks_dropped_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let t = std::time::Instant::now();
-    while dropped().await < 480.0 {
-        assert!(t.elapsed() < Duration::from_secs(20), "blocks not dropped");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_dropped(&agg, 480).await;
 
     // The peer is online: a full bundle, its blocks fetched again.
     let (s, full) = agg.get(&format!("/v1/proofs/{key}/k00000123")).await;
@@ -346,4 +356,59 @@ async fn index_only_proofs_fetch_from_peers_or_prove_inclusion() {
     // Absence needs the blocks: it cannot be proven now, and says so.
     let (s, v) = agg.get(&format!("/v1/proofs/{key}/never")).await;
     assert_eq!(s, 503, "{v}");
+}
+
+/// A reindex under `retention = "index-only"` (the index wiped, as a new schema version
+/// does): the blocks are gone from the store, so the log is fetched again from the peer, and
+/// the index ends as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn index_only_reindex_fetches_the_log_again() {
+    ensure_js();
+    let (_d, dir) = temp_dir();
+    let mut js = JsPeer::start().await;
+    let created = js
+        .call(json!({"cmd": "create", "name": "big", "compat": false}))
+        .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    js.call(json!({"cmd": "fill", "name": "big", "count": 300, "valueBytes": 50}))
+        .await;
+    js.call(json!({"cmd": "del", "name": "big", "key": "k00000007"}))
+        .await;
+    let port = js.serve().await;
+    let mut agg = AggProc::start(dir.join("agg"), "retention = \"index-only\"").await;
+    let (s, v) = agg.follow(&key, Some(&format!("127.0.0.1:{port}"))).await;
+    assert_eq!(s, 201, "{v}");
+    let caught_up = |v: &Value| v["indexedVersion"] == 302;
+    agg.wait_for(
+        &format!("/v1/feeds/{key}"),
+        Duration::from_secs(20),
+        caught_up,
+    )
+    .await;
+    wait_dropped(&agg, 288).await;
+    let before = agg.all_entries(&key).await;
+    assert_eq!(before.len(), 299);
+    let (st, _) = agg.terminate(Duration::from_secs(20)).await;
+    assert!(st.success());
+    std::fs::remove_dir_all(dir.join("agg").join("data").join("index")).unwrap();
+    agg.restart().await;
+    let (status, _) = agg
+        .wait_for(
+            &format!("/v1/feeds/{key}"),
+            Duration::from_secs(30),
+            caught_up,
+        )
+        .await;
+    // Fetched again: this process downloaded the blocks it had dropped.
+    assert!(
+        status["blocksDownloaded"].as_u64().unwrap_or(0) >= 256,
+        "{status}"
+    );
+    let after = agg.all_entries(&key).await;
+    let ids = |v: &[Value]| {
+        let mut k: Vec<String> = v.iter().map(|e| e["key"].to_string()).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(ids(&after), ids(&before));
 }
