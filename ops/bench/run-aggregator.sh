@@ -8,7 +8,7 @@
 #     bash ops/bench/run-aggregator.sh                         # quick check
 #   PARTS="ingest" bash ops/bench/run-aggregator.sh            # only some parts
 #
-# Parts (PARTS, default "ingest live query feeds"):
+# Parts (PARTS, default "ingest live query feeds"; "proofs" on demand):
 #   ingest: for each writer of INGEST_WRITERS (rust = bee-writer, js = js/writer.js): a fresh
 #           aggregator (fresh data dir) follows the writer's N-post bee (POST /v1/feeds) and the
 #           client polls GET /v1/feeds/{key} until indexedVersion == length: entries/s, the
@@ -27,6 +27,12 @@
 #           state and block store, tantivy index: MB and bytes per entry), then the reference
 #           query set and /v1/feed pages one at a time (p50/p99), then agg-client load with
 #           LOAD_CONNECTIONS concurrent connections for LOAD_SECONDS each, per URL set.
+#   proofs: for each of RETENTIONS ("replica index-only"): bee-farm's QUERY_BEES x QUERY_POSTS
+#           ingested by a fresh aggregator with that retention (entries/s, CPU), its disk once
+#           idle (and the blocks dropped), then proof-client: for PROOFS reference queries the
+#           first hit's /v1/proofs bundle (latency, bytes, blocks, nodes, Rust verify time) and
+#           js/verify-time.js over those bundles (the JS verifier's time); under index-only the
+#           bundles' blocks come from the peer, then again with the peer stopped (inclusion).
 #   feeds:  bee-farm serves FEEDS bees of FEED_POSTS posts on one port; a fresh aggregator
 #           follows every key (POST /v1/feeds, FOLLOW_CONCURRENCY at a time); when /metrics
 #           shows FEEDS * FEED_POSTS entries: follow and index times, VmRSS, VmHWM, open fds.
@@ -66,6 +72,8 @@ LIVE_INTERVAL=${LIVE_INTERVAL:-10}
 LIVE_COUNT=${LIVE_COUNT:-1000}
 LIVE_CASES=${LIVE_CASES:-rust:0 rust:10 js:10 rust:10:10 rust:0::10000}
 LIVE_POLL_MS=${LIVE_POLL_MS:-2}
+RETENTIONS=${RETENTIONS:-replica index-only}
+PROOFS=${PROOFS:-1000}
 QUERY_BEES=${QUERY_BEES:-10}
 QUERY_POSTS=${QUERY_POSTS:-100000}
 LOAD_CONNECTIONS=${LOAD_CONNECTIONS:-1 4 16 64}
@@ -89,7 +97,7 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 RESULTS="results/aggregator-$STAMP.json"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/apiary-bench-agg-XXXXXX")
 LOG="$WORK/run.log"
-: >"$WORK/ingest.jsonl" >"$WORK/ref.jsonl" >"$WORK/live.jsonl" >"$WORK/query.jsonl" >"$WORK/load.jsonl" >"$WORK/feeds.jsonl" >"$WORK/loadavg.jsonl"
+: >"$WORK/ingest.jsonl" >"$WORK/ref.jsonl" >"$WORK/live.jsonl" >"$WORK/query.jsonl" >"$WORK/load.jsonl" >"$WORK/feeds.jsonl" >"$WORK/proofs.jsonl" >"$WORK/loadavg.jsonl"
 
 # What was built: core/ and aggregator/ as they are in the working tree (a hash of their
 # uncommitted changes, tracked and untracked, goes into meta next to the commit).
@@ -434,6 +442,44 @@ if has_part query; then
   stop_agg
   stop_writer "$name"
   loadavg "query end"
+fi
+
+# ---- proofs: disk and ingest by retention, proof bundles held / fetched / inclusion only ----
+if has_part proofs; then
+  for ret in $RETENTIONS; do
+    loadavg "proofs $ret start"
+    name=proofs-farm
+    start_writer "$name" "$BIN/bee-farm" --bees "$QUERY_BEES" --posts "$QUERY_POSTS" --keys-out "$WORK/proofs.keys"
+    port=$(jq -r .port <<<"${W_LINE[$name]}")
+    length=$(jq -r .length <<<"${W_LINE[$name]}")
+    AGG_EXTRA="${AGG_EXTRA:-}\nretention = \"$ret\"" start_agg "proofs-$ret"
+    sleep 1
+    ing=$(timeout "$PHASE_TIMEOUT" "$CLIENT" ingest --http "$AGG_HTTP" --keys "$WORK/proofs.keys" --peer "127.0.0.1:$port" \
+      --entries $((QUERY_BEES * QUERY_POSTS)) --length "$length" --pid "$AGG_PID" --poll-ms 250 2>>"$LOG") || ing='{"error": "ingest failed"}'
+    idle=$(settle_agg "${SETTLE_TIMEOUT:-900}")
+    dropped=$(curl -s "$AGG_HTTP/metrics" | awk '$1 == "apiary_blocks_dropped_total" {print $2}')
+    disk=$(jq -cn --argjson state "$(du -sb "$AGG_DIR/data/state" | cut -f1)" \
+      --argjson index "$(du -sb "$AGG_DIR/data/index" | cut -f1)" --argjson n "$((QUERY_BEES * QUERY_POSTS))" \
+      --argjson dropped "${dropped:-0}" --argjson idle "$idle" '
+      {stateMB: ($state / 1e6 | round), indexMB: ($index / 1e6 | round), totalMB: (($state + $index) / 1e6 | round),
+       bytesPerEntry: (($state + $index) / $n | round), blocksDropped: $dropped, settledIdle: $idle}')
+    jq -c --arg ret "$ret" --argjson disk "$disk" '{case: "proofs: ingest, retention \($ret)", retention: $ret} + . + {disk: $disk}' \
+      <<<"$ing" | tee -a "$WORK/proofs.jsonl"
+    online=$([[ $ret == replica ]] && echo "blocks held" || echo "blocks fetched from the local peer")
+    pr=$(timeout "$PHASE_TIMEOUT" "$BIN/proof-client" --http "$AGG_HTTP" --n "$PROOFS" --out "$WORK/bundles-$ret" \
+      --label "$ret, $online" 2>>"$LOG") || pr='{"error": "proof-client failed"}'
+    js=$(node js/verify-time.js "$WORK/bundles-$ret" 2>>"$LOG") || js='{"error": "verify-time failed"}'
+    jq -c --arg ret "$ret" --argjson js "$js" '{case: "proofs: \(.label)", retention: $ret} + . + {js: $js}' <<<"$pr" | tee -a "$WORK/proofs.jsonl"
+    stop_writer "$name"
+    if [[ $ret == index-only ]]; then
+      sleep 3
+      pr=$(timeout "$PHASE_TIMEOUT" "$BIN/proof-client" --http "$AGG_HTTP" --n "$((PROOFS / 5))" \
+        --label "$ret, no peer online" 2>>"$LOG") || pr='{"error": "proof-client failed"}'
+      jq -c --arg ret "$ret" '{case: "proofs: \(.label)", retention: $ret} + .' <<<"$pr" | tee -a "$WORK/proofs.jsonl"
+    fi
+    stop_agg
+    loadavg "proofs $ret end"
+  done
 fi
 
 # ---- feeds: FEEDS small bees through one peer address ----

@@ -19,6 +19,7 @@ const live = read('live.jsonl')
 const query = read('query.jsonl')
 const load = read('load.jsonl')
 const feeds = read('feeds.jsonl')
+const proofs = read('proofs.jsonl')
 meta.loadavg = read('loadavg.jsonl')
 
 const f = (x, d = 1) => (x == null || Number.isNaN(x) ? '-' : Number(x).toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }))
@@ -210,10 +211,36 @@ if (feeds.length) {
   goals['feeds: open fds <= 256'] = fds > 0 && fds <= 256
 }
 
+if (proofs.length) {
+  const ing = proofs.filter((r) => r.disk)
+  lines.push('')
+  lines.push('retention: ingest and disk once idle')
+  lines.push(table(['retention', 'entries/s', 'agg CPU (s)', 'state MB', 'index MB', 'total MB', 'bytes/entry', 'blocks dropped'],
+    ing.map((r) => [r.retention, n0(r.entriesPerSec), f(r.aggCpu && r.aggCpu.seconds, 1), n0(r.disk.stateMB), n0(r.disk.indexMB),
+      n0(r.disk.totalMB), n0(r.disk.bytesPerEntry), n0(r.disk.blocksDropped)])))
+  const pr = proofs.filter((r) => r.latencyMs)
+  lines.push('')
+  lines.push('proofs: one request at a time, the first hit of each reference query')
+  lines.push(table(['case', 'proofs (full / inclusion)', 'errors', 'p50 ms', 'p99 ms', 'bytes p50 / p99', 'blocks mean', 'nodes mean', 'Rust verify p50 / p99 µs', 'JS verify p50 / p99 µs'],
+    pr.map((r) => [r.label, `${r.proofs} (${r.fullBundles} / ${r.inclusionProofs})`, `${r.errors} (refused ${r.refusedByVerify})`,
+      f(r.latencyMs.p50, 2), f(r.latencyMs.p99, 2), `${n0(r.bytes.p50)} / ${n0(r.bytes.p99)}`, f(r.blocks.mean), f(r.nodes.mean),
+      `${f(r.rustVerifyUs.p50)} / ${f(r.rustVerifyUs.p99)}`, r.js && r.js.jsVerifyUs ? `${f(r.js.jsVerifyUs.p50)} / ${f(r.js.jsVerifyUs.p99)}` : '-'])))
+  const by = (ret) => ing.find((r) => r.retention === ret)
+  const [rep, io] = [by('replica'), by('index-only')]
+  if (rep && io) {
+    goals['proofs: index-only disk <= 50% of replica'] = io.disk.totalMB <= 0.5 * rep.disk.totalMB
+    goals['proofs: index-only ingest within 10% of replica'] = io.entriesPerSec >= 0.9 * rep.entriesPerSec
+  }
+  const held = pr.find((r) => r.retention === 'replica')
+  const fetched = pr.find((r) => r.retention === 'index-only' && r.fullBundles > 0)
+  if (held) goals['proofs: p99 <= 5 ms with blocks held'] = held.errors === 0 && held.latencyMs.p99 <= 5
+  if (fetched) goals['proofs: p99 <= 50 ms with blocks fetched'] = fetched.errors === 0 && fetched.latencyMs.p99 <= 50
+}
+
 lines.push('')
 lines.push('goals:')
 for (const [k, v] of Object.entries(goals)) lines.push(`  ${v ? 'met    ' : 'NOT met'}  ${k}`)
 lines.push(`load average: ${meta.loadavg.map((l) => `${l.at} ${l.loadavg}`).join('; ')}`)
 console.log(lines.join('\n'))
 
-fs.writeFileSync(resultsFile, JSON.stringify({ meta, ingest, reference: ref, live, query, load, feeds, goals }, null, 2) + '\n')
+fs.writeFileSync(resultsFile, JSON.stringify({ meta, ingest, reference: ref, live, query, load, feeds, proofs, goals }, null, 2) + '\n')
