@@ -175,7 +175,12 @@ impl Aggregator {
             .path(cfg.data_dir.join("state"))
             .cache_capacity(cfg.state_cache_mb as u64 * 1024 * 1024)
             .open()?;
-        let store = Store::from_db(db.clone())?;
+        // Index-only: block payloads in spool files, deleted whole once indexed (sled keeps
+        // the space of what is removed from it).
+        let store = match cfg.retention {
+            Retention::Replica => Store::from_db(db.clone())?,
+            Retention::IndexOnly => Store::with_spool(db.clone(), cfg.data_dir.join("spool"))?,
+        };
         let state = State::open(&db)?;
         let health = Arc::new(Health::default());
         let index = Index::open(

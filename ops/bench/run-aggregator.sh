@@ -458,11 +458,14 @@ if has_part proofs; then
       --entries $((QUERY_BEES * QUERY_POSTS)) --length "$length" --pid "$AGG_PID" --poll-ms 250 2>>"$LOG") || ing='{"error": "ingest failed"}'
     idle=$(settle_agg "${SETTLE_TIMEOUT:-900}")
     dropped=$(curl -s "$AGG_HTTP/metrics" | awk '$1 == "apiary_blocks_dropped_total" {print $2}')
+    spool=0
+    [[ -d $AGG_DIR/data/spool ]] && spool=$(du -sb "$AGG_DIR/data/spool" | cut -f1)
     disk=$(jq -cn --argjson state "$(du -sb "$AGG_DIR/data/state" | cut -f1)" \
-      --argjson index "$(du -sb "$AGG_DIR/data/index" | cut -f1)" --argjson n "$((QUERY_BEES * QUERY_POSTS))" \
+      --argjson index "$(du -sb "$AGG_DIR/data/index" | cut -f1)" --argjson spool "$spool" --argjson n "$((QUERY_BEES * QUERY_POSTS))" \
       --argjson dropped "${dropped:-0}" --argjson idle "$idle" '
-      {stateMB: ($state / 1e6 | round), indexMB: ($index / 1e6 | round), totalMB: (($state + $index) / 1e6 | round),
-       bytesPerEntry: (($state + $index) / $n | round), blocksDropped: $dropped, settledIdle: $idle}')
+      {stateMB: ($state / 1e6 | round), spoolMB: ($spool / 1e6 | round), indexMB: ($index / 1e6 | round),
+       totalMB: (($state + $spool + $index) / 1e6 | round),
+       bytesPerEntry: (($state + $spool + $index) / $n | round), blocksDropped: $dropped, settledIdle: $idle}')
     jq -c --arg ret "$ret" --argjson disk "$disk" '{case: "proofs: ingest, retention \($ret)", retention: $ret} + . + {disk: $disk}' \
       <<<"$ing" | tee -a "$WORK/proofs.jsonl"
     online=$([[ $ret == replica ]] && echo "blocks held" || echo "blocks fetched from the local peer")

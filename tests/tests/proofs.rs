@@ -314,7 +314,7 @@ async fn index_only_proofs_fetch_from_peers_or_prove_inclusion() {
         v["indexedVersion"] == 501
     })
     .await;
-    wait_dropped(&agg, 480).await;
+    wait_dropped(&agg, 256).await;
 
     // The peer is online: a full bundle, its blocks fetched again.
     let (s, full) = agg.get(&format!("/v1/proofs/{key}/k00000123")).await;
@@ -385,7 +385,7 @@ async fn index_only_reindex_fetches_the_log_again() {
         caught_up,
     )
     .await;
-    wait_dropped(&agg, 288).await;
+    wait_dropped(&agg, 256).await;
     let before = agg.all_entries(&key).await;
     assert_eq!(before.len(), 299);
     let (st, _) = agg.terminate(Duration::from_secs(20)).await;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::behind::Behind;
 use super::page::{node_in, BlockPage, NodePage, PageView, Slot, NODE_SLOTS};
+use super::spool::CoreSpool;
 use super::staged::{block_page_of, node_page_of, Staged};
 use super::{key_of, key_tail, lock, CoreRecord, Shared};
 use crate::error::{Error, Result};
@@ -21,6 +22,8 @@ pub struct CoreStore {
     id: u64,
     key: Key,
     staged: Arc<Mutex<Staged>>,
+    /// Block payloads in files instead of sled (`spool.rs`), when the store has a spool.
+    spool: Option<Arc<Mutex<CoreSpool>>>,
     /// Keeps the store (its flusher and write-behind thread) alive while this lives.
     shared: Arc<Shared>,
 }
@@ -53,7 +56,7 @@ impl CoreStore {
         tree: sled::Tree,
         id: u64,
         key: Key,
-        staged: Arc<Mutex<Staged>>,
+        (staged, spool): (Arc<Mutex<Staged>>, Option<Arc<Mutex<CoreSpool>>>),
         shared: Arc<Shared>,
     ) -> Self {
         CoreStore {
@@ -61,6 +64,7 @@ impl CoreStore {
             id,
             key,
             staged,
+            spool,
             shared,
         }
     }
@@ -109,8 +113,20 @@ impl CoreStore {
         }
     }
 
-    /// A stored block.
+    /// A stored block. A spooled block is checked against its leaf in the tree: one a crash
+    /// left torn reads as missing (the reader fetches it again).
     pub fn block(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+        if let Some(sp) = &self.spool {
+            let spooled = lock(sp).get(seq)?;
+            if let Some(b) = spooled {
+                match self.node(seq.saturating_mul(2))? {
+                    Some(n) if n != Node::leaf(seq, &b) => {
+                        tracing::warn!(core = %self.key, seq, "spooled block does not match its leaf; fetching it again");
+                    }
+                    _ => return Ok(Some(b)),
+                }
+            }
+        }
         match self.slot(seq)? {
             None => Ok(None),
             Some(Slot::Inline(b)) => Ok(Some(b)),
@@ -125,6 +141,11 @@ impl CoreStore {
 
     /// Whether a block is stored.
     pub fn has_block(&self, seq: u64) -> Result<bool> {
+        if let Some(sp) = &self.spool {
+            if lock(sp).has(seq)? {
+                return Ok(true);
+            }
+        }
         let (page, slot) = block_page_of(seq);
         let mut st = lock(&self.staged);
         if let Some(p) = st.dirty_block(page) {
@@ -140,8 +161,12 @@ impl CoreStore {
 
     /// Number of blocks stored (scans every page: for tests and benchmarks).
     pub fn block_count(&self) -> Result<u64> {
+        let spooled = match &self.spool {
+            Some(sp) => lock(sp).count()?,
+            None => 0,
+        };
         let st = lock(&self.staged);
-        let mut n: u64 = st.dirty_block_counts().map(|(_, n)| n).sum();
+        let mut n: u64 = spooled + st.dirty_block_counts().map(|(_, n)| n).sum::<u64>();
         for kv in self.tree.scan_prefix(key_of(b'B', self.id, None)) {
             let (k, v) = kv?;
             if st.dirty_block(key_tail(&k)?).is_none() {
@@ -160,9 +185,16 @@ impl CoreStore {
     /// as pages fill; a head record is written after every page staged before it is in
     /// sled, so a crash never leaves a head that points past missing data.
     pub fn apply(&self, b: CoreBatch) -> Result<()> {
+        let mut blocks = b.blocks;
+        if let Some(sp) = &self.spool {
+            let mut sp = lock(sp);
+            for (seq, value) in blocks.drain(..) {
+                sp.put(seq, &value)?;
+            }
+        }
         {
             let mut st = lock(&self.staged);
-            for (seq, value) in b.blocks {
+            for (seq, value) in blocks {
                 st.put_block(&self.tree, self.id, seq, value)?;
             }
             for n in &b.nodes {
@@ -208,9 +240,13 @@ impl CoreStore {
     /// dropped. A page being written meanwhile (dirty) is left for a later call; a block
     /// fetched again later is stored again, and dropped again by a later call.
     pub fn drop_blocks(&self, before: u64) -> Result<u64> {
+        let spooled = match &self.spool {
+            Some(sp) => lock(sp).drop_below(before)?,
+            None => 0,
+        };
         let pages_end = before / 16;
         if pages_end == 0 {
-            return Ok(0);
+            return Ok(spooled);
         }
         self.write_all()?;
         // Held while sled changes: no page of this core is loaded or staged meanwhile.
@@ -243,13 +279,16 @@ impl CoreStore {
             }
         }
         self.tree.apply_batch(batch)?;
-        Ok(dropped)
+        Ok(spooled + dropped)
     }
 
     /// Deletes every block from `seq` on and every node spanning them, and writes `record`
     /// and the (verified) nodes `keep` of the new tree, in one sled batch (used when the
     /// author truncates the core).
     pub fn truncate(&self, seq: u64, record: CoreRecord, keep: &[Node]) -> Result<()> {
+        if let Some(sp) = &self.spool {
+            lock(sp).truncate(seq)?;
+        }
         self.write_all()?;
         // The pages change below: no copy in memory may outlive this. (The fork guard keeps
         // every other writer of this core out until we return.)
@@ -403,6 +442,46 @@ mod tests {
         assert_eq!(c.drop_blocks(15).unwrap(), 0);
         assert_eq!(c.block(3).unwrap(), Some(b"again".to_vec()));
         assert_eq!(c.block_count().unwrap(), 19);
+    }
+
+    #[test]
+    fn a_spool_holds_the_blocks_and_dropping_deletes_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let s = Store::with_spool(db, dir.path().join("spool")).unwrap();
+        let key = Key([5; 32]);
+        let c = s.core(&key).unwrap();
+        let value = |i: u64| format!("block {i}").into_bytes();
+        let mut b = c.batch();
+        for i in 0..3000u64 {
+            b.block(i, &value(i));
+            b.nodes(&[Node::leaf(i, &value(i))]);
+        }
+        c.apply(b).unwrap();
+        assert_eq!(c.block_count().unwrap(), 3000);
+        assert_eq!(c.block(1234).unwrap(), Some(value(1234)));
+        assert!(c.has_block(2999).unwrap() && !c.has_block(3000).unwrap());
+        let files = || {
+            std::fs::read_dir(dir.path().join("spool").join(format!("{:016x}", c.id)))
+                .map_or(0, |d| d.count())
+        };
+        assert_eq!(files(), 12);
+        // No block page went to sled.
+        assert_eq!(s.tree().scan_prefix(key_of(b'B', c.id, None)).count(), 0);
+        assert_eq!(c.drop_blocks(2100).unwrap(), 2048);
+        assert_eq!(files(), 4);
+        assert!(c.block(10).unwrap().is_none());
+        assert_eq!(c.block(2500).unwrap(), Some(value(2500)));
+        // A spooled block that is not what its leaf says reads as missing.
+        let mut b = c.batch();
+        b.block(2600, b"not block 2600");
+        c.apply(b).unwrap();
+        assert!(c.block(2600).unwrap().is_none());
+        // Truncation and removal reach the spool.
+        c.truncate(2800, CoreRecord::default(), &[]).unwrap();
+        assert!(c.has_block(2799).unwrap() && !c.has_block(2800).unwrap());
+        s.remove_core(&key).unwrap();
+        assert_eq!(files(), 0);
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! signature · optionalBuffer manifest · array(uint index · uint size · fixed32 hash) roots ·
 //! uint contiguous · array(uint fork · uint cut) truncations`.
 //!
+//! With a spool ([`Store::with_spool`]) block payloads go to files instead (`spool.rs`), so
+//! that dropping them gives the disk space back; the rest stays here.
+//!
 //! Format 1 (before pages: `'n'` per node and `'b'` per block) is migrated on open.
 //!
 //! Writes are staged per core in memory (`staged.rs`) and handed to a write-behind thread
@@ -30,10 +33,11 @@ mod core_store;
 mod migrate;
 mod page;
 mod record;
+mod spool;
 mod staged;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -64,6 +68,11 @@ struct Shared {
     /// The staging area of every core opened so far, by core id.
     staged: Mutex<HashMap<u64, Arc<Mutex<Staged>>>>,
     behind: Behind,
+    /// Where block payloads go instead of sled ([`Store::with_spool`]), and each core's
+    /// spool once used.
+    spool: Option<PathBuf>,
+    spools: Mutex<HashMap<u64, Arc<Mutex<spool::CoreSpool>>>>,
+    handles: Arc<Mutex<spool::Handles>>,
 }
 
 impl Shared {
@@ -124,6 +133,18 @@ impl Store {
 
     /// Uses an already open sled database (shares it with other state).
     pub fn from_db(db: sled::Db) -> Result<Self> {
+        Self::open_db(db, None)
+    }
+
+    /// As [`Store::from_db`], with block payloads written to files under `spool` instead
+    /// of sled (see `spool.rs`): for a reader that drops blocks once used
+    /// ([`CoreStore::drop_blocks`] then deletes whole files, and the disk space is back at
+    /// once). Blocks already in sled stay readable.
+    pub fn with_spool(db: sled::Db, spool: PathBuf) -> Result<Self> {
+        Self::open_db(db, Some(spool))
+    }
+
+    fn open_db(db: sled::Db, spool: Option<PathBuf>) -> Result<Self> {
         let tree = db.open_tree("hypercore")?;
         match tree.get(b"v")?.as_deref() {
             Some([FORMAT]) => {}
@@ -142,6 +163,9 @@ impl Store {
             tree,
             staged: Mutex::new(HashMap::new()),
             behind,
+            spool,
+            spools: Mutex::new(HashMap::new()),
+            handles: Arc::default(),
         });
         spawn_flusher(Arc::downgrade(&shared));
         Ok(Store { db, shared })
@@ -189,13 +213,27 @@ impl Store {
             }
         };
         let staged = lock(&self.shared.staged).entry(id).or_default().clone();
+        let spool = self.spool_of(id);
         Ok(CoreStore::new(
             self.tree().clone(),
             id,
             *key,
-            staged,
+            (staged, spool),
             self.shared.clone(),
         ))
+    }
+
+    fn spool_of(&self, id: u64) -> Option<Arc<Mutex<spool::CoreSpool>>> {
+        let root = self.shared.spool.as_ref()?;
+        Some(
+            lock(&self.shared.spools)
+                .entry(id)
+                .or_insert_with(|| {
+                    let handles = self.shared.handles.clone();
+                    Arc::new(Mutex::new(spool::CoreSpool::new(root, id, handles)))
+                })
+                .clone(),
+        )
     }
 
     /// Whether a core is known.
@@ -225,6 +263,10 @@ impl Store {
         let staged = lock(&self.shared.staged).remove(&id);
         if let Some(s) = staged {
             lock(&s).clear();
+        }
+        if let Some(sp) = self.spool_of(id) {
+            lock(&sp).remove_all()?;
+            lock(&self.shared.spools).remove(&id);
         }
         // Pages of this core already on their way to sled land before the removal.
         self.shared.behind.barrier()?;

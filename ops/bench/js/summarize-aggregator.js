@@ -215,8 +215,8 @@ if (proofs.length) {
   const ing = proofs.filter((r) => r.disk)
   lines.push('')
   lines.push('retention: ingest and disk once idle')
-  lines.push(table(['retention', 'entries/s', 'agg CPU (s)', 'state MB', 'index MB', 'total MB', 'bytes/entry', 'blocks dropped'],
-    ing.map((r) => [r.retention, n0(r.entriesPerSec), f(r.aggCpu && r.aggCpu.seconds, 1), n0(r.disk.stateMB), n0(r.disk.indexMB),
+  lines.push(table(['retention', 'entries/s', 'agg CPU (s)', 'state MB', 'spool MB', 'index MB', 'total MB', 'bytes/entry', 'blocks dropped'],
+    ing.map((r) => [r.retention, n0(r.entriesPerSec), f(r.aggCpu && r.aggCpu.seconds, 1), n0(r.disk.stateMB), n0(r.disk.spoolMB), n0(r.disk.indexMB),
       n0(r.disk.totalMB), n0(r.disk.bytesPerEntry), n0(r.disk.blocksDropped)])))
   const pr = proofs.filter((r) => r.latencyMs)
   lines.push('')
