@@ -248,16 +248,22 @@ impl CoreStore {
         if pages_end == 0 {
             return Ok(spooled);
         }
+        // No block page below the bound, staged or stored (a spooled core has none): done,
+        // without writing out the stage.
+        let range = key_of(b'B', self.id, Some(0))..key_of(b'B', self.id, Some(pages_end));
+        let staged_below = lock(&self.staged)
+            .dirty_block_counts()
+            .any(|(p, _)| p < pages_end);
+        if !staged_below && self.tree.range(range.clone()).next().is_none() {
+            return Ok(spooled);
+        }
         self.write_all()?;
         // Held while sled changes: no page of this core is loaded or staged meanwhile.
         let mut st = lock(&self.staged);
         let mut batch = sled::Batch::default();
         let mut dropped = 0u64;
         let mut kept_pages = Vec::new();
-        for kv in self
-            .tree
-            .range(key_of(b'B', self.id, Some(0))..key_of(b'B', self.id, Some(pages_end)))
-        {
+        for kv in self.tree.range(range) {
             let (k, v) = kv?;
             let page = key_tail(&k)?;
             if st.dirty_block(page).is_some() {

@@ -44,37 +44,40 @@ struct SpanFile {
 /// (access is mostly sequential, so the files in use are opened again at once).
 #[derive(Debug, Default)]
 pub(crate) struct Handles {
-    open: HashMap<PathBuf, Arc<File>>,
+    /// By (core id, first seq of the span).
+    open: HashMap<(u64, u64), Arc<File>>,
 }
 
 impl Handles {
-    fn get(&mut self, path: &Path) -> Result<Arc<File>> {
-        if let Some(f) = self.open.get(path) {
+    fn get(&mut self, at: (u64, u64), path: impl FnOnce() -> PathBuf) -> Result<Arc<File>> {
+        if let Some(f) = self.open.get(&at) {
             return Ok(f.clone());
         }
         if self.open.len() >= OPEN_FILES {
             self.open.clear();
         }
+        let path = path();
         let f = Arc::new(
             OpenOptions::new()
                 .create(true)
                 .read(true)
                 .append(true)
-                .open(path)
-                .map_err(|e| io("opening", path, e))?,
+                .open(&path)
+                .map_err(|e| io("opening", &path, e))?,
         );
-        self.open.insert(path.to_path_buf(), f.clone());
+        self.open.insert(at, f.clone());
         Ok(f)
     }
 
-    fn close(&mut self, path: &Path) {
-        self.open.remove(path);
+    fn close(&mut self, at: (u64, u64)) {
+        self.open.remove(&at);
     }
 }
 
 /// One core's spool.
 #[derive(Debug)]
 pub(crate) struct CoreSpool {
+    id: u64,
     dir: PathBuf,
     files: BTreeMap<u64, SpanFile>,
     loaded: bool,
@@ -96,6 +99,7 @@ impl CoreSpool {
     /// The spool of core `id` under `root` (nothing is read until it is used).
     pub(crate) fn new(root: &Path, id: u64, handles: Arc<std::sync::Mutex<Handles>>) -> Self {
         CoreSpool {
+            id,
             dir: root.join(format!("{id:016x}")),
             files: BTreeMap::new(),
             loaded: false,
@@ -104,13 +108,12 @@ impl CoreSpool {
     }
 
     fn handle(&self, start: u64) -> Result<Arc<File>> {
-        super::lock(&self.handles).get(&self.path(start))
+        super::lock(&self.handles).get((self.id, start), || self.path(start))
     }
 
     fn forget(&mut self, start: u64) -> Result<()> {
-        let path = self.path(start);
-        super::lock(&self.handles).close(&path);
-        remove(&path)
+        super::lock(&self.handles).close((self.id, start));
+        remove(&self.path(start))
     }
 
     fn path(&self, start: u64) -> PathBuf {
@@ -155,13 +158,12 @@ impl CoreSpool {
             .filter(|&l| l <= MAX_BLOCK)
             .ok_or_else(|| Error::invalid("block too large for the spool"))?;
         let start = span_of(seq);
-        let path = self.path(start);
         if !self.files.contains_key(&start) {
             std::fs::create_dir_all(&self.dir).map_err(|e| io("creating", &self.dir, e))?;
             let end = self
                 .handle(start)?
                 .metadata()
-                .map_err(|e| io("reading", &path, e))?
+                .map_err(|e| io("reading", &self.path(start), e))?
                 .len();
             self.files.insert(
                 start,
@@ -182,7 +184,7 @@ impl CoreSpool {
         rec.extend_from_slice(value);
         (&*file)
             .write_all(&rec)
-            .map_err(|e| io("writing", &path, e))?;
+            .map_err(|e| io("writing", &self.dir, e))?;
         f.at.insert(seq, (f.end + HEADER as u64, len));
         f.end += rec.len() as u64;
         Ok(())
@@ -275,7 +277,7 @@ impl CoreSpool {
     pub(crate) fn remove_all(&mut self) -> Result<()> {
         let starts: Vec<u64> = self.files.keys().copied().collect();
         for start in starts {
-            super::lock(&self.handles).close(&self.path(start));
+            super::lock(&self.handles).close((self.id, start));
         }
         self.files.clear();
         self.loaded = true;
