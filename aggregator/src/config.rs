@@ -100,6 +100,8 @@ pub struct Config {
     pub follow: Vec<FollowConfig>,
     /// "replica" (keep every block) or "index-only" (drop blocks once indexed).
     pub retention: Retention,
+    /// Serve the blocks held of followed feeds to other peers that ask.
+    pub reshare: bool,
     /// Open HTTP connections in total.
     pub http_max_connections: usize,
     /// Open HTTP connections per client IP.
@@ -160,6 +162,7 @@ impl Default for Config {
             read_cache_mb: 32,
             max_concurrent_ingest: 32,
             retention: Retention::Replica,
+            reshare: true,
             search_recency_boost: 0.5,
             search_recency_half_life_hours: 24.0,
             follow: Vec::new(),

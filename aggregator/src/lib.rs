@@ -194,7 +194,13 @@ impl Aggregator {
         let rep = Replicator::with_identity(
             store,
             apiary_core::crypto::KeyPair::from_seed(&seed),
-            ReplicatorOptions::default(),
+            ReplicatorOptions {
+                replica: apiary_core::replicate::ReplicaOptions {
+                    serve_blocks: cfg.reshare,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         );
         let discovery = Discovery::start(&cfg, seed, rep.clone());
         let backfill = cfg.backfill()?;

@@ -19,7 +19,7 @@ fn replicator(timeout: Duration, announce_all: bool) -> Replicator {
             replica: ReplicaOptions {
                 request_timeout: timeout,
                 max_attempts: 3,
-                auto_upgrade: true,
+                ..ReplicaOptions::default()
             },
         },
     )

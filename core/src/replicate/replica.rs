@@ -48,6 +48,9 @@ pub struct ReplicaOptions {
     pub max_attempts: u32,
     /// Fetch the newest length as soon as a peer announces it (live following).
     pub auto_upgrade: bool,
+    /// Send the blocks we hold to peers that ask (`false`: every block request is answered
+    /// `noData`; tree nodes and lengths are still served, so peers can verify and follow).
+    pub serve_blocks: bool,
 }
 
 impl Default for ReplicaOptions {
@@ -56,6 +59,7 @@ impl Default for ReplicaOptions {
             request_timeout: Duration::from_secs(5),
             max_attempts: 4,
             auto_upgrade: true,
+            serve_blocks: true,
         }
     }
 }

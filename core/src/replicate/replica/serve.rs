@@ -27,6 +27,7 @@ impl Replica {
         }
         let store = self.store();
         let value = match r.block {
+            Some(_) if !self.opts.serve_blocks => return no_data(messages::NOT_AVAILABLE),
             Some((i, _)) => match store.block(i)? {
                 Some(v) => Some(v),
                 None => return no_data(messages::NOT_AVAILABLE),
@@ -79,6 +80,35 @@ mod tests {
             Message::NoData { request, reason } => (request, reason),
             other => panic!("expected noData, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_replica_that_does_not_serve_blocks_answers_no_data_but_still_upgrades() {
+        let opts = ReplicatorOptions {
+            replica: crate::replicate::ReplicaOptions {
+                serve_blocks: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let rep = Replicator::new(Store::temporary().unwrap(), opts);
+        let core = rep.create_core(KeyPair::generate(), false).unwrap();
+        core.append(&[b"a".to_vec(), b"b".to_vec()]).unwrap();
+        let r = Request {
+            id: 9,
+            block: Some((1, 0)),
+            ..Request::default()
+        };
+        assert_eq!(
+            no_data(core.answer(&r).unwrap()),
+            (9, messages::NOT_AVAILABLE)
+        );
+        let r = Request {
+            id: 10,
+            upgrade: Some((0, 2)),
+            ..Request::default()
+        };
+        assert!(matches!(core.answer(&r).unwrap(), Message::Data(_)));
     }
 
     #[test]
