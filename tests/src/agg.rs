@@ -214,6 +214,18 @@ impl AggProc {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// GET → the body as text (e.g. `/metrics`, the browse page).
+    pub async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// POST JSON → (status, body).
     pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
         let mut req = self.http.post(format!("{}{path}", self.base)).json(body);

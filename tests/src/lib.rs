@@ -390,3 +390,34 @@ pub mod printed {
         Some(rest.split('/').next()?.to_owned())
     }
 }
+
+/// Starts `apiary-publisher serve` (no DHT, no page) on a port of its choosing; returns it
+/// and the replication address it printed.
+pub async fn serve_publisher(bin: &Path, data_dir: &str) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(bin)
+        .args(["--data-dir", data_dir, "serve", "--no-dht"])
+        .args(["--listen", "127.0.0.1:0", "--no-page"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = StdoutLines::collect(child.stdout.take().unwrap())
+        .wait_for(
+            "the publisher's address",
+            Duration::from_secs(20),
+            printed::publisher_replication,
+        )
+        .await;
+    (child, addr)
+}
+
+/// A default (manifest) JS bee `name` of `count` generated posts with values of about
+/// `value_bytes`; returns its key (hex).
+pub async fn js_bee(js: &mut JsPeer, name: &str, count: u64, value_bytes: u64) -> String {
+    let created = js
+        .call(json!({"cmd": "create", "name": name, "compat": false}))
+        .await;
+    js.call(json!({"cmd": "fill", "name": name, "count": count, "valueBytes": value_bytes}))
+        .await;
+    created["key"].as_str().unwrap().to_owned()
+}

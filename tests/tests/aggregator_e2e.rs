@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use apiary_tests::agg::{temp_dir, AggProc};
-use apiary_tests::{bin_path, init_tracing, printed, run_bin, JsPeer, StdoutLines};
+use apiary_tests::{bin_path, init_tracing, run_bin, serve_publisher, JsPeer};
 use serde_json::{json, Value};
 
 /// A random-looking key, different on every call: a counter (seeded from the clock once)
@@ -23,26 +23,6 @@ fn random_id() -> String {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     hex::encode((z ^ (z >> 31)).to_le_bytes())
-}
-
-/// Starts `apiary-publisher serve` (no page) on a port of its choosing; returns it and the
-/// replication address it printed.
-async fn serve_publisher(bin: &std::path::Path, data_dir: &str) -> (tokio::process::Child, String) {
-    let mut child = tokio::process::Command::new(bin)
-        .args(["--data-dir", data_dir, "serve", "--no-dht"])
-        .args(["--listen", "127.0.0.1:0", "--no-page"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let addr = StdoutLines::collect(child.stdout.take().unwrap())
-        .wait_for(
-            "the publisher's address",
-            Duration::from_secs(20),
-            printed::publisher_replication,
-        )
-        .await;
-    (child, addr)
 }
 
 fn keys_of(entries: &[Value]) -> Vec<String> {
@@ -264,12 +244,7 @@ async fn kill_9_during_an_index_only_ingest_loses_and_duplicates_nothing() {
     let (agg, _keep) =
         kill_9_during_a_large_ingest("commit_interval_ms = 20\nretention = \"index-only\"").await;
     // Payloads were dropped as the commits landed.
-    let text = reqwest::get(format!("{}/metrics", agg.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = agg.text("/metrics").await;
     let n: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("apiary_blocks_dropped_total "))

@@ -8,27 +8,8 @@
 use std::time::Duration;
 
 use apiary_tests::agg::{temp_dir, AggProc};
-use apiary_tests::{bin_path, printed, run_bin, JsPeer, StdoutLines};
+use apiary_tests::{bin_path, run_bin, serve_publisher, JsPeer};
 use serde_json::{json, Value};
-
-/// Our publisher serving its bees (no DHT, no page); returns it and its replication address.
-async fn serve_publisher(bin: &std::path::Path, data_dir: &str) -> (tokio::process::Child, String) {
-    let mut child = tokio::process::Command::new(bin)
-        .args(["--data-dir", data_dir, "serve", "--no-dht"])
-        .args(["--listen", "127.0.0.1:0", "--no-page"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let addr = StdoutLines::collect(child.stdout.take().unwrap())
-        .wait_for(
-            "the publisher's address",
-            Duration::from_secs(20),
-            printed::publisher_replication,
-        )
-        .await;
-    (child, addr)
-}
 
 /// The mark of the hit with bee key `key` in a `proofMarks` report.
 fn mark<'a>(report: &'a Value, key: &str) -> &'a Value {
@@ -120,12 +101,7 @@ async fn browse_page_verifies_every_hit_in_headless_chromium() {
         .collect();
     assert_eq!(feeds.len(), 3, "{hits}");
     // The page carries the checker (no other request needed for it).
-    let page = reqwest::get(format!("{}/", agg.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = agg.text("/").await;
     assert!(
         page.contains("const ApiaryVerify"),
         "the page lacks the verifier"

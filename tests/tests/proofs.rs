@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use apiary_tests::agg::{temp_dir, AggProc};
-use apiary_tests::{bin_path, ensure_js, js_dir, run_bin, JsPeer};
+use apiary_tests::{bin_path, ensure_js, js_bee, js_dir, run_bin, JsPeer};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -55,12 +55,7 @@ fn proven_value(bundle: &Value) -> Value {
 async fn wait_dropped(agg: &AggProc, n: u64) {
     let t = std::time::Instant::now();
     loop {
-        let text = reqwest::get(format!("{}/metrics", agg.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = agg.text("/metrics").await;
         let dropped = text
             .lines()
             .find_map(|l| l.strip_prefix("apiary_blocks_dropped_total "))
@@ -300,12 +295,7 @@ async fn index_only_proofs_fetch_from_peers_or_prove_inclusion() {
     ensure_js();
     let (_d, dir) = temp_dir();
     let mut js = JsPeer::start().await;
-    let created = js
-        .call(json!({"cmd": "create", "name": "big", "compat": false}))
-        .await;
-    let key = created["key"].as_str().unwrap().to_owned();
-    js.call(json!({"cmd": "fill", "name": "big", "count": 500, "valueBytes": 100}))
-        .await;
+    let key = js_bee(&mut js, "big", 500, 100).await;
     let port = js.serve().await;
     let agg = AggProc::start(dir.join("agg"), "retention = \"index-only\"").await;
     let (s, v) = agg.follow(&key, Some(&format!("127.0.0.1:{port}"))).await;
@@ -366,12 +356,7 @@ async fn index_only_reindex_fetches_the_log_again() {
     ensure_js();
     let (_d, dir) = temp_dir();
     let mut js = JsPeer::start().await;
-    let created = js
-        .call(json!({"cmd": "create", "name": "big", "compat": false}))
-        .await;
-    let key = created["key"].as_str().unwrap().to_owned();
-    js.call(json!({"cmd": "fill", "name": "big", "count": 300, "valueBytes": 50}))
-        .await;
+    let key = js_bee(&mut js, "big", 300, 50).await;
     js.call(json!({"cmd": "del", "name": "big", "key": "k00000007"}))
         .await;
     let port = js.serve().await;

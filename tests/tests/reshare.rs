@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use apiary_tests::agg::{temp_dir, AggProc};
-use apiary_tests::{ensure_js, JsPeer};
-use serde_json::json;
+use apiary_tests::{ensure_js, js_bee, JsPeer};
 
 /// Aggregator A (with `a_config`) follows a JS bee of 50 posts; then the JS peer stops and
 /// aggregator B follows the bee through A alone. Returns B's feed status once B knows the
@@ -16,12 +15,7 @@ async fn follow_through_a(a_config: &str) -> serde_json::Value {
     ensure_js();
     let (_d, dir) = temp_dir();
     let mut js = JsPeer::start().await;
-    let created = js
-        .call(json!({"cmd": "create", "name": "bee", "compat": false}))
-        .await;
-    let key = created["key"].as_str().unwrap().to_owned();
-    js.call(json!({"cmd": "fill", "name": "bee", "count": 50, "valueBytes": 40}))
-        .await;
+    let key = js_bee(&mut js, "bee", 50, 40).await;
     let port = js.serve().await;
     let a = AggProc::start(dir.join("a"), a_config).await;
     let (s, v) = a.follow(&key, Some(&format!("127.0.0.1:{port}"))).await;
