@@ -18,6 +18,7 @@
 )]
 
 pub mod bee;
+pub mod bundle;
 pub mod encoding;
 pub mod manifest;
 pub mod merkle;
@@ -44,6 +45,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bee_block", bee::fuzz_block),
     ("bee_walk", bee::fuzz_walk),
     ("merkle_proof", merkle::fuzz),
+    ("proof_bundle", bundle::fuzz),
     ("swarm_frame", swarm_frame::fuzz),
 ];
 

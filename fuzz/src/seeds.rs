@@ -30,6 +30,7 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         "bee_block" => bee_block(),
         "bee_walk" => bee_walk(),
         "merkle_proof" => merkle_proof(),
+        "proof_bundle" => proof_bundle(),
         "swarm_frame" => swarm_frame(),
         _ => Vec::new(),
     };
@@ -408,6 +409,23 @@ fn bee_walk() -> Vec<Vec<u8>> {
         walk(1, b"", &[b"\x0a\x08hyperbee".to_vec()]),
         walk(0, b"x", &[]),
     ]
+}
+
+/// Each honest bundle as it is, then a few one-edit inputs (the fuzzer finds the rest).
+fn proof_bundle() -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = (0u8..6).map(|i| vec![i]).collect();
+    for (first, op) in [
+        (0u8, 0u8),
+        (1, 1),
+        (2, 11),
+        (3, 7),
+        (4, 12),
+        (5, 14),
+        (0, 4),
+    ] {
+        out.push(vec![first, op, 1, 5, 0, 3]);
+    }
+    out
 }
 
 fn merkle_proof() -> Vec<Vec<u8>> {

@@ -17,7 +17,7 @@ minutes="${1:-10}"
 shift || true
 seconds="${FUZZ_SECONDS:-$((minutes * 60))}"
 jobs="${FUZZ_JOBS:-2}"
-all="encoding secretstream stream noise mux messages manifest bee_block bee_walk merkle_proof swarm_frame"
+all="encoding secretstream stream noise mux messages manifest bee_block bee_walk merkle_proof proof_bundle swarm_frame"
 targets="${*:-$all}"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 results="${FUZZ_RESULTS:-ops/fuzz/results/$stamp.md}"

@@ -251,7 +251,7 @@ async fn bundles_from_js_bees_pass_both_verifiers_and_tampers_fail_both() {
     let (s, v) = agg
         .get(&format!("/v1/proofs/{mkey}/{}?version=999999", keys[0]))
         .await;
-    assert_eq!(s, 400, "{v}");
+    assert_eq!(s, 404, "{v}");
     let (s, _) = agg.get(&format!("/v1/proofs/{}/k", "0".repeat(64))).await;
     assert_eq!(s, 404);
     let (s, _) = agg.get(&format!("/v1/proofs/{mkey}/k?version=0")).await;

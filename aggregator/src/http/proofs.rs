@@ -37,8 +37,8 @@ pub struct ProofQuery {
             `retention = \"index-only\"` with no peer of the feed online: an \
             `apiary-inclusion-proof/1` (the entry's block is in the signed log).",
             body = Object),
-        (status = 400, description = "Not a key, or a version the signed log does not reach", body = ErrorBody),
-        (status = 404, description = "The feed is not followed", body = ErrorBody),
+        (status = 400, description = "Not a key, or version 0", body = ErrorBody),
+        (status = 404, description = "The feed is not followed, or its signed log does not reach the version (or is empty)", body = ErrorBody),
         (status = 503, description = "A block the proof needs is not held and no peer has it", body = ErrorBody),
         (status = 504, description = "No peer sent a block the proof needs in time", body = ErrorBody),
     ))]
@@ -66,6 +66,13 @@ pub(super) async fn proof(
             }
         }
     };
+    // Nothing signed yet, or not that far: no such proof (404), not a bad request.
+    let length = replica.length();
+    if length == 0 || version > length {
+        return Err(Error::NotFound(format!(
+            "feed {feed} has a signed log of {length} blocks: no version {version} to prove"
+        )));
+    }
     let index_only = s.agg.cfg.retention == Retention::IndexOnly;
     // Index-only: what is still held first (a recent block, or one fetched for another
     // proof), then the feed's peers, then the inclusion of the entry's block alone.
