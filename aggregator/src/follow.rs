@@ -96,6 +96,16 @@ impl Aggregator {
             .map(|t| t.replica.clone())
     }
 
+    /// Every feed with a running task, and its replica (from memory: no state read).
+    pub(crate) fn replicas(&self) -> Vec<(Key, Arc<apiary_core::replicate::Replica>)> {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, t)| (*k, t.replica.clone()))
+            .collect()
+    }
+
     /// Status of one feed, or `None` if not followed.
     pub fn status(&self, key: &Key) -> Result<Option<Value>> {
         let Some(f) = self.state.follow(key)? else {

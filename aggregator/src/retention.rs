@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use apiary_core::replicate::Replica;
 use apiary_core::Key;
 
 use crate::Aggregator;
@@ -32,17 +33,22 @@ pub(crate) async fn drop_indexed_blocks(agg: Weak<Aggregator>) {
             continue;
         }
         seen_generation = generation;
-        for key in agg.followed().unwrap_or_default() {
-            drop_feed(&agg, &key, &mut done).await;
+        let feeds = agg.replicas();
+        // Unfollowed feeds are forgotten.
+        done.retain(|k, _| feeds.iter().any(|(f, _)| f == k));
+        for (key, replica) in feeds {
+            drop_feed(&agg, &key, &replica, &mut done).await;
         }
     }
 }
 
 /// Drops the blocks of `key` below its committed checkpoint, unless done already.
-async fn drop_feed(agg: &Arc<Aggregator>, key: &Key, done: &mut HashMap<Key, (u64, u64)>) {
-    let Some(replica) = agg.replica(key) else {
-        return;
-    };
+async fn drop_feed(
+    agg: &Arc<Aggregator>,
+    key: &Key,
+    replica: &Arc<Replica>,
+    done: &mut HashMap<Key, (u64, u64)>,
+) {
     let cp = agg.index.checkpoint(&key.to_z32());
     if cp.version == 0 || cp.fork != replica.fork() || done.get(key) == Some(&(cp.fork, cp.version))
     {
@@ -64,6 +70,7 @@ async fn drop_feed(agg: &Arc<Aggregator>, key: &Key, done: &mut HashMap<Key, (u6
 
 /// After a proof fetched blocks the store had dropped: drops them again (index-only).
 pub(crate) async fn drop_again(agg: &Arc<Aggregator>, key: &Key) {
-    let mut none = HashMap::new();
-    drop_feed(agg, key, &mut none).await;
+    if let Some(replica) = agg.replica(key) {
+        drop_feed(agg, key, &replica, &mut HashMap::new()).await;
+    }
 }
