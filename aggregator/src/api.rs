@@ -191,6 +191,25 @@ pub struct FeedStatus {
     pub errors: u64,
     /// The last ingest error.
     pub last_error: Option<String>,
+    /// Cluster mode only: which node follows the feed, and this replica's place in the
+    /// entry log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<FeedCluster>,
+}
+
+/// A feed in cluster mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedCluster {
+    /// The node answering.
+    pub node: String,
+    /// The virtual shard the feed hashes to.
+    pub shard: u32,
+    /// The follower holding that shard's lease, as last seen (none: not leased yet).
+    pub holder: Option<String>,
+    /// The entry log sequence committed with this node's index (the indexed version above
+    /// is this replica's).
+    pub stream_sequence: u64,
 }
 
 /// Values of a feed that were not indexed, by reason.

@@ -129,6 +129,8 @@ pub struct Config {
     pub log: String,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Cluster mode (off by default): see `cluster/mod.rs`.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// `backfill = "all"` or `backfill = 1000`.
@@ -179,6 +181,7 @@ impl Default for Config {
             bridge_dir: None,
             log: "info,tantivy=warn".into(),
             log_format: LogFormat::Text,
+            cluster: Default::default(),
         }
     }
 }
@@ -209,6 +212,18 @@ impl Config {
             parse_addr("listen", &self.listen)?;
         }
         self.backfill()?;
+        self.cluster.validate()?;
+        if self.cluster.enabled && self.retention == Retention::IndexOnly {
+            return Err(Error::Config(
+                "retention = \"index-only\" is not supported in cluster mode yet".into(),
+            ));
+        }
+        if self.cluster.enabled && self.max_value_bytes > 256 * 1024 {
+            // A value must fit in one message of the entry log (NATS's max_payload, 1 MiB).
+            return Err(Error::Config(
+                "max_value_bytes is at most 262144 in cluster mode".into(),
+            ));
+        }
         if self.rate_limit_per_second == 0
             || self.rate_limit_burst == 0
             || self.registrations_per_hour == 0

@@ -21,7 +21,8 @@ impl Aggregator {
         for p in &peers {
             check_peer(p)?;
         }
-        let mut f = self.state.follow(&key)?.unwrap_or_else(|| Follow {
+        let had = self.state.follow(&key)?;
+        let mut f = had.clone().unwrap_or_else(|| Follow {
             peers: Vec::new(),
             added_at: extract::format_time(apiary_core::tid::now_micros() as i64),
         });
@@ -30,9 +31,56 @@ impl Aggregator {
                 f.peers.push(p);
             }
         }
+        if let Some(c) = &self.cluster {
+            // The follow list is the cluster's: every node's watch mirrors it, and the
+            // follower holding the feed's shard starts it.
+            if had.as_ref() != Some(&f) {
+                c.follow(&key.to_z32(), &f).await?;
+            }
+            self.state.put_follow(&key, &f)?;
+            return Ok(had.is_none());
+        }
         let new = self.state.put_follow(&key, &f)?;
         self.start(key, &f.peers)?;
         Ok(new)
+    }
+
+    /// Stops a feed's task and closes its replica (its blocks stay in the store): a cluster
+    /// follower giving up the feed's shard.
+    pub(crate) fn stop_feed(&self, key: &Key) {
+        let t = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        if let Some(t) = t {
+            t.task.abort();
+            self.pool.unwant(key);
+            self.discovery.leave(key);
+            let rep = self.rep.clone();
+            let key = *key;
+            tokio::spawn(async move { rep.remove(&key).await });
+        }
+    }
+
+    /// Drops everything of a feed this node holds (cluster mode, the feed left the follow
+    /// list): its task, blocks, state and, on an indexer, its entries.
+    pub(crate) async fn drop_cluster_feed(&self, key: &Key) {
+        self.stop_feed(key);
+        self.rep.remove(key).await;
+        if let Err(e) = self.rep.store().remove_core(key) {
+            tracing::warn!(feed = %key, "removing its blocks: {e}");
+        }
+        if let Err(e) = self.state.remove(key) {
+            tracing::warn!(feed = %key, "removing its state: {e}");
+        }
+        if let Some(c) = self.cluster.as_ref().filter(|c| c.is_indexer()) {
+            let purge = vec![IndexOp::Purge { feed: key.to_z32() }];
+            if let Err(e) = self.index.submit_and_wait(purge).await {
+                tracing::warn!(feed = %key, "purging its entries: {e}");
+            }
+            c.purged();
+        }
     }
 
     /// Starts the ingest task of a followed feed (once), with its known peers.
@@ -63,6 +111,13 @@ impl Aggregator {
     /// Unfollows a feed and purges everything of it: entries, checkpoint, blocks, state.
     pub async fn unfollow(&self, key: &Key) -> Result<bool> {
         let known = self.state.follow(key)?.is_some();
+        if let Some(c) = &self.cluster {
+            if known {
+                c.unfollow(&key.to_z32()).await?;
+                self.drop_cluster_feed(key).await;
+            }
+            return Ok(known);
+        }
         if let Some(t) = self
             .feeds
             .lock()
@@ -147,7 +202,7 @@ impl Aggregator {
                 }));
             }
         }
-        Ok(Some(json!({
+        let mut v = json!({
             "key": z,
             "hex": key.to_hex(),
             "url": key.to_url(),
@@ -164,7 +219,17 @@ impl Aggregator {
             "skipped": {"tooLarge": c.skipped_too_large, "notJson": c.skipped_not_json},
             "errors": c.errors,
             "lastError": c.last_error,
-        })))
+        });
+        if let Some(cl) = &self.cluster {
+            let (shard, holder) = cl.holder(key);
+            v["cluster"] = json!({
+                "node": cl.node,
+                "shard": shard,
+                "holder": holder,
+                "streamSequence": self.index.checkpoint(crate::cluster::STREAM_CHECKPOINT).version,
+            });
+        }
+        Ok(Some(v))
     }
 }
 

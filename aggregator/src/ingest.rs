@@ -44,13 +44,32 @@ impl Aggregator {
         });
     }
 
+    /// Where a feed's ingest starts: its committed checkpoint in the index, or in cluster
+    /// mode the end of its chain in the entry log (asked until NATS answers).
+    async fn resume_point(&self, feed: &str) -> crate::index::Checkpoint {
+        let Some(c) = &self.cluster else {
+            return self.index.checkpoint(feed);
+        };
+        let mut wait = Duration::from_millis(250);
+        loop {
+            match c.resume(feed).await {
+                Ok(cp) => return cp,
+                Err(e) => {
+                    tracing::warn!(%feed, "reading the end of its chain: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
     pub(crate) async fn run_feed(self: Arc<Self>, replica: Arc<Replica>) {
         let key = *replica.key();
         let feed = key.to_z32();
         let mut backoff = Duration::from_millis(500);
         let bee = Bee::with_cache(replica.clone(), 64);
         // What we have sent to the index (committed or about to be), in `epoch`.
-        let mut cp = self.index.checkpoint(&feed);
+        let mut cp = self.resume_point(&feed).await;
         let mut epoch = self.health.epoch();
         let mut head = replica.subscribe();
         let mut reindex = ReindexLimit::default();
@@ -67,7 +86,7 @@ impl Aggregator {
             if self.health.epoch() != epoch {
                 // Ops not committed were dropped: start again from what is committed.
                 epoch = self.health.epoch();
-                cp = self.index.checkpoint(&feed);
+                cp = self.resume_point(&feed).await;
                 tracing::info!(%feed, version = cp.version, "re-reading from the committed checkpoint");
             }
             head.borrow_and_update();
@@ -102,6 +121,14 @@ impl Aggregator {
                     self.record_error(&key, &e);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
+                    if self.cluster.is_some() {
+                        // A link may have been refused (another writer moved the chain)
+                        // or lost: go on from where the chain really ends. NATS errors
+                        // pass (an election takes seconds): retry sooner than for a peer.
+                        cp = self.resume_point(&feed).await;
+                        fresh = None;
+                        backoff = backoff.min(Duration::from_secs(2));
+                    }
                 }
             }
         }
@@ -215,7 +242,6 @@ impl Aggregator {
                                 continue;
                             }
                         };
-                        let extracted = extract::extract(&value);
                         // The author's JSON text as it is (it parsed, so it is UTF-8):
                         // writing the value out again cost more than parsing it.
                         let text = match String::from_utf8(raw) {
@@ -223,14 +249,13 @@ impl Aggregator {
                             _ => value.to_string(),
                         };
                         let replace = fresh.put(&key);
-                        let doc = Box::new(EntryDoc::new(
-                            feed.clone(),
-                            key,
-                            seq,
-                            self.seen_now(),
-                            extracted,
-                            text,
-                        ));
+                        // A cluster follower only publishes: indexers analyze.
+                        let doc = Box::new(if self.cluster.is_some() {
+                            EntryDoc::unanalyzed(feed.clone(), key, seq, self.seen_now(), text)
+                        } else {
+                            let extracted = extract::extract(&value);
+                            EntryDoc::new(feed.clone(), key, seq, self.seen_now(), extracted, text)
+                        });
                         ops.push(if replace {
                             IndexOp::Upsert(doc)
                         } else {
@@ -248,7 +273,10 @@ impl Aggregator {
             self.metrics
                 .entries_ingested
                 .fetch_add(end - start, Ordering::Relaxed);
-            self.index.submit(ops, end == length, epoch).await?;
+            match &self.cluster {
+                Some(c) => c.publish(&feed, ops).await?,
+                None => self.index.submit(ops, end == length, epoch).await?,
+            }
             if skipped_large + skipped_json > 0 {
                 self.state.update_counters(&key, |c| {
                     c.skipped_too_large += skipped_large;

@@ -40,6 +40,7 @@ use tracing::Instrument;
 mod api;
 mod backup;
 mod cli;
+mod cluster;
 mod config;
 mod discovery;
 mod error;
@@ -61,6 +62,7 @@ mod state;
 mod verify;
 
 pub use cli::{Cli, Command};
+pub use cluster::{ClusterConfig, Role};
 pub use config::{Backfill, BackfillSetting, Config, FollowConfig, LogFormat, Retention};
 pub use error::{Code, Error, Result};
 pub use http::router;
@@ -150,6 +152,8 @@ pub struct Aggregator {
     last_seen: Mutex<i64>,
     /// Counters.
     pub(crate) metrics: Metrics,
+    /// Cluster mode: the NATS side (`None`: one process on its own).
+    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
     /// The open file limit and the gates of our listeners (for /metrics), once serving.
     net: Mutex<(
         Option<apiary_net::fdlimit::FdLimit>,
@@ -202,6 +206,12 @@ impl Aggregator {
                 ..Default::default()
             },
         );
+        let cluster = if cfg.cluster.enabled {
+            let id = Key::from_bytes(apiary_core::crypto::KeyPair::from_seed(&seed).public_key());
+            Some(cluster::Cluster::connect(&cfg.cluster, &id).await?)
+        } else {
+            None
+        };
         let discovery = Discovery::start(&cfg, seed, rep.clone());
         let backfill = cfg.backfill()?;
         let agg = Arc::new(Aggregator {
@@ -217,6 +227,7 @@ impl Aggregator {
             backfill,
             last_seen: Mutex::new(0),
             metrics: Metrics::default(),
+            cluster,
             net: Mutex::new((None, Vec::new())),
             _lock: lock,
         });
@@ -224,8 +235,14 @@ impl Aggregator {
             let key = Key::parse(&f.key)?;
             agg.follow(key, f.peers).await?;
         }
-        for (key, f) in agg.state.follows()? {
-            agg.start(key, &f.peers)?;
+        match &agg.cluster {
+            // Feeds start as this node's shards are leased (cluster/shards.rs).
+            Some(c) => c.start(Arc::downgrade(&agg)),
+            None => {
+                for (key, f) in agg.state.follows()? {
+                    agg.start(key, &f.peers)?;
+                }
+            }
         }
         if agg.cfg.retention == Retention::IndexOnly {
             tokio::spawn(

@@ -91,6 +91,12 @@ struct Families {
     feed_bytes: Counters<FeedLabel>,
     feed_errors: Counters<FeedLabel>,
     feed_skipped: Counters<SkippedLabels>,
+    cluster_stream_lag: Gauge,
+    cluster_stream_sequence: Gauge,
+    cluster_lease_moves: Counter,
+    cluster_shards_held: Gauge,
+    cluster_links_published: Counter,
+    cluster_links_applied: Counter,
 }
 
 /// The registry of `/metrics`.
@@ -109,6 +115,36 @@ impl std::fmt::Debug for Exporter {
 
 /// Counters register without `_total`: the encoder adds it.
 fn register(r: &mut Registry, f: &Families) {
+    r.register(
+        "apiary_cluster_stream_lag",
+        "Cluster mode: links in the entry log this indexer has not committed yet",
+        f.cluster_stream_lag.clone(),
+    );
+    r.register(
+        "apiary_cluster_stream_sequence",
+        "Cluster mode: the entry log sequence committed with this indexer's index",
+        f.cluster_stream_sequence.clone(),
+    );
+    r.register(
+        "apiary_cluster_lease_moves",
+        "Cluster mode: shard leases this node took or gave up",
+        f.cluster_lease_moves.clone(),
+    );
+    r.register(
+        "apiary_cluster_shards_held",
+        "Cluster mode: shard leases this node holds",
+        f.cluster_shards_held.clone(),
+    );
+    r.register(
+        "apiary_cluster_links_published",
+        "Cluster mode: entry log links this follower published",
+        f.cluster_links_published.clone(),
+    );
+    r.register(
+        "apiary_cluster_links_applied",
+        "Cluster mode: entry log links this indexer applied",
+        f.cluster_links_applied.clone(),
+    );
     r.register(
         "apiary_feeds_followed",
         "Feeds followed",
@@ -298,6 +334,33 @@ impl Exporter {
             &f.ingest_errors,
             a.metrics.ingest_errors.load(Ordering::Relaxed),
         );
+        if let Some(c) = &a.cluster {
+            let m = &c.metrics;
+            let committed = a
+                .index
+                .checkpoint(crate::cluster::STREAM_CHECKPOINT)
+                .version;
+            f.cluster_stream_sequence.set(gauge(committed));
+            if c.is_indexer() {
+                let last = m.stream_last.load(Ordering::Relaxed);
+                f.cluster_stream_lag
+                    .set(gauge(last.saturating_sub(committed)));
+            }
+            mirror(
+                &f.cluster_lease_moves,
+                m.lease_moves.load(Ordering::Relaxed),
+            );
+            f.cluster_shards_held
+                .set(gauge(m.shards_held.load(Ordering::Relaxed)));
+            mirror(
+                &f.cluster_links_published,
+                m.links_published.load(Ordering::Relaxed),
+            );
+            mirror(
+                &f.cluster_links_applied,
+                m.links_applied.load(Ordering::Relaxed),
+            );
+        }
         let (mut blocks, mut bytes) = (0u64, 0u64);
         for r in a.replicator().replicas() {
             blocks += r.stats.blocks.load(Ordering::Relaxed);

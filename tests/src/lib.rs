@@ -11,6 +11,7 @@ pub mod bee_compare;
 pub mod dht;
 pub mod evil;
 pub mod huge;
+pub mod nats;
 pub mod netns;
 pub mod publisher;
 

@@ -161,6 +161,21 @@ impl EntryDoc {
             analyzed,
         }
     }
+
+    /// An entry to be published to the cluster's entry log, not indexed here: no text
+    /// extracted or analyzed (the indexers do that).
+    pub fn unanalyzed(feed: String, key: Vec<u8>, seq: u64, seen_at: i64, value: String) -> Self {
+        EntryDoc {
+            feed,
+            key,
+            seq,
+            version: seq + 1,
+            seen_at,
+            extracted: Default::default(),
+            value,
+            analyzed: String::new(),
+        }
+    }
 }
 
 /// One change to the index.
