@@ -355,6 +355,24 @@ mod tests {
             let c: Config = toml::from_str(bad).unwrap();
             assert!(c.validate().is_err(), "{bad}");
         }
+        for bad in [
+            "[cluster]\nenabled = true\nname = \"Bad!\"",
+            "[cluster]\nenabled = true\nnats = []",
+            "[cluster]\nenabled = true\nroles = []",
+            "[cluster]\nenabled = true\nreplicas = 7",
+            "[cluster]\nenabled = true\nshards = 0",
+            "[cluster]\nenabled = true\nlease_ttl_ms = 10",
+            "retention = \"index-only\"\n[cluster]\nenabled = true",
+            "max_value_bytes = 900000\n[cluster]\nenabled = true",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Config>("[cluster]\nroles = [\"boss\"]").is_err());
+        let c: Config =
+            toml::from_str("[cluster]\nenabled = true\nroles = [\"indexer\"]\nreplicas = 1")
+                .unwrap();
+        c.validate().unwrap();
         assert!(toml::from_str::<Config>("backfill = \"some\"")
             .unwrap()
             .validate()
