@@ -45,8 +45,10 @@ impl Aggregator {
         Ok(new)
     }
 
-    /// Stops a feed's task and closes its replica (its blocks stay in the store): a cluster
-    /// follower giving up the feed's shard.
+    /// Stops a feed's task (a cluster follower giving up the feed's shard). Its replica,
+    /// peers and channels stay open: the shard may come back soon (leases move back and
+    /// forth while members come and go), and closing a channel while it is reopened could
+    /// leave the replica without its peer. `drop_cluster_feed` closes them.
     pub(crate) fn stop_feed(&self, key: &Key) {
         let t = self
             .feeds
@@ -55,18 +57,22 @@ impl Aggregator {
             .remove(key);
         if let Some(t) = t {
             t.task.abort();
-            self.pool.unwant(key);
-            self.discovery.leave(key);
-            let rep = self.rep.clone();
-            let key = *key;
-            tokio::spawn(async move { rep.remove(&key).await });
         }
     }
 
     /// Drops everything of a feed this node holds (cluster mode, the feed left the follow
-    /// list): its task, blocks, state and, on an indexer, its entries.
+    /// list): its task, blocks and state.
     pub(crate) async fn drop_cluster_feed(&self, key: &Key) {
+        let z = key.to_z32();
+        let known = self.state.follow(key).ok().flatten().is_some()
+            || self.index.checkpoint(&z).version > 0
+            || self.replica(key).is_some();
+        if !known {
+            return; // e.g. a delete marker of the follow list's history, long applied
+        }
         self.stop_feed(key);
+        self.pool.unwant(key);
+        self.discovery.leave(key);
         self.rep.remove(key).await;
         if let Err(e) = self.rep.store().remove_core(key) {
             tracing::warn!(feed = %key, "removing its blocks: {e}");
@@ -74,13 +80,8 @@ impl Aggregator {
         if let Err(e) = self.state.remove(key) {
             tracing::warn!(feed = %key, "removing its state: {e}");
         }
-        if let Some(c) = self.cluster.as_ref().filter(|c| c.is_indexer()) {
-            let purge = vec![IndexOp::Purge { feed: key.to_z32() }];
-            if let Err(e) = self.index.submit_and_wait(purge).await {
-                tracing::warn!(feed = %key, "purging its entries: {e}");
-            }
-            c.purged();
-        }
+        // An indexer's entries of the feed go when its consumer reaches the chain's
+        // tombstone, in stream order (a re-follow's new chain comes after it).
     }
 
     /// Starts the ingest task of a followed feed (once), with its known peers.

@@ -45,6 +45,15 @@ impl PeerPool {
     pub fn want(self: &Arc<Self>, addr: &str, replica: Arc<Replica>) {
         let mut m = self.lock();
         if let Some(e) = m.get_mut(addr) {
+            if e.wanted
+                .get(replica.key())
+                .is_some_and(|r| Arc::ptr_eq(r, &replica))
+            {
+                // Already wanted and opened (or opened on the next connect): opening the
+                // channel again would restart it under the running feed (a cluster node
+                // re-reconciles its feeds at every change of the follow list).
+                return;
+            }
             if let Some(c) = &e.conn {
                 let (c, r) = (c.clone(), replica.clone());
                 tokio::spawn(async move { c.open(&r).await }.in_current_span());

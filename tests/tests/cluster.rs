@@ -8,7 +8,7 @@
 //!    checkpoint (it applies fewer links than the stream holds);
 //! 3. kill -9 the stream's leader while authors write: no loss, no duplicates;
 //! 4. a new indexer joining late builds its replica from the stream;
-//! 5. an unfollow on one node purges the feed on every indexer.
+//! 5. an unfollow on one node purges the feed on every indexer; followed again, it is back.
 //!
 //! Switched on by `APIARY_CLUSTER_TESTS=1` (`.ci/run` sets it after installing Debian's
 //! `nats-server`).
@@ -29,6 +29,9 @@ const THEIRS: usize = 100;
 const ENTRIES: usize = 30;
 /// The large JS bee, killed during.
 const LARGE: u64 = 20_000;
+
+/// The nodes' HTTP bases, for what a failure prints.
+static NODES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// What every indexer must hold: feed (z32) → key → value.
 type Oracle = HashMap<String, BTreeMap<String, Value>>;
@@ -103,13 +106,23 @@ async fn converge(
         if behind.is_empty() {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {} feeds behind after {within:?}, e.g. {:?}",
-            agg.base,
-            behind.len(),
-            &behind[..behind.len().min(3)]
-        );
+        if Instant::now() >= deadline {
+            let key = behind[0].split(' ').next().unwrap_or_default();
+            let mut seen = String::new();
+            for base in NODES.lock().unwrap().iter() {
+                let st = match reqwest::get(format!("{base}/v1/feeds/{key}")).await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(e) => e.to_string(),
+                };
+                seen.push_str(&format!("\n{base}: {st}"));
+            }
+            panic!(
+                "{}: {} feeds behind after {within:?}, e.g. {:?}; the first, on each node:{seen}",
+                agg.base,
+                behind.len(),
+                &behind[..behind.len().min(3)]
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let caught_up = t.elapsed();
@@ -261,7 +274,9 @@ async fn three_aggregators_share_the_feeds_and_every_indexer_holds_them_all() {
     let mut aggs = Vec::new();
     for i in 0..3 {
         let extra = cluster_toml(&nats, &format!("a{i}"), r#"["follower", "indexer"]"#);
-        aggs.push(AggProc::start(dir.join(format!("a{i}")), &extra).await);
+        let a = AggProc::start(dir.join(format!("a{i}")), &extra).await;
+        NODES.lock().unwrap().push(a.base.clone());
+        aggs.push(a);
     }
     // Follows through any node (each writes the cluster's follow list).
     for (n, (feed, addr)) in ours
@@ -406,6 +421,20 @@ async fn three_aggregators_share_the_feeds_and_every_indexer_holds_them_all() {
         }
     }
     assert_eq!(metric(&late, "apiary_cluster_shards_held").await, 0);
+    // Every indexer reports no stream lag once caught up (the stream's end is sampled every
+    // few seconds).
+    for a in aggs.iter().chain([&late]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let seq = metric(a, "apiary_cluster_stream_sequence").await;
+            let lag = metric(a, "apiary_cluster_stream_lag").await;
+            if seq > 0 && lag == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: lag {lag} at {seq}", a.base);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     phase("phase 4 done (late indexer)");
     // Phase 5: an unfollow on one node purges the feed everywhere.
@@ -424,6 +453,15 @@ async fn three_aggregators_share_the_feeds_and_every_indexer_holds_them_all() {
         let (s, _) = a.get(&format!("/v1/feeds/{gone}")).await;
         assert_eq!(s, 404, "{}", a.base);
     }
-    phase("phase 5 done (unfollow)");
+    // Followed again: a new chain, every entry back on every indexer.
+    let (s, v) = aggs[2].follow(gone, Some(&ours_addr)).await;
+    assert_eq!(s, 201, "{v}");
+    let mut back = Oracle::new();
+    back.insert(gone.clone(), oracle[gone].clone());
+    let again = HashMap::from([(gone.clone(), lengths[gone])]);
+    for a in aggs.iter().chain([&late]) {
+        converge(a, &back, &again, Duration::from_secs(60), true).await;
+    }
+    phase("phase 5 done (unfollow, follow again)");
     drop(serving);
 }

@@ -5,8 +5,9 @@
 //! index ops, in stream order, with that sequence as the last op of each batch. So a crash
 //! between two commits re-reads exactly what was not committed, like a feed task after a
 //! kill -9. A link already covered by the feed's committed checkpoint (the same fork, `to`
-//! not beyond it) is skipped; a failed commit (a new health epoch) starts the consumer again
-//! from the committed sequence.
+//! not beyond it) is skipped; a failed commit (a new health epoch) or a stalled consumer
+//! starts a new one from the committed sequence. A tombstone (`end`, an unfollow) purges the
+//! feed in stream order.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -44,7 +45,6 @@ async fn consume(c: &Cluster, agg: &Arc<Aggregator>) -> crate::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let epoch = agg.health.epoch();
-    let resets = c.resets.load(Ordering::Acquire);
     // What an earlier consumer sent is committed first: the checkpoint below must cover it
     // (else its links would be applied twice, and an insert would double an entry).
     agg.index.submit_and_wait(Vec::new()).await?;
@@ -123,9 +123,6 @@ async fn consume(c: &Cluster, agg: &Arc<Aggregator>) -> crate::Result<()> {
         agg.index.submit(ops, pending == 0, epoch).await?;
         delivered = last;
         quiet_since = tokio::time::Instant::now();
-        if c.resets.load(Ordering::Acquire) != resets {
-            return Ok(()); // a feed was unfollowed and purged: forget what we knew of it
-        }
     }
 }
 
@@ -137,12 +134,18 @@ fn apply(
     applied: &mut HashMap<String, Checkpoint>,
     ops: &mut Vec<IndexOp>,
 ) {
-    if c.is_unfollowed(&link.feed) {
-        return;
-    }
     let cur = applied
         .entry(link.feed.clone())
         .or_insert_with(|| agg.index.checkpoint(&link.feed));
+    if link.end {
+        // Unfollowed: its entries go; a later chain starts from nothing.
+        ops.push(IndexOp::Purge {
+            feed: link.feed.clone(),
+        });
+        *cur = Checkpoint::default();
+        c.metrics.links_applied.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     let known = cur.version > 0;
     if known && link.fork < cur.fork {
         return; // a fork the feed has left

@@ -19,8 +19,15 @@
 //! - `value`: the author's JSON as written.
 //! - `purge`: the author truncated (a new `fork`): drop the feed's entries first.
 //! - `to` is the bee version the feed is at once the message is applied.
+//! - `end`: the feed was unfollowed (a tombstone, `ops` empty): drop its entries. A later
+//!   follow starts a new chain after it, from version 0.
 //!
-//! Headers: `Nats-Msg-Id` = `feed:fork:seq` (the last block the message covers), and
+//! - `chain`: 0 for a feed's first chain, else the stream sequence of the tombstone it
+//!   follows.
+//!
+//! Headers: `Nats-Msg-Id` = `feed:fork:seq` (the last block the message covers; `@chain`
+//! appended after a re-follow, so that JetStream's deduplication does not take a new
+//! chain's link for the old chain's within its window), and
 //! `Nats-Expected-Last-Subject-Sequence` = the stream sequence of the previous link (0 for
 //! the first). The second is what makes the chain exact: a message is stored only if it
 //! follows the link its writer read, so two followers that both believe they hold a feed
@@ -57,6 +64,13 @@ pub struct Link {
     /// Drop the feed's entries first (a new fork).
     #[serde(default)]
     pub purge: bool,
+    /// The feed was unfollowed: drop its entries; a new chain may follow.
+    #[serde(default)]
+    pub end: bool,
+    /// Which chain of the feed: 0 for the first, else the stream sequence of the tombstone
+    /// it follows (message ids must differ from an earlier chain's).
+    #[serde(default)]
+    pub chain: u64,
     /// The ops, in log order, one per key.
     pub ops: Vec<LinkOp>,
 }
@@ -97,6 +111,8 @@ pub struct Tip {
     pub cp: Checkpoint,
     /// Stream sequence of the last link (0: none).
     pub seq: u64,
+    /// The chain the next link belongs to (see [`Link::chain`]).
+    pub chain: u64,
 }
 
 /// The subject of a feed's chain.
@@ -114,12 +130,21 @@ pub async fn tip(stream: &jetstream::stream::Stream, prefix: &str, feed: &str) -
         Ok(m) => {
             let link: LinkHead = serde_json::from_slice(&m.payload)
                 .map_err(|e| Error::Unavailable(format!("entry log of {feed}: bad link: {e}")))?;
+            // After a tombstone a new chain starts from nothing.
+            let (cp, chain) = match link.end {
+                true => (Checkpoint::default(), m.sequence),
+                false => (
+                    Checkpoint {
+                        version: link.to,
+                        fork: link.fork,
+                    },
+                    link.chain,
+                ),
+            };
             Ok(Tip {
-                cp: Checkpoint {
-                    version: link.to,
-                    fork: link.fork,
-                },
+                cp,
                 seq: m.sequence,
+                chain,
             })
         }
         Err(e) if e.kind() == K::NoMessageFound => Ok(Tip::default()),
@@ -132,6 +157,10 @@ pub async fn tip(stream: &jetstream::stream::Stream, prefix: &str, feed: &str) -
 struct LinkHead {
     fork: u64,
     to: u64,
+    #[serde(default)]
+    end: bool,
+    #[serde(default)]
+    chain: u64,
 }
 
 /// Publishes the ops of one ingest step (`Purge`?, entry ops, then the `Checkpoint` that ends
@@ -193,13 +222,18 @@ pub async fn publish(
             from: at,
             to: piece_to,
             purge: purge && i == 0,
+            end: false,
+            chain: tip.chain,
             ops,
         };
         let body = serde_json::to_vec(&link)
             .map_err(|e| Error::Unavailable(format!("entry log: encoding a link: {e}")))?;
         let msg = PublishMessage::build()
             .payload(body.into())
-            .message_id(format!("{feed}:{fork}:{}", piece_to.saturating_sub(1)))
+            .message_id(match tip.chain {
+                0 => format!("{feed}:{fork}:{}", piece_to.saturating_sub(1)),
+                c => format!("{feed}:{fork}:{}@{c}", piece_to.saturating_sub(1)),
+            })
             .expected_last_subject_sequence(tip.seq);
         let ack = tokio::time::timeout(Duration::from_secs(10), async {
             js.send_publish(subject(prefix, feed), msg)
@@ -211,15 +245,57 @@ pub async fn publish(
         .await
         .map_err(|_| Error::Unavailable(format!("entry log of {feed}: no ack in 10 s")))?
         .map_err(|e| Error::Unavailable(format!("entry log of {feed}: {e}")))?;
+        if ack.duplicate && ack.sequence <= tip.seq {
+            // The id of a link before our tip: not this link (ids are per chain, so this is
+            // not expected); read the tip again rather than believe it stored.
+            return Err(Error::Unavailable(format!(
+                "entry log of {feed}: link {} taken for an older one",
+                piece_to
+            )));
+        }
         *tip = Tip {
             cp: Checkpoint {
                 version: piece_to,
                 fork,
             },
             seq: ack.sequence,
+            chain: tip.chain,
         };
         at = piece_to;
     }
+    Ok(())
+}
+
+/// Ends a feed's chain with a tombstone (whatever its tip: an unfollow wins over a
+/// follower still running, whose next link is then refused).
+pub async fn end(js: &jetstream::Context, prefix: &str, feed: &str) -> Result<()> {
+    let link = Link {
+        v: 1,
+        feed: feed.to_owned(),
+        fork: 0,
+        from: 0,
+        to: 0,
+        purge: true,
+        end: true,
+        chain: 0,
+        ops: Vec::new(),
+    };
+    let body = serde_json::to_vec(&link)
+        .map_err(|e| Error::Unavailable(format!("entry log: encoding a link: {e}")))?;
+    let failed = |e: String| Error::Unavailable(format!("entry log of {feed}: {e}"));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        js.send_publish(
+            subject(prefix, feed),
+            PublishMessage::build().payload(body.into()),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|_| failed("no ack in 10 s".into()))?
+    .map_err(failed)?;
     Ok(())
 }
 

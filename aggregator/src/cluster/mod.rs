@@ -24,7 +24,7 @@ pub mod indexer;
 pub mod log;
 pub mod shards;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -166,11 +166,6 @@ pub struct Cluster {
     held: Mutex<HashMap<u32, u64>>,
     /// Shard → the node holding it, as last seen in the leases bucket.
     holders: Mutex<HashMap<u32, String>>,
-    /// Feeds unfollowed (delete markers in the follows bucket): their links are not indexed.
-    unfollowed: Mutex<HashSet<String>>,
-    /// Moves on when a feed is purged locally (the consumer starts again from what is
-    /// committed, so it forgets the feed's version).
-    resets: AtomicU64,
     /// Counters.
     pub metrics: ClusterMetrics,
 }
@@ -243,8 +238,6 @@ impl Cluster {
             seen: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             holders: Mutex::new(HashMap::new()),
-            unfollowed: Mutex::new(HashSet::new()),
-            resets: AtomicU64::new(0),
             metrics: ClusterMetrics::default(),
         }))
     }
@@ -319,18 +312,16 @@ impl Cluster {
         Ok(())
     }
 
-    /// Removes a feed from the follow list and its links from the entry log.
+    /// Removes a feed from the follow list and ends its chain in the entry log with a
+    /// tombstone: indexers purge the feed when they reach it, in stream order (a purge of
+    /// the stream itself would move the running consumers of NATS 2.9 past links of other
+    /// feeds), and a later follow starts a new chain after it.
     pub async fn unfollow(&self, feed: &str) -> Result<()> {
         self.follows
             .delete(feed)
             .await
             .map_err(|e| Error::Unavailable(format!("cluster: writing the follow list: {e}")))?;
-        self.stream
-            .purge()
-            .filter(log::subject(&self.prefix(), feed))
-            .await
-            .map_err(|e| Error::Unavailable(format!("cluster: purging the entry log: {e}")))?;
-        Ok(())
+        log::end(&self.js, &self.prefix(), feed).await
     }
 
     /// The node holding the shard of a feed, as last seen, and the shard.
@@ -343,20 +334,6 @@ impl Cluster {
             .get(&shard)
             .cloned();
         (shard, h)
-    }
-
-    /// Tells the consumer a feed was purged from the local index.
-    pub fn purged(&self) {
-        self.resets
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Whether links of a feed are to be skipped (it was unfollowed).
-    fn is_unfollowed(&self, feed: &str) -> bool {
-        self.unfollowed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(feed)
     }
 }
 

@@ -138,20 +138,18 @@ async fn watch_follows(c: Arc<Cluster>, agg: Weak<Aggregator>) {
                         tracing::warn!("follow list: ignoring a malformed entry {:?}", e.key);
                         continue;
                     };
-                    c.unfollowed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&e.key);
                     if let Err(err) = agg.state.put_follow(&key, &f) {
                         tracing::warn!("follow list: {err}");
+                    }
+                    if agg.replica(&key).is_some() {
+                        // Running here: its peers may have grown.
+                        if let Err(err) = agg.start(key, &f.peers) {
+                            tracing::warn!(feed = %key, "adding peers: {err}");
+                        }
                     }
                     reconcile(&c, &agg);
                 }
                 Operation::Delete | Operation::Purge => {
-                    c.unfollowed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(e.key.clone());
                     agg.drop_cluster_feed(&key).await;
                 }
             }
@@ -221,6 +219,9 @@ fn reconcile(c: &Cluster, agg: &Arc<Aggregator>) {
     };
     for (key, f) in follows {
         if held.contains(&shard_of(&key, c.cfg.shards)) {
+            if agg.replica(&key).is_some() {
+                continue; // running (new peers are added by the follow's own event)
+            }
             if let Err(e) = agg.start(key, &f.peers) {
                 tracing::warn!(feed = %key, "starting: {e}");
             }
@@ -235,6 +236,9 @@ async fn follow_shards(c: Arc<Cluster>, agg: Weak<Aggregator>) {
     let tick = Duration::from_millis(c.cfg.lease_ttl_ms / 3);
     tokio::spawn(watch_members(c.clone()).in_current_span());
     let roles = serde_json::json!({"roles": c.cfg.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>()});
+    // Leases only from the second beat on: by then the members' heartbeats are seen, so a
+    // node starting does not take every free shard only to give most of them up.
+    let mut first = true;
     loop {
         let Some(a) = agg.upgrade() else { return };
         if let Err(e) = c
@@ -244,8 +248,11 @@ async fn follow_shards(c: Arc<Cluster>, agg: Weak<Aggregator>) {
         {
             tracing::warn!("heartbeat: {e}");
         }
-        let live = live_members(&c);
-        leases_tick(&c, &a, &live).await;
+        if !first {
+            let live = live_members(&c);
+            leases_tick(&c, &a, &live).await;
+        }
+        first = false;
         drop(a);
         tokio::time::sleep(tick).await;
     }
