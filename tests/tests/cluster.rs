@@ -109,7 +109,8 @@ async fn converge(
         if Instant::now() >= deadline {
             let key = behind[0].split(' ').next().unwrap_or_default();
             let mut seen = String::new();
-            for base in NODES.lock().unwrap().iter() {
+            let nodes = NODES.lock().unwrap().clone();
+            for base in &nodes {
                 let st = match reqwest::get(format!("{base}/v1/feeds/{key}")).await {
                     Ok(r) => r.text().await.unwrap_or_default(),
                     Err(e) => e.to_string(),
