@@ -114,7 +114,15 @@ impl Aggregator {
                         // The first pass is over. Caught up: wait for a new length (or check
                         // again now and then).
                         fresh = None;
-                        let _ = tokio::time::timeout(Duration::from_secs(30), head.changed()).await;
+                        // Without a peer (a channel the remote closed, or an open that lost a
+                        // race), open the feed again on its known addresses, and look soon.
+                        let wait = if replica.peers().is_empty() {
+                            self.pool.reopen(&key);
+                            Duration::from_secs(2)
+                        } else {
+                            Duration::from_secs(30)
+                        };
+                        let _ = tokio::time::timeout(wait, head.changed()).await;
                     }
                 }
                 Err(e) => {

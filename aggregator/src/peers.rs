@@ -78,6 +78,17 @@ impl PeerPool {
     }
 
     /// Drops every want of `key`; addresses nobody wants any more are disconnected.
+    /// Opens a wanted feed again on every live connection that wants it (its channel is
+    /// gone: closed by the remote, or an open lost a race with a close).
+    pub fn reopen(&self, key: &Key) {
+        for e in self.lock().values() {
+            if let (Some(c), Some(r)) = (&e.conn, e.wanted.get(key)) {
+                let (c, r) = (c.clone(), r.clone());
+                tokio::spawn(async move { c.open(&r).await }.in_current_span());
+            }
+        }
+    }
+
     pub fn unwant(&self, key: &Key) {
         let mut m = self.lock();
         m.retain(|_, e| {

@@ -166,13 +166,14 @@ struct LinkHead {
 /// Publishes the ops of one ingest step (`Purge`?, entry ops, then the `Checkpoint` that ends
 /// the batch) as links after `tip`, in messages of at most [`MAX_MESSAGE`] bytes; moves
 /// `tip` along. Fails if a link is refused (another writer moved the chain: the caller reads
-/// the tip again) or not acknowledged in time.
+/// the tip again) or not acknowledged in time. Counts the links stored in `stored`.
 pub async fn publish(
     js: &jetstream::Context,
     prefix: &str,
     feed: &str,
     tip: &mut Tip,
     ops: Vec<IndexOp>,
+    stored: &std::sync::atomic::AtomicU64,
 ) -> Result<()> {
     let mut purge = false;
     let mut end = None;
@@ -261,6 +262,7 @@ pub async fn publish(
             seq: ack.sequence,
             chain: tip.chain,
         };
+        stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         at = piece_to;
     }
     Ok(())

@@ -288,13 +288,8 @@ impl Cluster {
             .get(feed)
             .copied()
             .unwrap_or_default();
-        let before = tip.seq;
-        let r = log::publish(&self.js, &self.prefix(), feed, &mut tip, ops).await;
-        if tip.seq != before {
-            self.metrics
-                .links_published
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        let stored = &self.metrics.links_published;
+        let r = log::publish(&self.js, &self.prefix(), feed, &mut tip, ops, stored).await;
         self.tips
             .lock()
             .unwrap_or_else(|p| p.into_inner())
