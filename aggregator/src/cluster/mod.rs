@@ -17,8 +17,8 @@
 //!   committed in the same tantivy commit as the entries (the `~stream` checkpoint).
 //!
 //! The follow list lives in the `follows` bucket: `POST /v1/feeds` on any node writes it,
-//! `DELETE` removes the key and purges the feed's subject from the stream; every node
-//! applies both through its watch.
+//! `DELETE` removes the key and ends the feed's chain with a tombstone (indexers purge the
+//! feed when they reach it); every node applies both through its watch.
 
 pub mod indexer;
 pub mod log;
