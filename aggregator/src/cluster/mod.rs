@@ -272,28 +272,16 @@ impl Cluster {
     /// The checkpoint a feed task resumes from: the end of the feed's chain.
     pub async fn resume(&self, feed: &str) -> Result<crate::index::Checkpoint> {
         let tip = log::tip(&self.stream, &self.prefix(), feed).await?;
-        self.tips
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(feed.to_owned(), tip);
+        lock(&self.tips).insert(feed.to_owned(), tip);
         Ok(tip.cp)
     }
 
     /// Publishes one ingest step of a feed after the chain's end its task last read.
     pub async fn publish(&self, feed: &str, ops: Vec<crate::index::IndexOp>) -> Result<()> {
-        let mut tip = self
-            .tips
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(feed)
-            .copied()
-            .unwrap_or_default();
+        let mut tip = lock(&self.tips).get(feed).copied().unwrap_or_default();
         let stored = &self.metrics.links_published;
         let r = log::publish(&self.js, &self.prefix(), feed, &mut tip, ops, stored).await;
-        self.tips
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(feed.to_owned(), tip);
+        lock(&self.tips).insert(feed.to_owned(), tip);
         r
     }
 
@@ -322,14 +310,15 @@ impl Cluster {
     /// The node holding the shard of a feed, as last seen, and the shard.
     pub fn holder(&self, key: &apiary_core::Key) -> (u32, Option<String>) {
         let shard = shards::shard_of(key, self.cfg.shards);
-        let h = self
-            .holders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&shard)
-            .cloned();
+        let h = lock(&self.holders).get(&shard).cloned();
         (shard, h)
     }
+}
+
+/// A mutex's guard, also after a panic elsewhere poisoned it (the maps it guards stay
+/// consistent: every writer replaces whole entries).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A KV bucket, made if missing. Its stream is made here with the KV conventions (one

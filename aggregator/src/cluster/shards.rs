@@ -16,11 +16,11 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use apiary_core::Key;
-use async_nats::jetstream::kv::Operation;
+use async_nats::jetstream::kv::{self, Operation};
 use tokio_stream::StreamExt;
 use tracing::Instrument;
 
-use super::Cluster;
+use super::{lock, Cluster};
 use crate::state::Follow;
 use crate::Aggregator;
 
@@ -118,14 +118,7 @@ async fn load_follows(c: &Cluster, agg: &Weak<Aggregator>) -> crate::Result<()> 
 /// Applies every later change of the follow list.
 async fn watch_follows(c: Arc<Cluster>, agg: Weak<Aggregator>) {
     loop {
-        let mut w = match c.follows.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("watching the follow list: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
+        let mut w = watch_from_start(&c.follows, "the follow list").await;
         while let Some(e) = w.next().await {
             let Ok(e) = e else { break };
             let Some(agg) = agg.upgrade() else { return };
@@ -161,17 +154,24 @@ async fn watch_follows(c: Arc<Cluster>, agg: Weak<Aggregator>) {
     }
 }
 
+/// A watch of every key of `bucket`, from each key's current value on; asked again every
+/// second until NATS answers.
+async fn watch_from_start(bucket: &kv::Store, what: &str) -> kv::Watch {
+    loop {
+        match bucket.watch_with_history(">").await {
+            Ok(w) => return w,
+            Err(e) => {
+                tracing::warn!("watching {what}: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// Keeps `holders` (shard → node) as the leases bucket says.
 async fn watch_leases(c: Arc<Cluster>) {
     loop {
-        let mut w = match c.leases.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("watching the leases: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
+        let mut w = watch_from_start(&c.leases, "the leases").await;
         while let Some(Ok(e)) = w.next().await {
             let Some(shard) = e
                 .key
@@ -180,7 +180,7 @@ async fn watch_leases(c: Arc<Cluster>) {
             else {
                 continue;
             };
-            let mut h = c.holders.lock().unwrap_or_else(|p| p.into_inner());
+            let mut h = lock(&c.holders);
             match e.operation {
                 Operation::Put => {
                     h.insert(shard, String::from_utf8_lossy(&e.value).into_owned());
@@ -196,12 +196,7 @@ async fn watch_leases(c: Arc<Cluster>) {
 
 /// The shards this node holds, with the revision of each lease.
 fn held_shards(c: &Cluster) -> HashSet<u32> {
-    c.held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .keys()
-        .copied()
-        .collect()
+    lock(&c.held).keys().copied().collect()
 }
 
 /// Starts the feeds of held shards, stops the others.
@@ -264,16 +259,9 @@ async fn follow_shards(c: Arc<Cluster>, agg: Weak<Aggregator>) {
 /// with a NATS node down those requests timed out for minutes.)
 async fn watch_members(c: Arc<Cluster>) {
     loop {
-        let mut w = match c.members.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("watching the members: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
+        let mut w = watch_from_start(&c.members, "the members").await;
         while let Some(Ok(e)) = w.next().await {
-            let mut seen = c.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = lock(&c.seen);
             match e.operation {
                 Operation::Put => {
                     seen.insert(e.key.clone(), std::time::Instant::now());
@@ -290,10 +278,7 @@ async fn watch_members(c: Arc<Cluster>) {
 /// The members whose heartbeat is younger than the TTL, and this node.
 fn live_members(c: &Cluster) -> Vec<String> {
     let ttl = Duration::from_millis(c.cfg.lease_ttl_ms);
-    let mut live: Vec<String> = c
-        .seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let mut live: Vec<String> = lock(&c.seen)
         .iter()
         .filter(|(_, t)| t.elapsed() < ttl)
         .map(|(n, _)| n.clone())
@@ -322,12 +307,7 @@ async fn leases_tick(c: &Arc<Cluster>, agg: &Arc<Aggregator>, live: &[String]) {
     let mut tasks = tokio::task::JoinSet::new();
     for shard in 0..c.cfg.shards {
         let want = owner(shard, live).is_some_and(|o| o == &c.node);
-        let rev = c
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&shard)
-            .copied();
+        let rev = lock(&c.held).get(&shard).copied();
         if want || rev.is_some() {
             let c = c.clone();
             tasks.spawn(async move {
@@ -338,7 +318,7 @@ async fn leases_tick(c: &Arc<Cluster>, agg: &Arc<Aggregator>, live: &[String]) {
     }
     let mut release = Vec::new();
     while let Some(Ok((shard, rev, step))) = tasks.join_next().await {
-        let mut held = c.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = lock(&c.held);
         match step {
             Step::Holds(r) => {
                 if rev.is_none() {
@@ -373,7 +353,7 @@ async fn leases_tick(c: &Arc<Cluster>, agg: &Arc<Aggregator>, live: &[String]) {
         .await;
         c.metrics.lease_moves.fetch_add(1, Ordering::Relaxed);
     }
-    let n = c.held.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let n = lock(&c.held).len();
     c.metrics.shards_held.store(n as u64, Ordering::Relaxed);
 }
 
