@@ -309,8 +309,24 @@ impl Conn {
     }
 
     fn open_channel(&mut self, replica: &Arc<Replica>) -> u64 {
-        if let Some(id) = self.by_dk.get(replica.discovery_key()) {
-            return *id;
+        if let Some(id) = self.by_dk.get(replica.discovery_key()).copied() {
+            let current = self
+                .registry
+                .get(replica.discovery_key())
+                .is_some_and(|r| Arc::ptr_eq(&r, replica));
+            if let Some(ch) = self.channels.get_mut(&id) {
+                if current && !Arc::ptr_eq(&ch.replica, replica) {
+                    // The core's replica object was replaced (a writer opened over a reader):
+                    // the channel now serves and feeds the registered one. (A late open of
+                    // an object no longer registered changes nothing.)
+                    ch.replica.remove_peer(&ch.peer);
+                    ch.replica = replica.clone();
+                    if ch.remote_id.is_some() {
+                        replica.add_peer(ch.peer.clone());
+                    }
+                }
+            }
+            return id;
         }
         let id = self.next_local;
         self.next_local += 1;

@@ -144,6 +144,7 @@ impl Replicator {
                 return Ok(r);
             }
         }
+        let writable = writer.is_some();
         let core = self.inner.store.core(&key)?;
         let replica = Arc::new(Replica::open(
             key,
@@ -151,7 +152,19 @@ impl Replicator {
             self.inner.opts.replica.clone(),
             writer,
         )?);
-        self.inner.registry.lock().insert(dk, replica.clone());
+        {
+            // Opening takes I/O, so it runs unlocked; two callers may have raced here. The
+            // first one registered wins: a second replica object for one core would split
+            // its peers from its readers (a feed task waiting on a replica that no channel
+            // feeds, silently).
+            let mut m = self.inner.registry.lock();
+            match m.get(&dk) {
+                Some(r) if !writable || r.is_writable() => return Ok(r.clone()),
+                _ => {
+                    m.insert(dk, replica.clone());
+                }
+            }
+        }
         if self.inner.opts.announce_all {
             for c in self.connections() {
                 let r = replica.clone();

@@ -177,3 +177,28 @@ async fn an_append_is_on_disk_before_peers_are_shown_it() {
         );
     }
 }
+
+/// Many tasks asking for one core at once get one replica object: a second one would take
+/// the channel while the first waits for peers that never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_replica_calls_share_one_object() {
+    for _ in 0..20 {
+        let r = rep(false);
+        let key = KeyPair::generate().public_key();
+        let key = Key::from_bytes(key);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let r = r.clone();
+                tokio::spawn(async move { r.replica(key).unwrap() })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap());
+        }
+        let first = r.find(&key.discovery_key()).unwrap();
+        for g in &got {
+            assert!(Arc::ptr_eq(g, &first), "two replica objects for one core");
+        }
+    }
+}
