@@ -152,6 +152,45 @@ impl Aggregator {
             .map(|t| t.replica.clone())
     }
 
+    /// The replica a proof of a followed feed reads: the feed's own, or, on a cluster node
+    /// that does not hold the feed's shard (another follower does, or this node only
+    /// indexes), one opened here from the feed's peers, waiting up to `wait` for their
+    /// signed head. It stays open (sparse: only the blocks proofs fetched) until the feed
+    /// is unfollowed, and becomes the feed's own if its shard moves here. `None`: not
+    /// followed.
+    pub(crate) async fn proof_replica(
+        &self,
+        key: &Key,
+        wait: std::time::Duration,
+    ) -> Result<Option<Arc<apiary_core::replicate::Replica>>> {
+        if let Some(r) = self.replica(key) {
+            return Ok(Some(r));
+        }
+        if self.cluster.is_none() {
+            return Ok(None);
+        }
+        let Some(f) = self.state.follow(key)? else {
+            return Ok(None);
+        };
+        let replica = self.rep.replica(*key)?;
+        for p in &f.peers {
+            self.pool.want(p, replica.clone());
+        }
+        self.discovery.join(key);
+        for c in self.rep.connections() {
+            let r = replica.clone();
+            tokio::spawn(async move { c.open(&r).await }.in_current_span());
+        }
+        replica.update(wait).await?;
+        if replica.length() == 0 && replica.peers().is_empty() {
+            return Err(Error::Unavailable(format!(
+                "feed {key} is followed by another node of the cluster and none of its peers \
+                 answered this one"
+            )));
+        }
+        Ok(Some(replica))
+    }
+
     /// Every feed with a running task, and its replica (from memory: no state read).
     pub(crate) fn replicas(&self) -> Vec<(Key, Arc<apiary_core::replicate::Replica>)> {
         self.feeds

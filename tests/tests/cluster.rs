@@ -7,7 +7,8 @@
 //!    finish, every live indexer equals the oracle; restarted, it catches up from its stream
 //!    checkpoint (it applies fewer links than the stream holds);
 //! 3. kill -9 the stream's leader while authors write: no loss, no duplicates;
-//! 4. a new indexer joining late builds its replica from the stream;
+//! 4. a new indexer joining late builds its replica from the stream, and serves proofs of
+//!    feeds it does not follow itself (blocks fetched from their peers);
 //! 5. an unfollow on one node purges the feed on every indexer; followed again, it is back.
 //!
 //! Switched on by `APIARY_CLUSTER_TESTS=1` (`.ci/run` sets it after installing Debian's
@@ -19,7 +20,9 @@ use std::time::{Duration, Instant};
 use apiary_tests::agg::{temp_dir, AggProc};
 use apiary_tests::nats::{cluster_tests_enabled, NatsCluster};
 use apiary_tests::publisher::Publisher;
-use apiary_tests::{init_tracing, key_of, JsPeer};
+use apiary_tests::{bin_path, init_tracing, key_of, run_bin, JsPeer};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::{json, Value};
 
 /// Apiary bees (our publisher) and JS bees, small.
@@ -437,7 +440,30 @@ async fn three_aggregators_share_the_feeds_and_every_indexer_holds_them_all() {
         }
     }
 
-    phase("phase 4 done (late indexer)");
+    // Proofs from a node that holds no shard (it fetches the blocks from the feed's peers):
+    // a present key with its latest value and a deleted one, each checked by our verifier
+    // against the feed key alone.
+    let (_, proven) = &ours[1];
+    let (_, deleted_in) = &theirs[6];
+    for (feed, key, found) in [(proven, "m000", true), (deleted_in, "k00000003", false)] {
+        let (s, b) = late.get(&format!("/v1/proofs/{feed}/{key}")).await;
+        assert_eq!(s, 200, "proof of {feed}/{key} on the late indexer: {b}");
+        assert_eq!(b["result"]["found"], found, "{b}");
+        if found {
+            let raw = STANDARD
+                .decode(b["result"]["value"].as_str().unwrap())
+                .unwrap();
+            let v: Value = serde_json::from_slice(&raw).unwrap();
+            assert_eq!(v, oracle[feed][key]);
+        }
+        let file = dir.join("bundle.json");
+        std::fs::write(&file, serde_json::to_vec(&b).unwrap()).unwrap();
+        let agg = bin_path("apiary-aggregator", "apiary-aggregator");
+        let (code, out, err) = run_bin(&agg, &["verify", file.to_str().unwrap(), "--key", feed]);
+        assert_eq!(code, 0, "verify: {out}{err}");
+    }
+
+    phase("phase 4 done (late indexer, its proofs)");
     // Phase 5: an unfollow on one node purges the feed everywhere.
     let (_, gone) = &ours[0];
     assert_eq!(

@@ -39,7 +39,9 @@ pub struct ProofQuery {
             body = Object),
         (status = 400, description = "Not a key, or version 0", body = ErrorBody),
         (status = 404, description = "The feed is not followed, or its signed log does not reach the version (or is empty)", body = ErrorBody),
-        (status = 503, description = "A block the proof needs is not held and no peer has it", body = ErrorBody),
+        (status = 503, description = "A block the proof needs is not held and no peer has it \
+            (cluster mode: a node that does not hold the feed fetches the blocks from the \
+            feed's peers; none answered)", body = ErrorBody),
         (status = 504, description = "No peer sent a block the proof needs in time", body = ErrorBody),
     ))]
 pub(super) async fn proof(
@@ -52,7 +54,8 @@ pub(super) async fn proof(
     let feed = parse_key(&p.feed)?;
     let replica = s
         .agg
-        .replica(&feed)
+        .proof_replica(&feed, FETCH_WITHIN)
+        .await?
         .ok_or_else(|| Error::NotFound(format!("feed {feed} is not followed")))?;
     let version = match q.version {
         Some(v) => v,
