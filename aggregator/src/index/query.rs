@@ -371,20 +371,42 @@ fn decode_feed_cursor(c: &str) -> Result<(i64, String)> {
     Ok((a.parse().map_err(|_| bad_cursor())?, id.to_owned()))
 }
 
-pub(super) fn decode_offset_cursor(c: &str) -> Result<usize> {
+pub(super) fn decode_offset_cursor(c: &str) -> Result<SearchCursor> {
     let raw = hex::decode(c).map_err(|_| bad_cursor())?;
     let s = String::from_utf8(raw).map_err(|_| bad_cursor())?;
-    let n: usize = s
-        .strip_prefix('o')
-        .ok_or_else(bad_cursor)?
-        .parse()
-        .map_err(|_| bad_cursor())?;
-    if n > 10_000 {
+    let rest = s.strip_prefix('o').ok_or_else(bad_cursor)?;
+    // `o{offset}` (cursors of earlier versions) or `o{offset}@{now}`.
+    let (offset, now) = match rest.split_once('@') {
+        Some((o, n)) => (o, Some(n.parse::<u64>().map_err(|_| bad_cursor())?)),
+        None => (rest, None),
+    };
+    let offset: usize = offset.parse().map_err(|_| bad_cursor())?;
+    if offset > 10_000 {
         return Err(Error::BadRequest(
             "search pages stop at 10000 results; refine the query".into(),
         ));
     }
-    Ok(n)
+    let now = now
+        .map(|n| i64::try_from(n).map_err(|_| bad_cursor()))
+        .transpose()?;
+    Ok(SearchCursor { offset, now })
+}
+
+/// Where a search's next page starts, and the clock (µs) its first page weighed recency
+/// with: every page of one search scores with that clock, so entries whose boosts differ by
+/// less than a float's precision cannot swap places between pages (one shown twice, its
+/// neighbour never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SearchCursor {
+    pub offset: usize,
+    pub now: Option<i64>,
+}
+
+impl SearchCursor {
+    /// The opaque text of the cursor (hex of `o{offset}@{now}`).
+    pub(super) fn encode(offset: usize, now: i64) -> String {
+        hex::encode(format!("o{offset}@{now}"))
+    }
 }
 
 #[cfg(test)]
@@ -447,14 +469,27 @@ mod tests {
                 "{c}"
             );
         }
-        assert_eq!(decode_offset_cursor(&hex::encode("o20")).unwrap(), 20);
+        let cur = |offset, now| SearchCursor { offset, now };
+        assert_eq!(
+            decode_offset_cursor(&hex::encode("o20")).unwrap(),
+            cur(20, None)
+        );
         assert_eq!(
             decode_offset_cursor(&hex::encode("o10000")).unwrap(),
-            10_000
+            cur(10_000, None)
+        );
+        assert_eq!(
+            decode_offset_cursor(&SearchCursor::encode(40, 1_764_000_000_000_000)).unwrap(),
+            cur(40, Some(1_764_000_000_000_000))
         );
         for c in [
             hex::encode("o10001"),
             hex::encode("o-1"),
+            hex::encode("o20@"),
+            hex::encode("o20@-5"),
+            hex::encode("o20@99999999999999999999"),
+            hex::encode("o20@1@2"),
+            hex::encode("o@1"),
             hex::encode("o"),
             hex::encode("f1|x"),
             "6f3".into(),

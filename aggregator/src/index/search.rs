@@ -8,7 +8,7 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
 
 use super::newest::Newest;
-use super::query::{decode_offset_cursor, matches_only_entries};
+use super::query::{decode_offset_cursor, matches_only_entries, SearchCursor};
 use super::top_k::{Fresh, Recency};
 use super::{tolerant, Filters, Index, Page, MAX_LIMIT};
 use crate::error::{Error, Result};
@@ -58,7 +58,12 @@ impl Index {
         if text.chars().count() > 1024 {
             return Err(Error::BadRequest("q is longer than 1024 characters".into()));
         }
-        let offset = cursor.map(decode_offset_cursor).transpose()?.unwrap_or(0);
+        let cursor = cursor.map(decode_offset_cursor).transpose()?;
+        let offset = cursor.map_or(0, |c| c.offset);
+        // The clock recency is weighed with: the first page's, on every page.
+        let now = cursor
+            .and_then(|c| c.now)
+            .unwrap_or_else(|| i64::try_from(apiary_core::tid::now_micros()).unwrap_or(i64::MAX));
         let searcher = self.reader.searcher();
         let parsed = self.parse(&searcher, text, opts.prefix);
         // When the words as typed do not fill the page, other forms of them, then words with
@@ -88,7 +93,7 @@ impl Index {
             Box::new(BooleanQuery::new(clauses))
         };
         let want = offset + limit + 1;
-        let mut hits = self.hits(&searcher, &*q, want, opts)?;
+        let mut hits = self.hits(&searcher, &*q, want, opts, now)?;
         for tier in tiers {
             if hits.len() >= want {
                 break;
@@ -104,7 +109,7 @@ impl Index {
             let q = BooleanQuery::new(clauses);
             let before: HashSet<DocAddress> = hits.iter().map(|(_, a)| *a).collect();
             let floor = hits.last().and_then(|(s, _)| *s).map(|s| s * 0.999);
-            let more = self.hits(&searcher, &q, want + before.len(), opts)?;
+            let more = self.hits(&searcher, &q, want + before.len(), opts, now)?;
             let new = more.into_iter().filter(|(_, a)| !before.contains(a));
             hits.extend(
                 new.map(|(s, a)| (s.map(|s| floor.map_or(s, |f| s.min(f))), a))
@@ -130,7 +135,7 @@ impl Index {
                 }
             }
         }
-        let cursor = more.then(|| hex::encode(format!("o{}", offset + limit)));
+        let cursor = more.then(|| SearchCursor::encode(offset + limit, now));
         Ok(Page { entries, cursor })
     }
 
@@ -183,6 +188,7 @@ impl Index {
         q: &dyn Query,
         k: usize,
         opts: SearchOptions,
+        now: i64,
     ) -> Result<Vec<(Option<f32>, DocAddress)>> {
         Ok(match opts.sort {
             SearchSort::Relevance => {
@@ -191,7 +197,7 @@ impl Index {
                     .filter(|r| r.weight > 0.0)
                     .map(|recency| Fresh {
                         recency,
-                        now: i64::try_from(apiary_core::tid::now_micros()).unwrap_or(i64::MAX),
+                        now,
                         columns: &self.sort_columns,
                     });
                 super::top_k::top_k(searcher, q, k, fresh.as_ref())?
