@@ -134,13 +134,15 @@ async fn watch_follows(c: Arc<Cluster>, agg: Weak<Aggregator>) {
                     if let Err(err) = agg.state.put_follow(&key, &f) {
                         tracing::warn!("follow list: {err}");
                     }
-                    if agg.replica(&key).is_some() {
-                        // Running here: its peers may have grown.
+                    // This feed only: a full reconcile per event read the whole follow
+                    // list each time (quadratic while the watch replays its history).
+                    // Running here: its peers may have grown; new in a held shard: start.
+                    let running = agg.replica(&key).is_some();
+                    if running || (c.is_follower() && holds(&c, &key)) {
                         if let Err(err) = agg.start(key, &f.peers) {
-                            tracing::warn!(feed = %key, "adding peers: {err}");
+                            tracing::warn!(feed = %key, "starting, or adding peers: {err}");
                         }
                     }
-                    reconcile(&c, &agg);
                 }
                 Operation::Delete | Operation::Purge => {
                     agg.drop_cluster_feed(&key).await;
@@ -199,6 +201,11 @@ fn held_shards(c: &Cluster) -> HashSet<u32> {
     lock(&c.held).keys().copied().collect()
 }
 
+/// Whether this node holds the lease of the shard of `key`.
+fn holds(c: &Cluster, key: &Key) -> bool {
+    lock(&c.held).contains_key(&shard_of(key, c.cfg.shards))
+}
+
 /// Starts the feeds of held shards, stops the others.
 fn reconcile(c: &Cluster, agg: &Arc<Aggregator>) {
     if !c.is_follower() {
@@ -234,6 +241,7 @@ async fn follow_shards(c: Arc<Cluster>, agg: Weak<Aggregator>) {
     // Leases only from the second beat on: by then the members' heartbeats are seen, so a
     // node starting does not take every free shard only to give most of them up.
     let mut first = true;
+    let mut tick_no: u64 = 0;
     loop {
         let Some(a) = agg.upgrade() else { return };
         if let Err(e) = c
@@ -245,7 +253,10 @@ async fn follow_shards(c: Arc<Cluster>, agg: Weak<Aggregator>) {
         }
         if !first {
             let live = live_members(&c);
-            leases_tick(&c, &a, &live).await;
+            // The whole follow list is walked when the held shards change, and every 15th
+            // tick anyway (a start that failed is tried again).
+            leases_tick(&c, &a, &live, tick_no % 15 == 0).await;
+            tick_no += 1;
         }
         first = false;
         drop(a);
@@ -300,7 +311,8 @@ async fn our_lease(c: &Cluster, shard: u32) -> Option<u64> {
     }
 }
 
-async fn leases_tick(c: &Arc<Cluster>, agg: &Arc<Aggregator>, live: &[String]) {
+async fn leases_tick(c: &Arc<Cluster>, agg: &Arc<Aggregator>, live: &[String], sweep: bool) {
+    let before = held_shards(c);
     // Every shard at once, each bounded by a third of the TTL: a NATS node in an election
     // must not make one tick outlast the leases it renews.
     let budget = Duration::from_millis(c.cfg.lease_ttl_ms / 3);
@@ -343,7 +355,9 @@ async fn leases_tick(c: &Arc<Cluster>, agg: &Arc<Aggregator>, live: &[String]) {
     }
     // Feeds of shards given up stop before their leases go, so the next holder starts
     // after them (the chain would refuse an interleaving anyway).
-    reconcile(c, agg);
+    if sweep || held_shards(c) != before {
+        reconcile(c, agg);
+    }
     for (shard, rev) in release {
         tracing::info!(shard, "giving up the lease");
         let _ = tokio::time::timeout(
