@@ -97,7 +97,7 @@ text_form!(
     /// The cursor of a `/v1/search` page.
     SearchCursor,
     string(
-        "^6[fF](?:3[0-9]){1,4}(?:40(?:3[0-9]){1,18})?$".into(),
+        "^6[fF](?:3[0-9]){1,4}(?:40(?:3[0-9]){1,18}(?:67(?:3[0-9]){1,18})?)?$".into(),
         "Opaque: the `cursor` of the previous page, unchanged (results stop at 10000).",
     )
 );
@@ -273,6 +273,8 @@ mod tests {
         assert!(search.is_match(&hex::encode("o20")) && search.is_match(&hex::encode("o9980")));
         assert!(!search.is_match(&hex::encode("o")) && !search.is_match(&hex::encode("o10020")));
         assert!(search.is_match(&hex::encode("o20@1764000000000000")));
+        assert!(search.is_match(&hex::encode("o20@1764000000000000g12")));
+        assert!(!search.is_match(&hex::encode("o20@1764000000000000g")));
         assert!(!search.is_match(&hex::encode("o20@")) && !search.is_match(&hex::encode("o20@-1")));
     }
 }

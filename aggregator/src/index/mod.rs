@@ -41,6 +41,7 @@ mod highlight;
 #[cfg(test)]
 mod judged_tests;
 mod newest;
+mod pinned;
 mod query;
 mod search;
 #[cfg(test)]
@@ -289,6 +290,8 @@ pub struct Index {
     dir: std::path::PathBuf,
     /// Each live segment's `sort_at` column, opened once (kept by the reader's warmer).
     sort_columns: Arc<newest::SortColumns>,
+    /// The searchers later pages of a search read (see `pinned`).
+    pinned: Arc<pinned::Pinned>,
 }
 
 impl std::fmt::Debug for Index {
@@ -387,6 +390,7 @@ impl Index {
             gate: Arc::new(Mutex::new(())),
             dir: dir.to_path_buf(),
             sort_columns,
+            pinned: Default::default(),
         });
         me.newest
             .store(me.load_newest()?, std::sync::atomic::Ordering::Relaxed);

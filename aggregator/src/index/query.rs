@@ -375,10 +375,14 @@ pub(super) fn decode_offset_cursor(c: &str) -> Result<SearchCursor> {
     let raw = hex::decode(c).map_err(|_| bad_cursor())?;
     let s = String::from_utf8(raw).map_err(|_| bad_cursor())?;
     let rest = s.strip_prefix('o').ok_or_else(bad_cursor)?;
-    // `o{offset}` (cursors of earlier versions) or `o{offset}@{now}`.
-    let (offset, now) = match rest.split_once('@') {
-        Some((o, n)) => (o, Some(n.parse::<u64>().map_err(|_| bad_cursor())?)),
-        None => (rest, None),
+    // `o{offset}` (cursors of earlier versions), `o{offset}@{now}` or `o{offset}@{now}g{gen}`.
+    let number = |t: &str| t.parse::<u64>().map_err(|_| bad_cursor());
+    let (offset, now, generation) = match rest.split_once('@') {
+        Some((o, tail)) => match tail.split_once('g') {
+            Some((n, g)) => (o, Some(number(n)?), Some(number(g)?)),
+            None => (o, Some(number(tail)?), None),
+        },
+        None => (rest, None, None),
     };
     let offset: usize = offset.parse().map_err(|_| bad_cursor())?;
     if offset > 10_000 {
@@ -389,23 +393,28 @@ pub(super) fn decode_offset_cursor(c: &str) -> Result<SearchCursor> {
     let now = now
         .map(|n| i64::try_from(n).map_err(|_| bad_cursor()))
         .transpose()?;
-    Ok(SearchCursor { offset, now })
+    Ok(SearchCursor {
+        offset,
+        now,
+        generation,
+    })
 }
 
 /// Where a search's next page starts, and the clock (µs) its first page weighed recency
 /// with: every page of one search scores with that clock, so entries whose boosts differ by
 /// less than a float's precision cannot swap places between pages (one shown twice, its
-/// neighbour never).
+/// neighbour never); and the searcher generation it read (see `pinned`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SearchCursor {
     pub offset: usize,
     pub now: Option<i64>,
+    pub generation: Option<u64>,
 }
 
 impl SearchCursor {
-    /// The opaque text of the cursor (hex of `o{offset}@{now}`).
-    pub(super) fn encode(offset: usize, now: i64) -> String {
-        hex::encode(format!("o{offset}@{now}"))
+    /// The opaque text of the cursor (hex of `o{offset}@{now}g{generation}`).
+    pub(super) fn encode(offset: usize, now: i64, generation: u64) -> String {
+        hex::encode(format!("o{offset}@{now}g{generation}"))
     }
 }
 
@@ -469,18 +478,26 @@ mod tests {
                 "{c}"
             );
         }
-        let cur = |offset, now| SearchCursor { offset, now };
+        let cur = |offset, now, generation| SearchCursor {
+            offset,
+            now,
+            generation,
+        };
         assert_eq!(
             decode_offset_cursor(&hex::encode("o20")).unwrap(),
-            cur(20, None)
+            cur(20, None, None)
         );
         assert_eq!(
             decode_offset_cursor(&hex::encode("o10000")).unwrap(),
-            cur(10_000, None)
+            cur(10_000, None, None)
         );
         assert_eq!(
-            decode_offset_cursor(&SearchCursor::encode(40, 1_764_000_000_000_000)).unwrap(),
-            cur(40, Some(1_764_000_000_000_000))
+            decode_offset_cursor(&hex::encode("o40@1764000000000000")).unwrap(),
+            cur(40, Some(1_764_000_000_000_000), None)
+        );
+        assert_eq!(
+            decode_offset_cursor(&SearchCursor::encode(40, 1_764_000_000_000_000, 7)).unwrap(),
+            cur(40, Some(1_764_000_000_000_000), Some(7))
         );
         for c in [
             hex::encode("o10001"),
@@ -489,6 +506,10 @@ mod tests {
             hex::encode("o20@-5"),
             hex::encode("o20@99999999999999999999"),
             hex::encode("o20@1@2"),
+            hex::encode("o20@1g"),
+            hex::encode("o20@1g-1"),
+            hex::encode("o20@g1"),
+            hex::encode("o20g1"),
             hex::encode("o@1"),
             hex::encode("o"),
             hex::encode("f1|x"),

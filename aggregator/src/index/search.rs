@@ -64,7 +64,11 @@ impl Index {
         let now = cursor
             .and_then(|c| c.now)
             .unwrap_or_else(|| i64::try_from(apiary_core::tid::now_micros()).unwrap_or(i64::MAX));
-        let searcher = self.reader.searcher();
+        // A later page reads the generation its first page read, while it is kept.
+        let searcher = cursor
+            .and_then(|c| c.generation)
+            .and_then(|g| self.pinned.get(g))
+            .unwrap_or_else(|| self.reader.searcher());
         let parsed = self.parse(&searcher, text, opts.prefix);
         // When the words as typed do not fill the page, other forms of them, then words with
         // typos (each tier after the one before). Made only when needed: each stems the
@@ -135,7 +139,10 @@ impl Index {
                 }
             }
         }
-        let cursor = more.then(|| SearchCursor::encode(offset + limit, now));
+        let cursor = more.then(|| {
+            let generation = self.pinned.pin(&searcher);
+            SearchCursor::encode(offset + limit, now, generation)
+        });
         Ok(Page { entries, cursor })
     }
 

@@ -441,3 +441,55 @@ async fn relevance_pages_with_recency_show_each_entry_once() {
     }
     assert_eq!(seen.len(), N as usize);
 }
+
+/// A commit between two pages of a search does not shift them: the next pages read the
+/// generation the first one read, so new hits ranked above change nothing of this paging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_between_pages_does_not_shift_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = open_index(dir.path());
+    let doc = |n: u64, text: &str| {
+        let v = json!({ "text": text, "lang": "en" });
+        IndexOp::Insert(Box::new(EntryDoc::new(
+            "f".into(),
+            format!("k{n:03}").into_bytes(),
+            n,
+            1_000_000 + n as i64,
+            extract(&v),
+            v.to_string(),
+        )))
+    };
+    let first: Vec<IndexOp> = (0..30).map(|n| doc(n, "an apple a day")).collect();
+    index.submit_and_wait(first).await.unwrap();
+    let page = |cursor: Option<&str>| {
+        index
+            .search(
+                "apple",
+                &Filters::default(),
+                cursor,
+                10,
+                SearchOptions::default(),
+            )
+            .unwrap()
+    };
+    let p1 = page(None);
+    let mut seen: Vec<String> = p1.entries.iter().map(|e| e.key.clone()).collect();
+    // Better matches than all of the first thirty, committed before page 2.
+    let better: Vec<IndexOp> = (100..105).map(|n| doc(n, "apple apple apple")).collect();
+    index.submit_and_wait(better).await.unwrap();
+    let lead = page(None).entries[0].key.clone();
+    assert!(
+        lead.as_str() >= "k100",
+        "the new ones lead a new search: {lead}"
+    );
+    let mut cursor = p1.cursor;
+    while let Some(c) = cursor {
+        let p = page(Some(&c));
+        seen.extend(p.entries.iter().map(|e| e.key.clone()));
+        cursor = p.cursor;
+    }
+    let mut want: Vec<String> = (0..30).map(|n| format!("k{n:03}")).collect();
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want);
+}
