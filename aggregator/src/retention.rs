@@ -5,6 +5,10 @@
 //! (tantivy syncs its meta before `commit` returns), and on the fork the checkpoint is of.
 //! A crash before the commit leaves the blocks in place for the re-read from the last
 //! checkpoint; a crash after it needs none of them again.
+//!
+//! In cluster mode a follower's feeds are committed once their links are stored in the entry
+//! log (replicated, acknowledged): blocks are dropped below the chain's published tip, which
+//! is also where the feed resumes, here or on the node its shard moves to.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -28,7 +32,10 @@ pub(crate) async fn drop_indexed_blocks(agg: Weak<Aggregator>) {
     loop {
         tokio::time::sleep(EVERY).await;
         let Some(agg) = agg.upgrade() else { return };
-        let generation = agg.index.generation();
+        let generation = match &agg.cluster {
+            Some(c) => c.published_generation(),
+            None => agg.index.generation(),
+        };
         if generation == seen_generation {
             continue;
         }
@@ -49,7 +56,10 @@ async fn drop_feed(
     replica: &Arc<Replica>,
     done: &mut HashMap<Key, (u64, u64)>,
 ) {
-    let cp = agg.index.checkpoint(&key.to_z32());
+    let cp = match &agg.cluster {
+        Some(c) => c.published(&key.to_z32()),
+        None => agg.index.checkpoint(&key.to_z32()),
+    };
     if cp.version == 0 || cp.fork != replica.fork() || done.get(key) == Some(&(cp.fork, cp.version))
     {
         return;
@@ -68,9 +78,23 @@ async fn drop_feed(
     }
 }
 
-/// After a proof fetched blocks the store had dropped: drops them again (index-only).
-pub(crate) async fn drop_again(agg: &Arc<Aggregator>, key: &Key) {
-    if let Some(replica) = agg.replica(key) {
-        drop_feed(agg, key, &replica, &mut HashMap::new()).await;
+/// After a proof fetched blocks the store had dropped: drops them again (index-only). A
+/// cluster node that does not run the feed (its proof replica, see
+/// `Aggregator::proof_replica`) ingests nothing from it and drops every block it fetched.
+pub(crate) async fn drop_again(agg: &Arc<Aggregator>, key: &Key, replica: &Arc<Replica>) {
+    if let Some(running) = agg.replica(key) {
+        drop_feed(agg, key, &running, &mut HashMap::new()).await;
+        return;
+    }
+    let r = replica.clone();
+    let below = r.length();
+    match tokio::task::spawn_blocking(move || r.drop_blocks(below)).await {
+        Ok(Ok(n)) => {
+            agg.metrics
+                .blocks_dropped
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(Err(e)) => tracing::warn!(feed = %key, "dropping a proof's blocks: {e}"),
+        Err(e) => tracing::warn!(feed = %key, "dropping a proof's blocks: {e}"),
     }
 }

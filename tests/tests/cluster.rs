@@ -11,6 +11,9 @@
 //!    feeds it does not follow itself (blocks fetched from their peers);
 //! 5. an unfollow on one node purges the feed on every indexer; followed again, it is back.
 //!
+//! One of the three (a2) runs `retention = "index-only"`: it drops the blocks of its feeds
+//! below what it published, and every phase holds for it too.
+//!
 //! Switched on by `APIARY_CLUSTER_TESTS=1` (`.ci/run` sets it after installing Debian's
 //! `nats-server`).
 
@@ -274,10 +277,13 @@ async fn three_aggregators_share_the_feeds_and_every_indexer_holds_them_all() {
     lengths.insert(large.clone(), LARGE + 1);
     let js_addr = format!("127.0.0.1:{}", js.serve().await);
 
-    // Three aggregators, both roles.
+    // Three aggregators, both roles; a2 keeps no block it has published (index-only).
     let mut aggs = Vec::new();
     for i in 0..3 {
-        let extra = cluster_toml(&nats, &format!("a{i}"), r#"["follower", "indexer"]"#);
+        let mut extra = cluster_toml(&nats, &format!("a{i}"), r#"["follower", "indexer"]"#);
+        if i == 2 {
+            extra = format!("retention = \"index-only\"\n{extra}");
+        }
         let a = AggProc::start(dir.join(format!("a{i}")), &extra).await;
         NODES.lock().unwrap().push(a.base.clone());
         aggs.push(a);
@@ -409,6 +415,11 @@ async fn three_aggregators_share_the_feeds_and_every_indexer_holds_them_all() {
         converge(a, &oracle, &lengths, Duration::from_secs(120), false).await;
     }
     nats.restart(leader).await;
+    // The index-only follower dropped what it published, and still converged above.
+    assert!(
+        metric(&aggs[2], "apiary_blocks_dropped_total").await > 0,
+        "a2 (index-only) dropped no block"
+    );
 
     phase("phase 3 done (stream leader killed)");
     // Phase 4: a new indexer, late, builds its replica from the stream.

@@ -285,6 +285,20 @@ impl Cluster {
         r
     }
 
+    /// Where the entry log holds a feed up to, as this node's feed task last published it
+    /// (every link up to there is stored, replicated, and never needs the blocks again): what
+    /// `retention = "index-only"` drops blocks below on a follower.
+    pub fn published(&self, feed: &str) -> crate::index::Checkpoint {
+        lock(&self.tips).get(feed).map(|t| t.cp).unwrap_or_default()
+    }
+
+    /// Moves on with every link this node stores.
+    pub fn published_generation(&self) -> u64 {
+        self.metrics
+            .links_published
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Adds a feed to the follow list (or its peers to a followed one).
     pub async fn follow(&self, feed: &str, f: &crate::state::Follow) -> Result<()> {
         let body = serde_json::to_vec(f).map_err(|e| Error::Internal(e.to_string()))?;

@@ -91,7 +91,7 @@ pub(super) async fn proof(
         let fetched = tokio::time::timeout(FETCH_WITHIN, build(&replica, &p.key, version, true))
             .await
             .unwrap_or(Err(apiary_core::Error::NotAvailable { seq: 0 }));
-        crate::retention::drop_again(&s.agg, &feed).await;
+        crate::retention::drop_again(&s.agg, &feed, &replica).await;
         if let Ok(b) = fetched {
             return Ok(Json(Proof::Bundle(b)));
         }
