@@ -94,19 +94,24 @@ impl Aggregator {
         if feeds.contains_key(&key) {
             return Ok(());
         }
-        self.discovery.join(&key);
-        // A peer already connected (a publisher that dialed in, a DHT peer found for another
-        // bee) may hold this one too: ask it now rather than on its next connection.
-        for c in self.rep.connections() {
-            let r = replica.clone();
-            tokio::spawn(async move { c.open(&r).await }.in_current_span());
-        }
+        self.look_for_peers(&key, &replica);
         let me = self.clone();
         let r = replica.clone();
         let span = tracing::info_span!("feed", feed = %key);
         let task = tokio::spawn(async move { me.run_feed(r).await }.instrument(span));
         feeds.insert(key, FeedTask { task, replica });
         Ok(())
+    }
+
+    /// Looks for the peers of a feed beyond its known addresses: its DHT topic, and every
+    /// peer already connected (a publisher that dialed in, a DHT peer found for another bee
+    /// may hold this one too: ask it now rather than on its next connection).
+    fn look_for_peers(&self, key: &Key, replica: &Arc<apiary_core::replicate::Replica>) {
+        self.discovery.join(key);
+        for c in self.rep.connections() {
+            let r = replica.clone();
+            tokio::spawn(async move { c.open(&r).await }.in_current_span());
+        }
     }
 
     /// Unfollows a feed and purges everything of it: entries, checkpoint, blocks, state.
@@ -176,11 +181,7 @@ impl Aggregator {
         for p in &f.peers {
             self.pool.want(p, replica.clone());
         }
-        self.discovery.join(key);
-        for c in self.rep.connections() {
-            let r = replica.clone();
-            tokio::spawn(async move { c.open(&r).await }.in_current_span());
-        }
+        self.look_for_peers(key, &replica);
         replica.update(wait).await?;
         if replica.length() == 0 && replica.peers().is_empty() {
             return Err(Error::Unavailable(format!(
