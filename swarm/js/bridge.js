@@ -198,9 +198,14 @@ function command(cmd) {
       // Look the topic up again now (hyperswarm's own refresh is every ~10 minutes).
       const d = swarm.status(fromHex(cmd.topic, 32))
       if (d) {
+        // A refresh can fail ("Too few nodes responded" while the DHT is still down): that is
+        // "reached no node" too; the parent keeps retrying on its own clock either way.
         d.refresh().then(
           () => control({ ev: 'joined', topic: cmd.topic, nodes: swarm.dht.nodes.length }),
-          (e) => log('warn: refresh:', (e && e.message) || e)
+          (e) => {
+            log('warn: refresh:', (e && e.message) || e)
+            control({ ev: 'joined', topic: cmd.topic, nodes: 0 })
+          }
         )
       }
       return

@@ -8,7 +8,8 @@
 //! - `topic {conn, topic}`: the remote of `conn` was found under another topic too;
 //! - `closed {conn, error}`: hyperswarm closed it (a duplicate, the remote left, an error);
 //! - `ack {conn, bytes}`: the connection accepted that many of our bytes;
-//! - `joined {topic}`: the announce/lookup of a join reached the DHT;
+//! - `joined {topic, nodes}`: the announce/lookup of a join (or a refresh) finished; `nodes`
+//!   is how many DHT nodes the child knows, 0 when it reached none (or the refresh failed);
 //! - `stats {id, …counters}`: the answer to our `stats`.
 //!
 //! Ours (`op`): `init {seed, bootstrap}`, `join {topic, server, client}`, `refresh {topic}`

@@ -51,6 +51,9 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
+/// How often a topic whose announce or lookup reached no DHT node is looked up again.
+const RETRY_UNREACHED: Duration = Duration::from_secs(10);
+
 /// How to run the swarm.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -198,8 +201,10 @@ struct Live {
     bootstrapped: Option<Value>,
     /// Topics whose first announce/lookup by the current child reached the DHT.
     flushed: std::collections::HashSet<DiscoveryKey>,
-    /// Topics whose announce/lookup reached no DHT node (retried every 10 s).
-    unreached: std::collections::HashSet<DiscoveryKey>,
+    /// Topics whose announce/lookup reached no DHT node, each with the number of the loop
+    /// that retries it every 10 s (a loop whose number is gone stops).
+    unreached: HashMap<DiscoveryKey, u64>,
+    next_retry_loop: u64,
 }
 
 /// State shared by the handle and the supervisor.
@@ -249,22 +254,37 @@ impl Shared {
         l.unreached.clear();
     }
 
-    /// A join's first announce or lookup reached no node: re-join it after a while, so a
-    /// DHT that comes up later is used (hyperswarm itself waits ~10 minutes).
+    /// A join's first announce or lookup reached no node: look it up again every 10 s until one
+    /// does, so a DHT that comes up later is used (hyperswarm itself waits ~10 minutes). The
+    /// loop does not wait for each retry's answer: a retry that fails, or never settles, in
+    /// the child must not end the retries (seen in CI: "Too few nodes responded").
     fn set_unreached(self: &Arc<Self>, topic: DiscoveryKey) {
-        if self.live().unreached.insert(topic) {
-            tracing::warn!(
-                topic = %hex::encode(topic.as_bytes()),
-                "an announce or lookup reached no DHT node; trying again every 10 s"
-            );
-        }
+        let number = {
+            let mut l = self.live();
+            if l.unreached.contains_key(&topic) {
+                return;
+            }
+            l.next_retry_loop += 1;
+            let n = l.next_retry_loop;
+            l.unreached.insert(topic, n);
+            n
+        };
+        tracing::warn!(
+            topic = %hex::encode(topic.as_bytes()),
+            "an announce or lookup reached no DHT node; trying again every 10 s"
+        );
         let me = Arc::downgrade(self);
         tokio::spawn(
             async move {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                if let Some(me) = me.upgrade() {
+                loop {
+                    tokio::time::sleep(RETRY_UNREACHED).await;
+                    let Some(me) = me.upgrade() else { return };
                     let l = me.live();
-                    if let (true, Some(link)) = (l.topics.contains_key(&topic), &l.link) {
+                    // Reached, left, or the child restarted (it joins every topic again).
+                    if l.unreached.get(&topic) != Some(&number) || !l.topics.contains_key(&topic) {
+                        return;
+                    }
+                    if let Some(link) = &l.link {
                         let _ = link.send(bridge::control_frame(&json!({
                             "op": "refresh", "topic": hex::encode(topic.as_bytes())
                         })));
@@ -277,7 +297,7 @@ impl Shared {
 
     fn set_flushed(&self, topic: DiscoveryKey) {
         let mut l = self.live();
-        if l.unreached.remove(&topic) {
+        if l.unreached.remove(&topic).is_some() {
             tracing::info!(topic = %hex::encode(topic.as_bytes()), "the DHT is reached now");
         }
         let new = l.flushed.insert(topic);
@@ -331,6 +351,7 @@ impl Swarm {
                 bootstrapped: None,
                 flushed: Default::default(),
                 unreached: Default::default(),
+                next_retry_loop: 0,
             }),
             flushes: watch::channel(0).0,
             stats: Counters::default(),

@@ -21,7 +21,7 @@ pub struct Publisher {
 pub struct Serving {
     /// The process (killed on drop).
     pub child: tokio::process::Child,
-    /// Its stdout lines.
+    /// Its stdout and stderr lines, as they come.
     pub lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -90,6 +90,7 @@ impl Publisher {
             .args(["--no-page", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -98,6 +99,15 @@ impl Publisher {
         let l = lines.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = out.next_line().await {
+                l.lock().unwrap().push(line);
+            }
+        });
+        // Its log too (a test can wait on a warning), still shown in the test's output.
+        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+        let l = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err.next_line().await {
+                eprintln!("{line}");
                 l.lock().unwrap().push(line);
             }
         });
