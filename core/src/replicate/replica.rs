@@ -39,6 +39,10 @@ use crate::merkle::{verify_proof, Head, Node, Proof, VerifiedProof};
 use crate::store::{CoreRecord, CoreStore};
 use crate::wire::messages::{Data, Request, Sync};
 
+/// An upgrade of at most this many blocks (a live append, not a backlog) asks for its first
+/// block in the same request.
+const EAGER_BLOCK_MAX: u64 = 16;
+
 /// Tuning of a replica.
 #[derive(Debug, Clone)]
 pub struct ReplicaOptions {
@@ -443,12 +447,28 @@ impl Replica {
         let r = peer.remote();
         let (rfork, rlen, has_manifest) = (r.fork, r.length, r.has_manifest);
         let start = if rfork == head.fork { head.length } else { 0 };
-        let req = Request {
+        let mut req = Request {
             fork: rfork,
             upgrade: Some((start, rlen - start)),
             manifest: need_manifest && has_manifest,
             ..Request::default()
         };
+        // A live append (a few new blocks on our fork): its first block rides with the
+        // upgrade, so a follower has the new entry after one round trip instead of two (the
+        // remote reads the tree once). Its proof is the block's whole path (`nodes` 0: the
+        // block is past our length), checked against the upgraded head like any other.
+        if rfork == head.fork && start > 0 && rlen - start <= EAGER_BLOCK_MAX {
+            req.block = Some((start, 0));
+            match self.request(&peer, req.clone()).await {
+                Ok(data) => return self.apply(&peer, data).await,
+                // A peer may have the head and not that block (a sparse replica): not a fault.
+                Err(Error::NotAvailable { .. }) => {
+                    self.forgive(&peer);
+                    req.block = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let data = self.request(&peer, req).await?;
         self.apply(&peer, data).await
     }

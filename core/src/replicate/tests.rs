@@ -202,3 +202,68 @@ async fn concurrent_replica_calls_share_one_object() {
         }
     }
 }
+
+/// Appends `n` blocks to a writer served on loopback, and a reader (nothing fetched yet) that
+/// knows its head.
+async fn synced_reader(
+    writer_opts: ReplicaOptions,
+    n: u64,
+) -> (Replicator, Arc<Replica>, Replicator, Arc<Replica>) {
+    let server = Replicator::new(
+        Store::temporary().unwrap(),
+        ReplicatorOptions {
+            announce_all: true,
+            replica: writer_opts,
+        },
+    );
+    let writer = server.create_core(KeyPair::generate(), false).unwrap();
+    let blocks: Vec<Vec<u8>> = (0..n).map(|i| format!("block {i}").into_bytes()).collect();
+    writer.append(&blocks).unwrap();
+    let (addr, task) = server.listen("127.0.0.1:0").await.unwrap();
+    std::mem::forget(task); // serves until the test's runtime ends
+    let client = rep(false);
+    let reader = client.replica(*writer.key()).unwrap();
+    let conn = client.connect(&addr.to_string()).await.unwrap();
+    conn.open(&reader).await.unwrap();
+    std::mem::forget(conn);
+    assert_eq!(reader.update(Duration::from_secs(5)).await.unwrap(), n);
+    (server, writer, client, reader)
+}
+
+async fn wait_length(reader: &Replica, length: u64) {
+    let mut head = reader.subscribe();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while head.borrow_and_update().length < length {
+            head.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_live_append_comes_with_its_upgrade() {
+    let (_s, writer, _c, reader) = synced_reader(ReplicaOptions::default(), 10).await;
+    assert_eq!(reader.store().block_count().unwrap(), 0);
+    writer.append(&[b"new".to_vec()]).unwrap();
+    wait_length(&reader, 11).await;
+    // Stored by the upgrade itself, before anyone asked for it.
+    assert_eq!(
+        reader.store().block(10).unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    assert_eq!(reader.store().block_count().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_peer_without_the_new_block_still_upgrades_us() {
+    let no_blocks = ReplicaOptions {
+        serve_blocks: false,
+        ..ReplicaOptions::default()
+    };
+    let (_s, writer, _c, reader) = synced_reader(no_blocks, 10).await;
+    writer.append(&[b"new".to_vec()]).unwrap();
+    // The upgrade with its block is refused (noData); the upgrade alone is not.
+    wait_length(&reader, 11).await;
+    assert!(reader.store().block(10).unwrap().is_none());
+}
