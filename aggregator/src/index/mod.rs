@@ -42,6 +42,7 @@ mod highlight;
 mod judged_tests;
 mod newest;
 mod pinned;
+mod prepare;
 mod query;
 mod search;
 #[cfg(test)]
@@ -402,15 +403,30 @@ impl Index {
             f,
             me.reader.clone(),
             me.committed.clone(),
-            me.events.clone(),
             me.generation.clone(),
-            me.upserts.clone(),
             me.newest.clone(),
-            health,
+            health.clone(),
             commit_every,
             me.gate.clone(),
         )?;
-        tokio::spawn(task.run(rx).instrument(tracing::info_span!("index_writer")));
+        // Two stages, so that live events never wait for a commit (see `prepare`).
+        let (ready_tx, ready_rx) = mpsc::channel(WRITER_QUEUE);
+        let first = prepare::Preparer {
+            f,
+            events: me.events.clone(),
+            upserts: me.upserts.clone(),
+            newest: me.newest.clone(),
+            health,
+        };
+        tokio::spawn(
+            first
+                .run(rx, ready_tx)
+                .instrument(tracing::info_span!("index_prepare")),
+        );
+        tokio::spawn(
+            task.run(ready_rx)
+                .instrument(tracing::info_span!("index_writer")),
+        );
         Ok(me)
     }
 

@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 use tantivy::{doc, Index as TIndex, IndexReader, IndexWriter, TantivyDocument, Term};
 use tokio::sync::{mpsc, oneshot};
 
-use super::events::Events;
-use super::query::doc_entry;
-use super::{entry_id, payload, Batch, Checkpoint, EntryDoc, Fields, IndexOp, WRITER_QUEUE};
-use crate::extract;
+use super::prepare::{Ready, ReadyOp};
+use super::{entry_id, payload, Checkpoint, Fields, IndexOp, WRITER_QUEUE};
 use crate::health::Health;
 
 pub(super) struct WriterTask {
@@ -28,10 +26,9 @@ pub(super) struct WriterTask {
     f: Fields,
     reader: IndexReader,
     committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
-    events: Arc<Events>,
     /// Moves on after every commit's reload: cached reads of an older one are stale.
     generation: Arc<std::sync::atomic::AtomicU64>,
-    upserts: Arc<std::sync::atomic::AtomicU64>,
+    /// The newest sortAt seen (by the first stage), given to checkpoint documents.
     newest: Arc<std::sync::atomic::AtomicI64>,
     pending_cp: HashMap<String, Option<Checkpoint>>,
     waiters: Vec<oneshot::Sender<()>>,
@@ -67,9 +64,7 @@ impl WriterTask {
         f: Fields,
         reader: IndexReader,
         committed: Arc<Mutex<HashMap<String, Checkpoint>>>,
-        events: Arc<Events>,
         generation: Arc<std::sync::atomic::AtomicU64>,
-        upserts: Arc<std::sync::atomic::AtomicU64>,
         newest: Arc<std::sync::atomic::AtomicI64>,
         health: Arc<Health>,
         every: Duration,
@@ -88,9 +83,7 @@ impl WriterTask {
             f,
             reader,
             committed,
-            events,
             generation,
-            upserts,
             newest,
             pending_cp: HashMap::new(),
             waiters: Vec::new(),
@@ -103,7 +96,7 @@ impl WriterTask {
         })
     }
 
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Ready>) {
         let mut last = Instant::now();
         let mut retry = Duration::from_secs(1);
         loop {
@@ -168,65 +161,31 @@ impl WriterTask {
         }
     }
 
-    /// Adds an entry document; `replace`: delete the older one of (feed, key) first.
-    fn add_entry(&mut self, e: EntryDoc, replace: bool) {
-        let f = self.f;
-        let id = entry_id(&e.feed, &e.key);
-        if replace {
-            self.delete(Term::from_field_text(f.id, &id));
-        }
-        let sort_at = extract::sort_at(e.extracted.created_at, e.seen_at);
-        let tiebreak = super::newest::tiebreak(&id);
-        let mut d = doc!(
-            f.kind => "entry",
-            f.tiebreak => tiebreak,
-            f.id => id,
-            f.feed => e.feed,
-            f.key => String::from_utf8_lossy(&e.key).into_owned(),
-            f.seq => e.seq,
-            f.version => e.version,
-            f.seen_at => e.seen_at,
-            f.sort_at => sort_at,
-            f.value => e.value,
-        );
-        d.add_text(f.text, e.analyzed);
-        if let Some(t) = &e.extracted.kind {
-            d.add_text(f.typ, t);
-        }
-        for t in &e.extracted.tags {
-            d.add_text(f.tag, t);
-        }
-        for t in super::time_buckets::terms_of(sort_at) {
-            d.add_u64(f.time, t);
-        }
-        // Live subscribers get it now, verified and applied, not after the next commit.
-        if self.events.wanted() {
-            self.events.publish(doc_entry(&f, &d));
-        } else {
-            self.events.skip();
-        }
-        self.add(d);
-        self.upserts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.newest
-            .fetch_max(sort_at, std::sync::atomic::Ordering::Relaxed);
-    }
-
     /// Applies a batch made in the current epoch; drops an older one (and its waiter).
-    fn take_if_current(&mut self, b: Batch) {
+    fn take_if_current(&mut self, b: Ready) {
         if b.epoch == self.health.epoch() && !self.health.index_failed() {
             self.apply(b);
         }
     }
 
-    fn apply(&mut self, b: Batch) {
+    fn apply(&mut self, b: Ready) {
         let f = self.f;
         self.pending += b.ops.len();
         self.urgent |= b.caught_up;
         for op in b.ops {
+            let op = match op {
+                ReadyOp::Entry { doc, replace } => {
+                    if let Some(t) = replace {
+                        self.delete(t);
+                    }
+                    self.add(doc);
+                    continue;
+                }
+                ReadyOp::Other(op) => op,
+            };
             match op {
-                IndexOp::Upsert(e) => self.add_entry(*e, true),
-                IndexOp::Insert(e) => self.add_entry(*e, false),
+                // Made documents by the first stage.
+                IndexOp::Upsert(_) | IndexOp::Insert(_) => {}
                 IndexOp::Delete { feed, key } => {
                     self.delete(Term::from_field_text(f.id, &entry_id(&feed, &key)));
                 }
@@ -298,6 +257,7 @@ impl WriterTask {
     /// Commits what was applied; `false` if the commit failed (then everything since the
     /// last commit is rolled back and the index is degraded until a commit succeeds).
     fn commit(&mut self) -> bool {
+        let t0 = Instant::now();
         let gate = self.gate.clone();
         let _no_backup_running = gate.lock().unwrap_or_else(|p| p.into_inner());
         // tantivy panics on some states after I/O errors (a rollback that failed cannot be
@@ -327,9 +287,16 @@ impl WriterTask {
         if self.health.index_failed() {
             self.health.index_recovered();
         }
+        let t1 = Instant::now();
         if let Err(e) = self.reader.reload() {
             tracing::error!("index reload failed: {e}");
         }
+        tracing::debug!(
+            commit_ms = (t1 - t0).as_secs_f64() * 1e3,
+            reload_ms = t1.elapsed().as_secs_f64() * 1e3,
+            changes = self.pending,
+            "index commit"
+        );
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::Release);
         {
@@ -387,6 +354,7 @@ impl WriterTask {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use super::super::EntryDoc;
     use super::super::Index;
     use super::*;
     use crate::extract::Extracted;
@@ -441,5 +409,40 @@ mod tests {
             while_full >= 3,
             "{while_full} commits while the queue was kept full"
         );
+    }
+
+    async fn next(
+        rx: &mut tokio::sync::broadcast::Receiver<Arc<crate::index::events::LiveEvent>>,
+    ) -> Result<String, tokio::time::error::Elapsed> {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .map(|e| e.unwrap().entry.feed.clone())
+    }
+
+    /// A live event goes out while a commit is under way: it used to wait behind it (one in
+    /// five events waited ≈ 10 ms, some over 100 ms). A backup's pause holds the commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_event_does_not_wait_for_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let health = Arc::new(crate::health::Health::default());
+        let index =
+            Arc::new(Index::open(dir.path(), 15, Duration::from_millis(5), health).unwrap());
+        let mut sub = index.events().subscribe(None);
+        let paused = tokio::task::block_in_place(|| index.pause_commits());
+        index.submit(batch(1, 1), true, 0).await.unwrap();
+        assert_eq!(next(&mut sub.rx).await.unwrap(), "f1");
+        // The writer is now due to commit (5 ms) and waits for the pause, in its commit.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        index.submit(batch(2, 1), true, 0).await.unwrap();
+        assert_eq!(
+            next(&mut sub.rx).await.ok().as_deref(),
+            Some("f2"),
+            "the event waited for the commit"
+        );
+        let before = index.generation();
+        drop(paused);
+        index.submit_and_wait(batch(3, 1)).await.unwrap();
+        assert!(index.generation() > before);
+        assert_eq!(index.entry_count(), 3);
     }
 }
