@@ -1,6 +1,7 @@
-//! The live stream's events: each entry once it is verified and applied to the index writer
-//! (not after the next commit, which is up to `commit_interval_ms` later), with an id a
-//! reconnecting client passes back as `Last-Event-ID` to get what it missed.
+//! The live stream's events: each entry once it is verified and made a document for the
+//! index writer (by `index/prepare`: not after the next commit, which is up to
+//! `commit_interval_ms` later, nor behind a commit under way), with an id a reconnecting
+//! client passes back as `Last-Event-ID` to get what it missed.
 //!
 //! Ids are `<boot>-<n>`: `boot` tells this process from an earlier one (whose events are
 //! gone), `n` counts every entry applied since start, kept or not. The last [`RING`] events are
@@ -9,7 +10,8 @@
 //! watches pays nothing. A client whose next event is no longer kept gets `reset`, with the
 //! newest id: it re-reads `/v1/feed` for what it missed.
 //!
-//! An event can come before its entry is searchable (by up to the commit interval), and an
+//! An event can come before its entry is searchable (by up to the commit interval and one
+//! commit's time), and an
 //! entry can come twice after a failed commit (the feed re-reads from its checkpoint): same
 //! feed, key and seq.
 
