@@ -173,27 +173,23 @@ impl WriterTask {
         self.pending += b.ops.len();
         self.urgent |= b.caught_up;
         for op in b.ops {
-            let op = match op {
+            match op {
                 ReadyOp::Entry { doc, replace } => {
                     if let Some(t) = replace {
                         self.delete(t);
                     }
                     self.add(doc);
-                    continue;
                 }
-                ReadyOp::Other(op) => op,
-            };
-            match op {
-                // Made documents by the first stage.
-                IndexOp::Upsert(_) | IndexOp::Insert(_) => {}
-                IndexOp::Delete { feed, key } => {
+                // The first stage made these documents (`ReadyOp::Entry`).
+                ReadyOp::Other(IndexOp::Upsert(_) | IndexOp::Insert(_)) => {}
+                ReadyOp::Other(IndexOp::Delete { feed, key }) => {
                     self.delete(Term::from_field_text(f.id, &entry_id(&feed, &key)));
                 }
-                IndexOp::Checkpoint {
+                ReadyOp::Other(IndexOp::Checkpoint {
                     feed,
                     version,
                     fork,
-                } => {
+                }) => {
                     let id = format!("cp:{feed}");
                     self.delete(Term::from_field_text(f.id, &id));
                     // A sortAt and a tiebreak on every document keep those columns full: a
@@ -214,7 +210,7 @@ impl WriterTask {
                     self.pending_cp
                         .insert(feed, Some(Checkpoint { version, fork }));
                 }
-                IndexOp::Purge { feed } => {
+                ReadyOp::Other(IndexOp::Purge { feed }) => {
                     self.delete(Term::from_field_text(f.feed, &feed));
                     self.pending_cp.insert(feed, None);
                 }

@@ -463,7 +463,7 @@ impl Replica {
                 Ok(data) => return self.apply(&peer, data).await,
                 // A peer may have the head and not that block (a sparse replica): not a fault.
                 Err(Error::NotAvailable { .. }) => {
-                    self.forgive(&peer);
+                    self.unstrike(&peer);
                     req.block = None;
                 }
                 Err(e) => return Err(e),

@@ -134,6 +134,12 @@ impl Replica {
         self.tally(peer, |e| e.strikes = 0);
     }
 
+    /// Takes back the strike of one answer that was not a fault (and only that one: an
+    /// answer that is not a fault is not a good one either).
+    pub(super) fn unstrike(&self, peer: &Peer) {
+        self.tally(peer, |e| e.strikes = e.strikes.saturating_sub(1));
+    }
+
     /// Sends one request to a peer and waits for its answer (up to the request timeout),
     /// keeping our tally of it.
     pub(super) async fn request(&self, peer: &Arc<Peer>, req: Request) -> Result<Data> {
