@@ -49,6 +49,7 @@ mod search;
 mod search_tests;
 mod snapshot;
 mod stem;
+mod stored;
 mod term_delete;
 mod terms_and;
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tantivy::{doc, TantivyDocument, Term};
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::Events;
-use super::query::doc_entry;
+use super::stored::doc_entry;
 use super::{entry_id, Batch, EntryDoc, Fields, IndexOp};
 use crate::extract;
 use crate::health::Health;

@@ -1,22 +1,21 @@
-//! Reads: the merged feed (newest first, cursor), BM25 search, single entries, and the
-//! JSON form of a document.
+//! Reads: the merged feed (newest first, cursor), BM25 search, single entries.
 
 use std::collections::{hash_map, HashMap};
 use std::ops::Bound;
 
-use serde_json::value::RawValue;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value as _};
 use tantivy::{DocAddress, TantivyDocument, Term};
 
-use super::{Fields, Filters, Index, Page, MAX_LIMIT};
+use super::stored::doc_into_entry;
+use super::{Filters, Index, Page, MAX_LIMIT};
 use crate::api::Entry;
 use crate::error::{Error, Result};
-use crate::extract;
 
-/// A feed row: its sortAt, its id, its stored document.
-type FeedRow = (i64, String, TantivyDocument);
+/// A feed row: its sortAt, its id if it was read already (only the last row's is needed, for
+/// the cursor), its stored document.
+type FeedRow = (i64, Option<String>, TantivyDocument);
 
 impl Index {
     /// Filter clauses, with sortAt at most `upper` and at least `lower` (a time window).
@@ -144,11 +143,13 @@ impl Index {
             };
             if more || covers_all {
                 let cursor = if more {
-                    rows.last().map(|(s, id, _)| encode_feed_cursor(*s, id))
+                    rows.last().map(|(s, id, d)| {
+                        encode_feed_cursor(*s, id.as_deref().unwrap_or_else(|| self.id_str(d)))
+                    })
                 } else {
                     None
                 };
-                let entries = rows.iter().map(|(_, _, d)| self.to_entry(d)).collect();
+                let entries = rows.into_iter().map(|(_, _, d)| self.to_entry(d)).collect();
                 return Ok(Page { entries, cursor });
             }
         }
@@ -230,11 +231,8 @@ impl Index {
                 let mut page = Vec::with_capacity(rows.len());
                 for (k, addr) in rows {
                     let (id, d) = match read.remove(&addr) {
-                        Some(known) => known,
-                        None => {
-                            let d: TantivyDocument = searcher.doc(addr)?;
-                            (self.id_of(&d), d)
-                        }
+                        Some((id, d)) => (Some(id), d),
+                        None => (None, searcher.doc(addr)?),
                     };
                     page.push((k.0, id, d));
                 }
@@ -265,10 +263,13 @@ impl Index {
     }
 
     fn id_of(&self, d: &TantivyDocument) -> String {
+        self.id_str(d).to_owned()
+    }
+
+    fn id_str<'d>(&self, d: &'d TantivyDocument) -> &'d str {
         d.get_first(self.f.id)
             .and_then(|v| v.as_str())
             .unwrap_or_default()
-            .to_owned()
     }
 
     /// One entry by feed and key.
@@ -280,44 +281,14 @@ impl Index {
         );
         let hits = searcher.search(&q, &TopDocs::with_limit(1))?;
         match hits.first() {
-            Some((_, addr)) => Ok(Some(self.to_entry(&searcher.doc(*addr)?))),
+            Some((_, addr)) => Ok(Some(self.to_entry(searcher.doc(*addr)?))),
             None => Ok(None),
         }
     }
 
-    pub(super) fn to_entry(&self, d: &TantivyDocument) -> Entry {
-        doc_entry(&self.f, d)
-    }
-}
-
-pub(super) fn doc_entry(f: &Fields, d: &TantivyDocument) -> Entry {
-    let s = |fl: Field| d.get_first(fl).and_then(|v| v.as_str()).map(str::to_owned);
-    let u = |fl: Field| d.get_first(fl).and_then(|v| v.as_u64());
-    let i = |fl: Field| d.get_first(fl).and_then(|v| v.as_i64());
-    let tags: Vec<String> = d
-        .get_all(f.tag)
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
-    // Checked, not trusted: the index is on disk (this parses without building a tree).
-    let value = s(f.value)
-        .and_then(|v| RawValue::from_string(v).ok())
-        .unwrap_or_else(|| RawValue::NULL.to_owned());
-    let feed = s(f.feed).unwrap_or_default();
-    let key = s(f.key).unwrap_or_default();
-    Entry {
-        source: format!("hyper://{feed}"),
-        proof: crate::api::proof_link(&feed, &key),
-        feed,
-        key,
-        seq: u(f.seq),
-        version: u(f.version),
-        seen_at: i(f.seen_at).map(extract::format_time),
-        sort_at: i(f.sort_at).map(extract::format_time),
-        typ: s(f.typ),
-        tags,
-        value,
-        score: None,
-        snippet: None,
+    /// The entry of a stored document read for it.
+    pub(super) fn to_entry(&self, d: TantivyDocument) -> Entry {
+        doc_into_entry(&self.f, d)
     }
 }
 

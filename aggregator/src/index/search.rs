@@ -124,7 +124,7 @@ impl Index {
         let mut entries = Vec::with_capacity(limit);
         for (score, addr) in hits.into_iter().skip(offset).take(limit) {
             let d: TantivyDocument = searcher.doc(addr)?;
-            let mut e = self.to_entry(&d);
+            let mut e = self.to_entry(d);
             e.score = score;
             entries.push(e);
         }
