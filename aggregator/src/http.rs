@@ -137,11 +137,12 @@ pub fn router(agg: Arc<Aggregator>) -> Router {
     let cache = Arc::new(cache::ReadCache::new(
         cfg.read_cache_mb.saturating_mul(1 << 20),
     ));
+    let metrics = crate::metrics::Exporter::new(agg.index.commit_seconds.clone());
     let state = Http {
         agg,
         limiter: limiter.clone(),
         registrations: registrations.clone(),
-        metrics: Arc::new(crate::metrics::Exporter::new()),
+        metrics: Arc::new(metrics),
         doc,
         cache,
         reads: Arc::new(tokio::sync::Semaphore::new(

@@ -16,6 +16,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
@@ -297,11 +298,16 @@ fn mirror(c: &Counter, v: u64) {
 }
 
 impl Exporter {
-    /// Registers every family.
-    pub fn new() -> Exporter {
+    /// Registers every family, and the histograms observed where they happen.
+    pub fn new(commit_seconds: Histogram) -> Exporter {
         let f = Families::default();
         let mut registry = Registry::default();
         register(&mut registry, &f);
+        registry.register(
+            "apiary_index_commit_seconds",
+            "Index commits: from a commit's start until its entries are searchable (commit and reader reload)",
+            commit_seconds,
+        );
         Exporter {
             registry,
             f,

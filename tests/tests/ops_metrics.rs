@@ -89,6 +89,19 @@ async fn metrics_per_feed_and_degraded_state() {
         "{m}"
     );
     assert_eq!(value(&m, "apiary_connections"), Some(1.0), "{m}");
+    // The entries are searchable, so at least one commit was timed: a count, a sum, and
+    // cumulative buckets ending in +Inf equal to the count.
+    let commits = value(&m, "apiary_index_commit_seconds_count").unwrap_or(0.0);
+    assert!(commits >= 1.0, "{m}");
+    assert!(
+        value(&m, "apiary_index_commit_seconds_sum").unwrap() > 0.0,
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "apiary_index_commit_seconds_bucket{le=\"+Inf\"}"),
+        Some(commits),
+        "{m}"
+    );
     assert!(value(&m, "apiary_open_files_limit{kind=\"soft\"}").unwrap() > 0.0);
     assert!(value(&m, "apiary_listener_connections{listener=\"http\"}").unwrap() >= 1.0);
     assert_eq!(

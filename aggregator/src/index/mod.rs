@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde_json::{json, Value};
 use tantivy::collector::DocSetCollector;
 use tantivy::query::TermQuery;
@@ -294,6 +295,14 @@ pub struct Index {
     sort_columns: Arc<newest::SortColumns>,
     /// The searchers later pages of a search read (see `pinned`).
     pinned: Arc<pinned::Pinned>,
+    /// Seconds from a commit's start until its entries are searchable (the commit and the
+    /// reader's reload): what sets publish → found by search. On `/metrics`.
+    pub commit_seconds: Histogram,
+}
+
+/// Buckets of [`Index::commit_seconds`]: 1 ms to about 16 s, doubling.
+fn commit_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 15)
 }
 
 impl std::fmt::Debug for Index {
@@ -393,6 +402,7 @@ impl Index {
             dir: dir.to_path_buf(),
             sort_columns,
             pinned: Default::default(),
+            commit_seconds: Histogram::new(commit_buckets()),
         });
         me.newest
             .store(me.load_newest()?, std::sync::atomic::Ordering::Relaxed);
@@ -409,6 +419,7 @@ impl Index {
             health.clone(),
             commit_every,
             me.gate.clone(),
+            me.commit_seconds.clone(),
         )?;
         // Two stages, so that live events never wait for a commit (see `prepare`).
         let (ready_tx, ready_rx) = mpsc::channel(WRITER_QUEUE);

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tantivy::{doc, Index as TIndex, IndexReader, IndexWriter, TantivyDocument, Term};
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,6 +42,8 @@ pub(super) struct WriterTask {
     health: Arc<Health>,
     /// Held by a backup while it copies the last commit: no commit meanwhile.
     gate: Arc<Mutex<()>>,
+    /// See [`Index::commit_seconds`](super::Index::commit_seconds).
+    commit_seconds: Histogram,
 }
 
 /// Past this many changes since the last commit the writer is in a bulk ingest: it commits
@@ -69,6 +72,7 @@ impl WriterTask {
         health: Arc<Health>,
         every: Duration,
         gate: Arc<Mutex<()>>,
+        commit_seconds: Histogram,
     ) -> tantivy::Result<Self> {
         let mut writer = index.writer_with_num_threads(1, memory_bytes)?;
         if index.load_metas()?.payload.is_none() {
@@ -93,6 +97,7 @@ impl WriterTask {
             urgent: false,
             health,
             gate,
+            commit_seconds,
         })
     }
 
@@ -287,6 +292,7 @@ impl WriterTask {
         if let Err(e) = self.reader.reload() {
             tracing::error!("index reload failed: {e}");
         }
+        self.commit_seconds.observe(t0.elapsed().as_secs_f64());
         tracing::debug!(
             commit_ms = (t1 - t0).as_secs_f64() * 1e3,
             reload_ms = t1.elapsed().as_secs_f64() * 1e3,
