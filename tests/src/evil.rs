@@ -31,6 +31,8 @@ pub enum Evil {
     UnsignedFork,
     /// Announces its length and then never answers.
     Silent,
+    /// Announces a length far past the real one (a sync is only a claim) and never answers.
+    Overclaim,
 }
 
 /// A running evil server.
@@ -54,7 +56,7 @@ impl EvilServer {
         self.counts.requests.load(Ordering::SeqCst)
     }
 
-    /// Requests left unanswered on purpose so far ([`Evil::Silent`]).
+    /// Requests left unanswered on purpose so far ([`Evil::Silent`], [`Evil::Overclaim`]).
     pub fn ignored(&self) -> u64 {
         self.counts.ignored.load(Ordering::SeqCst)
     }
@@ -123,7 +125,11 @@ async fn session(
                         uploading: true,
                         has_manifest: true,
                         fork,
-                        length: head.length,
+                        length: if evil == Evil::Overclaim {
+                            head.length + 1_000_000
+                        } else {
+                            head.length
+                        },
                         ..Sync::default()
                     });
                     s.outgoing
@@ -137,7 +143,7 @@ async fn session(
                         continue;
                     };
                     counts.requests.fetch_add(1, Ordering::SeqCst);
-                    if evil == Evil::Silent {
+                    if matches!(evil, Evil::Silent | Evil::Overclaim) {
                         counts.ignored.fetch_add(1, Ordering::SeqCst);
                         continue;
                     }

@@ -241,3 +241,81 @@ async fn range_download_gets_past_a_silent_and_a_lying_peer() {
     );
     assert!(!conns[0].is_closed(), "the honest session goes on");
 }
+
+/// A sync's length is only a claim: a peer that claims far more than the author wrote, and
+/// never answers, must not hold up the head the honest peers have, neither when a follower
+/// first updates nor when the author appends while it follows live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_claiming_a_longer_core_does_not_hold_up_the_honest_ones() {
+    init_tracing();
+    let (_server, core_w, honest_addr) = honest().await;
+    let liar = evil::serve(core_w.clone(), Evil::Overclaim).await;
+    let reader = replicator(Duration::from_millis(500), false);
+    let core = reader.replica(*core_w.key()).unwrap();
+    let bad = reader.connect(&liar.addr).await.unwrap();
+    bad.open(&core).await.unwrap();
+    let good = reader.connect(&honest_addr).await.unwrap();
+    good.open(&core).await.unwrap();
+    wait_until("both peers synced", Duration::from_secs(5), || {
+        let p = core.peers();
+        p.len() == 2 && p.iter().all(|p| p.remote().length > 0)
+    })
+    .await;
+    // The first update: the liar is asked first (it claims the most) and times out.
+    let t = std::time::Instant::now();
+    let _ = core.update(Duration::from_secs(5)).await;
+    assert_eq!(core.length(), 50, "the honest head after {:?}", t.elapsed());
+    assert!(liar.ignored() >= 1, "the liar was asked");
+    // Live: another liar joins; the follower asks it at once (an upgrade at a time), and the
+    // author appends meanwhile: the honest peer's sync comes while that upgrade is out, so
+    // the failed upgrade must be tried again for the follower to get the new head (no other
+    // sync comes, and update is not called).
+    let liar2 = evil::serve(core_w.clone(), Evil::Overclaim).await;
+    let bad2 = reader.connect(&liar2.addr).await.unwrap();
+    bad2.open(&core).await.unwrap();
+    wait_until("the new liar was asked", Duration::from_secs(5), || {
+        liar2.ignored() >= 1
+    })
+    .await;
+    core_w.append(&[b"block 50".to_vec()]).unwrap();
+    wait_until("the live append arrived", Duration::from_secs(5), || {
+        core.length() == 51
+    })
+    .await;
+    assert_eq!(core.get(50).await.unwrap(), b"block 50");
+}
+
+/// Without live upgrades, `update` alone gets past the liar: its failed attempt is tried again
+/// on the honest peer, and the liar's claim beyond that does not make the update an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_gets_past_a_peer_claiming_a_longer_core() {
+    init_tracing();
+    let (_server, core_w, honest_addr) = honest().await;
+    let liar = evil::serve(core_w.clone(), Evil::Overclaim).await;
+    let reader = Replicator::new(
+        Store::temporary().unwrap(),
+        ReplicatorOptions {
+            announce_all: false,
+            replica: ReplicaOptions {
+                request_timeout: Duration::from_millis(500),
+                max_attempts: 3,
+                auto_upgrade: false,
+                ..ReplicaOptions::default()
+            },
+        },
+    );
+    let core = reader.replica(*core_w.key()).unwrap();
+    for addr in [&liar.addr, &honest_addr] {
+        let c = reader.connect(addr).await.unwrap();
+        c.open(&core).await.unwrap();
+        std::mem::forget(c);
+    }
+    wait_until("both peers synced", Duration::from_secs(5), || {
+        let p = core.peers();
+        p.len() == 2 && p.iter().all(|p| p.remote().length > 0)
+    })
+    .await;
+    assert_eq!(core.update(Duration::from_secs(5)).await.unwrap(), 50);
+    assert!(liar.ignored() >= 1, "the liar was asked first");
+    assert_eq!(core.get(49).await.unwrap(), b"block 49");
+}

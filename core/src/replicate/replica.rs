@@ -355,8 +355,20 @@ impl Replica {
             let me = self.clone();
             tokio::spawn(
                 async move {
-                    if let Err(e) = me.upgrade_once().await {
-                        tracing::debug!(core = %me.key, "upgrade failed: {e}");
+                    // A failed upgrade (a peer that timed out or lied) is tried again, on
+                    // the peers with fewer strikes first: no other sync may come to start
+                    // one (the feed task only looks again much later).
+                    for attempt in 0..me.opts.max_attempts {
+                        match me.upgrade_once().await {
+                            Ok(()) => return,
+                            Err(e) => {
+                                tracing::debug!(core = %me.key, attempt, "upgrade failed: {e}");
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+                        if !me.wants_upgrade() {
+                            return;
+                        }
                     }
                 }
                 .in_current_span(),
@@ -381,6 +393,11 @@ impl Replica {
 
     /// Brings the head up to the newest length a peer announced (waiting up to `wait` for a
     /// peer to appear). Returns the length.
+    ///
+    /// A failed upgrade is tried again on another peer ahead (those with fewer strikes are
+    /// asked first), up to `max_attempts` in all. Once the head has moved, a failure ends the call with the head reached: a
+    /// peer claiming more than it can prove (a sync's length is only a claim) does not turn
+    /// a good update into an error, nor hold it up for every attempt's timeout.
     pub async fn update(self: &Arc<Self>, wait: Duration) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut peers = self.peer_changes();
@@ -401,6 +418,7 @@ impl Replica {
         }
         // Subscribe before looking, so a head change between the look and the wait is seen.
         let mut head = self.subscribe();
+        let start = (self.fork(), self.length());
         let mut attempts = 0;
         while attempts < self.opts.max_attempts {
             head.borrow_and_update();
@@ -416,7 +434,23 @@ impl Replica {
                 continue;
             }
             attempts += 1;
-            self.upgrade_once().await?;
+            if let Err(e) = self.upgrade_once().await {
+                if (self.fork(), self.length()) != start {
+                    return Ok(self.length());
+                }
+                // Each peer ahead once (the strikes send the next try elsewhere): one peer
+                // that fails is not asked again here.
+                let ahead = self.peers_ahead(start.0, start.1);
+                if attempts
+                    >= self
+                        .opts
+                        .max_attempts
+                        .min(ahead.try_into().unwrap_or(u32::MAX))
+                {
+                    return Err(e);
+                }
+                tracing::debug!(core = %self.key, attempts, "upgrade failed, trying again: {e}");
+            }
         }
         Ok(self.length())
     }

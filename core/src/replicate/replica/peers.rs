@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::Replica;
 use crate::error::Result;
-use crate::replicate::connection::Peer;
+use crate::replicate::connection::{Peer, RemoteState};
 use crate::wire::messages::{Data, Request};
 
 /// A peer and our bookkeeping of it (under the replica's `peers` lock).
@@ -86,15 +86,26 @@ impl Replica {
         self.peer_changed();
     }
 
-    /// The peer furthest ahead of `(fork, length)` (a newer fork, or a longer length on
-    /// ours), if any is.
+    /// A peer ahead of `(fork, length)` (a newer fork, or a longer length on ours), if any
+    /// is: of those with the fewest strikes, the one furthest ahead. A sync's length is only
+    /// a claim, so a peer that claims the most but does not answer must not be the one
+    /// always asked: once it fails, the others are asked first.
     pub(super) fn peer_ahead(&self, fork: u64, length: u64) -> Option<Arc<Peer>> {
         self.peer_list()
             .iter()
             .map(|e| (e, e.peer.remote()))
-            .filter(|(_, r)| !r.closed && (r.fork > fork || (r.fork == fork && r.length > length)))
-            .max_by_key(|(_, r)| (r.fork, r.length))
+            .filter(|(_, r)| is_ahead(r, fork, length))
+            .max_by_key(|(e, r)| (std::cmp::Reverse(e.strikes), r.fork, r.length))
             .map(|(e, _)| e.peer.clone())
+    }
+
+    /// How many peers are ahead of `(fork, length)`.
+    pub(super) fn peers_ahead(&self, fork: u64, length: u64) -> usize {
+        self.peer_list()
+            .iter()
+            .map(|e| e.peer.remote())
+            .filter(|r| is_ahead(r, fork, length))
+            .count()
     }
 
     /// The peer to ask for block `seq` of `fork`: fewest strikes first, then one that holds
@@ -159,4 +170,10 @@ impl Replica {
         }
         res
     }
+}
+
+/// Whether a peer's (open) session claims a head past `(fork, length)`: a newer fork, or a
+/// longer length on ours.
+fn is_ahead(r: &RemoteState, fork: u64, length: u64) -> bool {
+    !r.closed && (r.fork > fork || (r.fork == fork && r.length > length))
 }
