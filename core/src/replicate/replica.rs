@@ -395,9 +395,10 @@ impl Replica {
     /// peer to appear). Returns the length.
     ///
     /// A failed upgrade is tried again on another peer ahead (those with fewer strikes are
-    /// asked first), up to `max_attempts` in all. Once the head has moved, a failure ends the call with the head reached: a
-    /// peer claiming more than it can prove (a sync's length is only a claim) does not turn
-    /// a good update into an error, nor hold it up for every attempt's timeout.
+    /// asked first), up to `max_attempts` in all. Once the head has moved, a failure ends
+    /// the call with the head reached: a peer claiming more than it can prove (a sync's
+    /// length is only a claim) does not turn a good update into an error, nor hold it up
+    /// for every attempt's timeout.
     pub async fn update(self: &Arc<Self>, wait: Duration) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut peers = self.peer_changes();
@@ -440,13 +441,8 @@ impl Replica {
                 }
                 // Each peer ahead once (the strikes send the next try elsewhere): one peer
                 // that fails is not asked again here.
-                let ahead = self.peers_ahead(start.0, start.1);
-                if attempts
-                    >= self
-                        .opts
-                        .max_attempts
-                        .min(ahead.try_into().unwrap_or(u32::MAX))
-                {
+                let ahead = u32::try_from(self.peers_ahead(start.0, start.1)).unwrap_or(u32::MAX);
+                if attempts >= self.opts.max_attempts.min(ahead) {
                     return Err(e);
                 }
                 tracing::debug!(core = %self.key, attempts, "upgrade failed, trying again: {e}");
