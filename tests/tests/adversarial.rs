@@ -319,3 +319,37 @@ async fn update_gets_past_a_peer_claiming_a_longer_core() {
     assert!(liar.ignored() >= 1, "the liar was asked first");
     assert_eq!(core.get(49).await.unwrap(), b"block 49");
 }
+
+/// Once a peer claiming more than it has has failed, live appends are not held up by it: it
+/// is not asked again after every sync (each time holding the honest upgrades back for a
+/// request timeout, 1.75 s per append here before the change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_appends_are_not_held_up_by_a_peer_claiming_more() {
+    init_tracing();
+    let (_server, core_w, honest_addr) = honest().await;
+    let liar = evil::serve(core_w.clone(), Evil::Overclaim).await;
+    let reader = replicator(Duration::from_secs(2), false);
+    let core = reader.replica(*core_w.key()).unwrap();
+    for addr in [&liar.addr, &honest_addr] {
+        let c = reader.connect(addr).await.unwrap();
+        c.open(&core).await.unwrap();
+        std::mem::forget(c);
+    }
+    assert_eq!(core.update(Duration::from_secs(10)).await.unwrap(), 50);
+    let asked = liar.ignored();
+    assert!(asked >= 1, "the liar was asked");
+    for i in 0..10u64 {
+        core_w
+            .append(&[format!("block {}", 50 + i).into_bytes()])
+            .unwrap();
+        wait_until("the append arrived", Duration::from_secs(10), || {
+            core.length() == 51 + i
+        })
+        .await;
+    }
+    assert_eq!(
+        liar.ignored(),
+        asked,
+        "the liar was asked again while following"
+    );
+}

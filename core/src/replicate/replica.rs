@@ -351,7 +351,11 @@ impl Replica {
         if !self.opts.auto_upgrade || self.writer.is_some() {
             return;
         }
-        if self.wants_upgrade() {
+        // Started by a peer without strikes only: one that failed an upgrade and claims the
+        // same (a peer claiming more than it has) would otherwise be asked again after every
+        // sync of every peer, each time holding up the honest peers' upgrades for a request
+        // timeout. A struck peer is still asked by the retries below and by `update`.
+        if self.wants_upgrade(0) {
             let me = self.clone();
             tokio::spawn(
                 async move {
@@ -366,7 +370,7 @@ impl Replica {
                             }
                         }
                         tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
-                        if !me.wants_upgrade() {
+                        if !me.wants_upgrade(u32::MAX) {
                             return;
                         }
                     }
@@ -376,12 +380,13 @@ impl Replica {
         }
     }
 
-    fn wants_upgrade(&self) -> bool {
+    /// Whether no upgrade is running and a peer with at most `max_strikes` strikes is ahead.
+    fn wants_upgrade(&self, max_strikes: u32) -> bool {
         let (upgrading, fork, length) = {
             let s = self.lock();
             (s.upgrading, s.record.head.fork, s.record.head.length)
         };
-        !upgrading && self.peer_ahead(fork, length).is_some()
+        !upgrading && self.peers_ahead(fork, length, max_strikes) > 0
     }
 
     /// Tells every connected peer about our head (after an append or an upgrade).
@@ -423,7 +428,7 @@ impl Replica {
         let mut attempts = 0;
         while attempts < self.opts.max_attempts {
             head.borrow_and_update();
-            if !self.wants_upgrade() {
+            if !self.wants_upgrade(u32::MAX) {
                 if !self.lock().upgrading {
                     break;
                 }
@@ -441,7 +446,8 @@ impl Replica {
                 }
                 // Each peer ahead once (the strikes send the next try elsewhere): one peer
                 // that fails is not asked again here.
-                let ahead = u32::try_from(self.peers_ahead(start.0, start.1)).unwrap_or(u32::MAX);
+                let ahead = self.peers_ahead(start.0, start.1, u32::MAX);
+                let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
                 if attempts >= self.opts.max_attempts.min(ahead) {
                     return Err(e);
                 }

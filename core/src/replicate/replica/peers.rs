@@ -99,12 +99,11 @@ impl Replica {
             .map(|(e, _)| e.peer.clone())
     }
 
-    /// How many peers are ahead of `(fork, length)`.
-    pub(super) fn peers_ahead(&self, fork: u64, length: u64) -> usize {
+    /// How many peers with at most `max_strikes` strikes are ahead of `(fork, length)`.
+    pub(super) fn peers_ahead(&self, fork: u64, length: u64, max_strikes: u32) -> usize {
         self.peer_list()
             .iter()
-            .map(|e| e.peer.remote())
-            .filter(|r| is_ahead(r, fork, length))
+            .filter(|e| e.strikes <= max_strikes && is_ahead(&e.peer.remote(), fork, length))
             .count()
     }
 
