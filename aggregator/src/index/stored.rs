@@ -19,11 +19,16 @@ pub(super) fn doc_into_entry(f: &Fields, d: TantivyDocument) -> Entry {
     entry_of(f, d.into_iter().map(|v| (v.field, v.value)))
 }
 
-/// A stored value, owned or borrowed.
-trait Stored {
+/// A stored value, owned or borrowed: its numbers are read in place, its string taken (moved
+/// out of an owned value, copied from a borrowed one).
+trait Stored: AsRef<OwnedValue> {
     fn into_string(self) -> Option<String>;
-    fn to_u64(&self) -> Option<u64>;
-    fn to_i64(&self) -> Option<i64>;
+    fn to_u64(&self) -> Option<u64> {
+        self.as_ref().as_u64()
+    }
+    fn to_i64(&self) -> Option<i64> {
+        self.as_ref().as_i64()
+    }
 }
 
 impl Stored for OwnedValue {
@@ -33,23 +38,11 @@ impl Stored for OwnedValue {
             _ => None,
         }
     }
-    fn to_u64(&self) -> Option<u64> {
-        self.as_u64()
-    }
-    fn to_i64(&self) -> Option<i64> {
-        self.as_i64()
-    }
 }
 
 impl Stored for &OwnedValue {
     fn into_string(self) -> Option<String> {
         self.as_str().map(str::to_owned)
-    }
-    fn to_u64(&self) -> Option<u64> {
-        self.as_u64()
-    }
-    fn to_i64(&self) -> Option<i64> {
-        self.as_i64()
     }
 }
 
