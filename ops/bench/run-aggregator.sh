@@ -26,7 +26,11 @@
 #           follows them all through that one address; when all are indexed, its disk (sled
 #           state and block store, tantivy index: MB and bytes per entry), then the reference
 #           query set and /v1/feed pages one at a time (p50/p99), then agg-client load with
-#           LOAD_CONNECTIONS concurrent connections for LOAD_SECONDS each, per URL set.
+#           LOAD_CONNECTIONS concurrent connections for LOAD_SECONDS each, per URL set; then,
+#           with LOAD_DURING_INGEST (connections, e.g. "1 64"), the same load while the
+#           aggregator follows and indexes DURING_BEES (4) more bees of QUERY_POSTS posts, a new
+#           batch of bees for each row (rows "SET during an ingest"; ingestRunning tells whether
+#           the ingest outlasted the row, ingestEntriesPerSec its rate).
 #   proofs: for each of RETENTIONS ("replica index-only"): bee-farm's QUERY_BEES x QUERY_POSTS
 #           ingested by a fresh aggregator with that retention (entries/s, CPU), its disk once
 #           idle (and the blocks dropped), then proof-client: for PROOFS reference queries the
@@ -79,6 +83,8 @@ QUERY_POSTS=${QUERY_POSTS:-100000}
 LOAD_CONNECTIONS=${LOAD_CONNECTIONS:-1 4 16 64}
 LOAD_SECONDS=${LOAD_SECONDS:-10}
 LOAD_SETS=${LOAD_SETS:-search feed}
+LOAD_DURING_INGEST=${LOAD_DURING_INGEST:-}
+DURING_BEES=${DURING_BEES:-4}
 FEEDS=${FEEDS:-10000}
 FEED_POSTS=${FEED_POSTS:-3}
 FOLLOW_CONCURRENCY=${FOLLOW_CONCURRENCY:-4}
@@ -437,6 +443,46 @@ if has_part query; then
       sleep 1
     done
   done
+  # Reads while the aggregator ingests: each row gets its own DURING_BEES bees, followed as
+  # the row starts, so that the whole row runs during an ingest.
+  if [[ -n $LOAD_DURING_INGEST ]]; then
+    rows=$(($(wc -w <<<"$LOAD_SETS") * $(wc -w <<<"$LOAD_DURING_INGEST")))
+    name2=during-farm
+    start_writer "$name2" "$BIN/bee-farm" --bees $((rows * DURING_BEES)) --posts "$QUERY_POSTS" --seed 1000 \
+      --keys-out "$WORK/during.keys"
+    port2=$(jq -r .port <<<"${W_LINE[$name2]}")
+    total=$(jq -r '.entries // 0' <<<"$ing")
+    row=0
+    for set in $LOAD_SETS; do
+      for conns in $LOAD_DURING_INGEST; do
+        sed -n "$((row * DURING_BEES + 1)),$(((row + 1) * DURING_BEES))p" "$WORK/during.keys" >"$WORK/during-$row.keys"
+        total=$((total + DURING_BEES * QUERY_POSTS))
+        t0=$(date +%s.%N)
+        timeout "$PHASE_TIMEOUT" "$CLIENT" ingest --http "$AGG_HTTP" --keys "$WORK/during-$row.keys" --peer "127.0.0.1:$port2" \
+          --entries "$total" --length "$length" --pid "$AGG_PID" --poll-ms 250 >"$WORK/during-$row.ingest" 2>>"$LOG" &
+        ipid=$!
+        # The follows are posted and blocks arriving before the load starts.
+        sleep 1
+        p0=$(agg_proc)
+        l=$(timeout "$PHASE_TIMEOUT" "$CLIENT" load --urls "$WORK/urls-$set.txt" --connections "$conns" \
+          --seconds "$LOAD_SECONDS" --label "$set" 2>>"$LOG") || l='{"error": "load failed"}'
+        p1=$(agg_proc)
+        running=false
+        kill -0 "$ipid" 2>/dev/null && running=true
+        wait "$ipid" || true
+        secs=$(jq -n --argjson a "$t0" --argjson b "$(date +%s.%N)" '$b - $a')
+        jq -c --arg set "$set" --argjson p0 "$p0" --argjson p1 "$p1" --argjson running "$running" \
+          --argjson n $((DURING_BEES * QUERY_POSTS)) --argjson secs "$secs" '
+          {case: "load \($set) x \(.connections) during an ingest", set: "\($set) during an ingest", during: true} + . +
+          {ingestRunning: $running, ingestEntriesPerSec: ($n / $secs | round),
+           aggCpuSeconds: (($p1.cpu - $p0.cpu) * 100 | round / 100),
+           aggCpuPercent: ((($p1.cpu - $p0.cpu) / .seconds * 100) | round), aggVmRssMB: $p1.vmRssMB,
+           aggRssAnonMB: $p1.rssAnonMB, aggRssFileMB: $p1.rssFileMB, aggFds: $p1.fds}' <<<"$l" | tee -a "$WORK/load.jsonl"
+        row=$((row + 1))
+      done
+    done
+    stop_writer "$name2"
+  fi
   jq -c --argjson cg "$(agg_cgroup)" '{case: "aggregator after queries and load"} + . + {cgroup: $cg}' \
     <<<"$(agg_proc)" | tee -a "$WORK/query.jsonl"
   stop_agg

@@ -151,8 +151,12 @@ if (query.length || load.length) {
       n0(Object.entries(r.status || {}).filter(([k]) => k !== '200').reduce((a, [, v]) => a + v, 0)),
       n0(r.aggCpuPercent), f(r.clientCpuSeconds, 2)
     ])))
+    const during = load.filter((x) => x.during)
+    if (during.length) {
+      lines.push('during an ingest: ' + during.map((r) => `${r.set} x ${r.connections}: ingest ${n0(r.ingestEntriesPerSec)} entries/s, ${r.ingestRunning ? 'still running at the end of the row' : 'OVER BEFORE THE END OF THE ROW'}`).join('; '))
+    }
     // Issue 12 ("read path at scale"): at 1M entries, 64 connections.
-    for (const r of load.filter((x) => x.connections === 64)) {
+    for (const r of load.filter((x) => x.connections === 64 && !x.during)) {
       const [rps, p99] = r.set === 'feed' ? [10000, 20] : [3000, 50]
       goals[`load: ${r.set} x 64 >= ${rps} req/s, p99 <= ${p99} ms`] = r.reqPerSec >= rps && r.p99ms <= p99
     }
@@ -163,7 +167,8 @@ if (query.length || load.length) {
     const limit = entries >= 1e7 ? 1024 : 512
     const peaks = [['ingest: peak (VmHWM; anon: its peak while polled)', ing.aggEnd.vmHwmMB, ing.aggMaxRssAnonMBWhilePolling, null],
       ['end of the ingest', ing.aggEnd.vmRssMB, ing.aggEnd.rssAnonMB, ing.aggEnd.rssFileMB]]
-    for (const r of load) peaks.push([`load ${r.set} x ${r.connections}`, r.aggVmRssMB, r.aggRssAnonMB, r.aggRssFileMB])
+    // Rows during an ingest are at more entries than the goal's: shown in the load table only.
+    for (const r of load.filter((x) => !x.during)) peaks.push([`load ${r.set} x ${r.connections}`, r.aggVmRssMB, r.aggRssAnonMB, r.aggRssFileMB])
     lines.push('')
     lines.push(`aggregator memory at ${n0(entries)} entries (MB; file = mapped index pages, reclaimable page cache)`)
     lines.push(table(['when', 'RSS', 'anon', 'file'], peaks.map(([k, a, b, c]) => [k, f(a), f(b), f(c)])))
