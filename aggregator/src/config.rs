@@ -89,6 +89,9 @@ pub struct Config {
     pub state_cache_mb: usize,
     /// Memory for feed and search answers kept until the next commit, in MB (0: none).
     pub read_cache_mb: usize,
+    /// How much lower than the HTTP API ingest runs (a Unix nice value, added to the
+    /// process's; 0 to 19, 0: the same), see `priority.rs`.
+    pub ingest_nice: u8,
     /// Feeds that ingest at the same time.
     pub max_concurrent_ingest: usize,
     /// How much fresher entries gain in `/v1/search` by relevance: a score is multiplied by
@@ -162,6 +165,7 @@ impl Default for Config {
             index_memory_mb: 64,
             state_cache_mb: 32,
             read_cache_mb: 32,
+            ingest_nice: 10,
             max_concurrent_ingest: 32,
             retention: Retention::Replica,
             reshare: true,
@@ -260,6 +264,9 @@ impl Config {
         }
         if self.state_cache_mb < 4 {
             return Err(Error::Config("state_cache_mb must be at least 4".into()));
+        }
+        if self.ingest_nice > 19 {
+            return Err(Error::Config("ingest_nice must be from 0 to 19".into()));
         }
         Ok(())
     }

@@ -98,7 +98,9 @@ impl Aggregator {
         let me = self.clone();
         let r = replica.clone();
         let span = tracing::info_span!("feed", feed = %key);
-        let task = tokio::spawn(async move { me.run_feed(r).await }.instrument(span));
+        let task = self
+            .rt
+            .spawn(async move { me.run_feed(r).await }.instrument(span));
         feeds.insert(key, FeedTask { task, replica });
         Ok(())
     }
@@ -110,7 +112,8 @@ impl Aggregator {
         self.discovery.join(key);
         for c in self.rep.connections() {
             let r = replica.clone();
-            tokio::spawn(async move { c.open(&r).await }.in_current_span());
+            self.rt
+                .spawn(async move { c.open(&r).await }.in_current_span());
         }
     }
 

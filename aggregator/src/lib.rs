@@ -56,6 +56,7 @@ mod metrics;
 mod openapi;
 mod page;
 mod peers;
+mod priority;
 mod retention;
 mod serve;
 mod state;
@@ -89,19 +90,35 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     cli::init_logs(&cfg);
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
+    // The HTTP API's runtime first, at the process's priority; then ingest's, lower, and
+    // the main thread, which opens the store and the index (priority.rs).
+    let low = priority::ingest_priority(cfg.ingest_nice);
+    let runtimes = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("apiary-http")
+        .build()
+        .and_then(|http| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .on_thread_start(move || priority::set_this_thread(low))
+                .build()?;
+            Ok((http, rt))
+        });
+    let (http_rt, rt) = match runtimes {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
+    priority::set_this_thread(low);
     let res = match cli.command {
         Some(Command::Backup { dir }) => rt.block_on(backup::request(&cfg, &dir)),
         Some(Command::Verify { .. }) => Ok(()),
-        None => rt.block_on(serve(cfg)),
+        None => rt.block_on(serve::serve_on(cfg, Some(http_rt.handle().clone()))),
     };
     // Tasks still running (open HTTP streams, the bridge's pipes) must not hold up the exit.
+    http_rt.shutdown_timeout(Duration::from_secs(5));
     rt.shutdown_timeout(Duration::from_secs(5));
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,6 +176,10 @@ pub struct Aggregator {
         Option<apiary_net::fdlimit::FdLimit>,
         Vec<Arc<apiary_net::gate::Gate>>,
     )>,
+    /// The runtime of ingest (the one it was opened on): the feeds' tasks start there also
+    /// when a follow comes from the HTTP API, whose runtime has the higher priority
+    /// (`priority.rs`).
+    rt: tokio::runtime::Handle,
     /// Held while the data directory is ours.
     _lock: lock::DirLock,
 }
@@ -214,9 +235,11 @@ impl Aggregator {
         };
         let discovery = Discovery::start(&cfg, seed, rep.clone());
         let backfill = cfg.backfill()?;
+        let rt = tokio::runtime::Handle::current();
         let agg = Arc::new(Aggregator {
             permits: Arc::new(Semaphore::new(cfg.max_concurrent_ingest.max(1))),
-            pool: PeerPool::new(rep.clone()),
+            pool: PeerPool::new(rep.clone(), rt.clone()),
+            rt,
             discovery,
             cfg,
             rep,

@@ -20,6 +20,9 @@ struct Entry {
 pub struct PeerPool {
     rep: Replicator,
     entries: Mutex<HashMap<String, Entry>>,
+    /// Where the connections' tasks run: ingest's runtime, also when asked from the HTTP
+    /// API's (`priority.rs`).
+    rt: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for PeerPool {
@@ -29,11 +32,12 @@ impl std::fmt::Debug for PeerPool {
 }
 
 impl PeerPool {
-    /// A pool dialing through `rep`.
-    pub fn new(rep: Replicator) -> Arc<Self> {
+    /// A pool dialing through `rep`, its tasks on `rt`.
+    pub fn new(rep: Replicator, rt: tokio::runtime::Handle) -> Arc<Self> {
         Arc::new(PeerPool {
             rep,
             entries: Mutex::new(HashMap::new()),
+            rt,
         })
     }
 
@@ -56,7 +60,8 @@ impl PeerPool {
             }
             if let Some(c) = &e.conn {
                 let (c, r) = (c.clone(), replica.clone());
-                tokio::spawn(async move { c.open(&r).await }.in_current_span());
+                self.rt
+                    .spawn(async move { c.open(&r).await }.in_current_span());
             }
             e.wanted.insert(*replica.key(), replica);
             return;
@@ -64,7 +69,9 @@ impl PeerPool {
         let me = self.clone();
         let a = addr.to_owned();
         let span = tracing::info_span!("peer", addr = %a);
-        let task = tokio::spawn(async move { me.keep_up(a).await }.instrument(span));
+        let task = self
+            .rt
+            .spawn(async move { me.keep_up(a).await }.instrument(span));
         let mut wanted = HashMap::new();
         wanted.insert(*replica.key(), replica);
         m.insert(
@@ -84,7 +91,8 @@ impl PeerPool {
         for e in self.lock().values() {
             if let (Some(c), Some(r)) = (&e.conn, e.wanted.get(key)) {
                 let (c, r) = (c.clone(), r.clone());
-                tokio::spawn(async move { c.open(&r).await }.in_current_span());
+                self.rt
+                    .spawn(async move { c.open(&r).await }.in_current_span());
             }
         }
     }
@@ -95,7 +103,8 @@ impl PeerPool {
             if e.wanted.remove(key).is_some() {
                 if let Some(c) = &e.conn {
                     let (c, dk) = (c.clone(), key.discovery_key());
-                    tokio::spawn(async move { c.close_core(dk).await }.in_current_span());
+                    self.rt
+                        .spawn(async move { c.close_core(dk).await }.in_current_span());
                 }
             }
             if e.wanted.is_empty() {

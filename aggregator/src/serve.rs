@@ -16,6 +16,12 @@ use crate::{http, Aggregator};
 /// `SHUTDOWN_WITHIN`, 20 s): the listeners stop, ingest stops, a last index commit, the DHT is
 /// left, connections close, the store is flushed.
 pub async fn serve(cfg: Config) -> Result<()> {
+    serve_on(cfg, None).await
+}
+
+/// [`serve`], with the HTTP API on the runtime of `http` (default: the current one); the rest
+/// runs on the current one (`priority.rs`).
+pub(crate) async fn serve_on(cfg: Config, http: Option<tokio::runtime::Handle>) -> Result<()> {
     // Descriptors: raise the soft limit, then fit the connection caps into it with a reserve
     // for the index and the store, so no flood of connections can starve a commit.
     let fd = apiary_net::fdlimit::raise();
@@ -63,8 +69,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
             apiary_net::replication::serve(l, agg.replicator().clone()),
         ))
     };
-    let http_listener = GatedListener::new(apiary_net::listen::bind(cfg.http_addr()?)?, http_gate);
-    let (http_addr, http_task) = http::serve(agg.clone(), http_listener)?;
+    // The listener and its connections belong to the HTTP runtime (its I/O driver wakes them).
+    let (http_addr, http_task) = {
+        let _in = http.as_ref().map(|h| h.enter());
+        let http_listener =
+            GatedListener::new(apiary_net::listen::bind(cfg.http_addr()?)?, http_gate);
+        http::serve(agg.clone(), http_listener)?
+    };
     let feeds = agg.followed()?.len();
     println!("apiary-aggregator is running");
     println!("  browse page and HTTP API: http://{http_addr}/   (OpenAPI: http://{http_addr}/v1/openapi.json)");
